@@ -1,0 +1,26 @@
+"""Model adapters: one small module per family over the stock transformers classes."""
+
+from __future__ import annotations
+
+from specvlm.adapters.base import ModelAdapter, VideoLayout
+from specvlm.adapters.llava_onevision import LlavaOnevisionAdapter
+from specvlm.adapters.qwen2_5_vl import Qwen25VLAdapter
+
+ADAPTERS = {cls.family: cls for cls in (LlavaOnevisionAdapter, Qwen25VLAdapter)}
+
+
+def family_of(config) -> str:
+    """The adapter family for a model config; raises for an unsupported one, listing the supported families."""
+    model_type = getattr(config, "model_type", None)
+    for family, cls in ADAPTERS.items():
+        if model_type in cls.model_types:
+            return family
+    raise ValueError(f"unsupported model type {model_type!r}; supported families: {', '.join(sorted(ADAPTERS))}")
+
+
+def adapter_for(model) -> ModelAdapter:
+    """Wrap a loaded stock model in the adapter of its family."""
+    return ADAPTERS[family_of(model.config)](model)
+
+
+__all__ = ["ADAPTERS", "ModelAdapter", "VideoLayout", "adapter_for", "family_of"]

@@ -1,0 +1,167 @@
+"""What the decoding loop needs from a model family, over the stock transformers model.
+
+An adapter wraps a loaded stock ``*ForConditionalGeneration`` model (never a forked modeling file) and
+exposes: input embeddings with the video features scattered in, where the video tokens are and their
+(T, H, W) grid, position ids for any subset of tokens (1-D, or Qwen's 3-D mRoPE), and a forward over
+``inputs_embeds`` + explicit ``position_ids`` + explicit mask + cache that returns logits.
+
+Positions are handled as a (P, L) long tensor: P = 1 for 1-D RoPE, P = 3 for mRoPE (temporal, height,
+width). Decoding continues from ``max + 1`` of the prefill positions, on every axis, exactly as the
+stock models do (for mRoPE this is ``rope_deltas`` made explicit).
+
+What this module deliberately does not do: batching (batch size is 1), images, or anything about
+drafting and verification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from specvlm.attention import AttentionContext
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Where the video tokens of one prompt are.
+
+    positions: (N,) long, sequence positions of the prunable video tokens, in (t, h, w) row-major order
+    grid: (T, H, W) with T * H * W == N
+    structural: (S,) long, sequence positions of video-placeholder tokens that are never pruned (e.g.
+        LLaVA-OneVision's trailing newline token); the loop treats them like text.
+    """
+
+    positions: torch.Tensor
+    grid: tuple[int, int, int]
+    structural: torch.Tensor
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.positions.numel())
+
+    @property
+    def last_position(self) -> int:
+        """Sequence position of the last video placeholder token (prunable or structural)."""
+        last = int(self.positions.max())
+        if self.structural.numel():
+            last = max(last, int(self.structural.max()))
+        return last
+
+
+class ModelAdapter:
+    """Family-independent part; subclasses implement the three family hooks at the bottom."""
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()
+
+    def __init__(self, model):
+        self.model = model
+        self.config = model.config
+        self.text_config = model.config.get_text_config(decoder=True)
+        layer_types = getattr(self.text_config, "layer_types", None) or []
+        if any(t != "full_attention" for t in layer_types):
+            raise ValueError(
+                f"{self.family}: layer types {sorted(set(layer_types))} are not supported; only full attention is"
+            )
+
+    # ---- properties the loop reads -------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def max_positions(self) -> int | None:
+        return getattr(self.text_config, "max_position_embeddings", None)
+
+    @property
+    def video_token_id(self) -> int:
+        return int(self.config.video_token_id)
+
+    # ---- embeddings ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, inputs) -> torch.Tensor:
+        """(1, L, D) input embeddings of the whole prompt with this model's own video features scattered in."""
+        input_ids = inputs["input_ids"].to(self.device)
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"batch size {input_ids.shape[0]} is not supported; SpecVLM decodes one prompt at a time")
+        embeds = self.model.get_input_embeddings()(input_ids)
+        slots = (input_ids[0] == self.video_token_id).nonzero().squeeze(-1)  # (N_slots,)
+        features = self.video_features(inputs)  # (N_features, D)
+        if features.shape[0] != slots.numel():
+            raise ValueError(
+                f"{self.family} produced {features.shape[0]} video features for {slots.numel()} video placeholder "
+                "tokens: the processor and the model's vision configuration do not match"
+            )
+        embeds[0, slots] = features.to(embeds.dtype)
+        return embeds
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(1, n) token ids -> (1, n, D) embeddings."""
+        return self.model.get_input_embeddings()(token_ids.to(self.device))
+
+    # ---- positions ----------------------------------------------------------------------------
+    def as_position_ids(self, pos: torch.Tensor) -> torch.Tensor:
+        """(P, n) positions -> the shape the stock text model takes: (1, n) for 1-D, (3, 1, n) for mRoPE."""
+        return pos.unsqueeze(1) if pos.shape[0] == 3 else pos
+
+    @staticmethod
+    def continuation(start: int, offsets: torch.Tensor, axes: int) -> torch.Tensor:
+        """(P, n) positions of new text tokens at ``start + offsets`` on every axis."""
+        return (offsets.to(torch.long) + start).unsqueeze(0).expand(axes, -1)
+
+    # ---- forward ------------------------------------------------------------------------------
+    def forward(
+        self,
+        embeds: torch.Tensor,
+        pos: torch.Tensor,
+        cache: DynamicCache,
+        ctx: AttentionContext,
+        logits_to_keep: int = 0,
+    ) -> torch.Tensor:
+        """Run the language model over ``embeds`` (1, n, D) at positions ``pos`` (P, n); returns logits.
+
+        The stock text decoder runs with an explicit mask mapping (so transformers builds none) and the
+        hook context; ``logits_to_keep`` = k > 0 returns only the last k rows (1, k, V), 0 returns all.
+        """
+        masks = {"full_attention": None}
+        out = self.language_model()(
+            inputs_embeds=embeds,
+            position_ids=self.as_position_ids(pos),
+            attention_mask=masks,
+            past_key_values=cache,
+            use_cache=True,
+            specvlm_ctx=ctx,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.model.lm_head(hidden)
+
+    def language_model(self):
+        return self.model.model.language_model
+
+    # ---- family hooks -------------------------------------------------------------------------
+    def layout_signature(self) -> dict:
+        """Vision settings that determine the video-token layout; target and draft must agree on them."""
+        raise NotImplementedError
+
+    def video_features(self, inputs) -> torch.Tensor:
+        """(N_features, D) projected visual features in placeholder order."""
+        raise NotImplementedError
+
+    def layout(self, inputs) -> VideoLayout:
+        raise NotImplementedError
+
+    def positions(self, inputs) -> torch.Tensor:
+        """(P, L) prefill positions of the whole prompt, exactly as the stock model computes them."""
+        raise NotImplementedError

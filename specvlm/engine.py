@@ -1,0 +1,289 @@
+"""The Python API: ``SpecVLM.from_pretrained(...)`` and ``engine.generate(video=..., prompt=...)``.
+
+The engine loads the stock target (and optional draft) model and the stock processor, checks that
+the pair can work together (same family, same tokenizer, same video-token layout), builds inputs
+from a video file or a frames array, and runs the one decoding loop for every method.
+
+What this module deliberately does not do: sampling, trees, batching, or evaluation bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import pruning
+from pruning.budget import check_drop_rate
+from specvlm import attention
+from specvlm.adapters import adapter_for, family_of
+from specvlm.decoding import decode, prefill_draft, prefill_target
+from specvlm.stats import GenerationResult, GenerationStats
+from specvlm.timing import Timer
+from specvlm.video import DEFAULT_NUM_FRAMES, Video, from_frames, load_video
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("ar", "sd", "specvlm")
+POSITION_MODES = ("original", "compact")
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Validated decoding settings (the paper's names: drop_rate, stage1_mass = lambda)."""
+
+    pruning: str = "specvlm"
+    drop_rate: float = 0.9
+    stage1_mass: float = 0.4
+    num_draft_tokens: int = 5
+    positions: str = "original"
+    seed: int = 0
+    window: str = "middle"
+
+    def __post_init__(self):
+        if self.pruning not in pruning.available():
+            raise ValueError(f"unknown pruning strategy {self.pruning!r}; available: {pruning.available()}")
+        check_drop_rate(self.drop_rate)
+        if not 0.0 <= float(self.stage1_mass) <= 1.0:
+            raise ValueError(f"stage1_mass={self.stage1_mass!r} is outside the allowed range [0, 1]")
+        if isinstance(self.num_draft_tokens, bool) or not isinstance(self.num_draft_tokens, int) or self.num_draft_tokens < 1:
+            raise ValueError(f"num_draft_tokens={self.num_draft_tokens!r} must be an int >= 1")
+        if self.positions not in POSITION_MODES:
+            raise ValueError(f"positions={self.positions!r}; choose one of {POSITION_MODES}")
+
+    def replace(self, **changes) -> "DecodingConfig":
+        values = {**self.__dict__, **{k: v for k, v in changes.items() if v is not None}}
+        return DecodingConfig(**values)
+
+
+def _load_model(path_or_model, torch_dtype, device_map):
+    from transformers import AutoModelForImageTextToText
+
+    if isinstance(path_or_model, (str, os.PathLike)):
+        model = AutoModelForImageTextToText.from_pretrained(path_or_model, dtype=torch_dtype, device_map=device_map)
+    else:
+        model = path_or_model
+    family_of(model.config)  # raises for unsupported families, listing the supported ones
+    model.eval()
+    model.set_attn_implementation({"text_config": attention.register()})
+    return model
+
+
+def _load_tokenizer(path_or_model):
+    """The draft's own tokenizer when its checkpoint ships one, else None (then only ids are compared)."""
+    from transformers import AutoTokenizer
+
+    if not isinstance(path_or_model, (str, os.PathLike)):
+        return None
+    local = os.path.isdir(path_or_model)
+    if local and not any(os.path.exists(os.path.join(path_or_model, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        logger.warning("draft checkpoint %s has no tokenizer files; vocabularies are not compared", path_or_model)
+        return None
+    return AutoTokenizer.from_pretrained(path_or_model)
+
+
+def _check_pair(target, draft, target_tokenizer, draft_tokenizer) -> None:
+    """Raise at load time if the draft cannot draft for the target, saying what differs."""
+    tf, df = family_of(target.config), family_of(draft.config)
+    if tf != df:
+        raise ValueError(f"target family {tf!r} and draft family {df!r} differ: their video-token layouts are not the same")
+    if target.config.video_token_id != draft.config.video_token_id:
+        raise ValueError(
+            f"video token ids differ: target {target.config.video_token_id}, draft {draft.config.video_token_id}"
+        )
+    ta, da = adapter_for(target), adapter_for(draft)
+    if ta.layout_signature() != da.layout_signature():
+        raise ValueError(
+            f"video-token layouts differ: target {ta.layout_signature()}, draft {da.layout_signature()}"
+        )
+    if draft_tokenizer is not None:
+        tv, dv = target_tokenizer.get_vocab(), draft_tokenizer.get_vocab()
+        if tv != dv:
+            only_t = len(set(tv.items()) - set(dv.items()))
+            only_d = len(set(dv.items()) - set(tv.items()))
+            raise ValueError(
+                f"target and draft vocabularies differ ({len(tv)} vs {len(dv)} tokens; {only_t} entries only in the "
+                f"target's, {only_d} only in the draft's): the draft's tokens would not mean the same to the target"
+            )
+
+
+class SpecVLM:
+    """Lossless speculative decoding for video LLMs with a draft that sees a pruned video.
+
+    ``engine.target`` / ``engine.draft`` are the stock transformers models (``draft`` is ``None`` when
+    the target drafts for itself) and ``engine.processor`` the stock processor.
+    """
+
+    def __init__(self, target, processor, draft=None, config: DecodingConfig | None = None):
+        self.target = target
+        self.draft = draft
+        self.processor = processor
+        self.config = config or DecodingConfig()
+        self._target = adapter_for(target)
+        self._draft = adapter_for(draft) if draft is not None else None
+        vocab = self._target.vocab_size if draft is None else min(self._target.vocab_size, self._draft.vocab_size)
+        self.shared_vocab = vocab
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        target,
+        draft=None,
+        pruning: str = "specvlm",
+        drop_rate: float = 0.9,
+        stage1_mass: float = 0.4,
+        num_draft_tokens: int = 5,
+        torch_dtype=None,
+        device_map=None,
+        *,
+        positions: str = "original",
+        processor=None,
+        seed: int = 0,
+        window: str = "middle",
+    ) -> "SpecVLM":
+        """Load the target (path or loaded model), an optional draft, and the target's processor.
+
+        ``draft=None`` means self-drafting: the target drafts for itself from its own pruned cache.
+        """
+        from transformers import AutoProcessor
+
+        config = DecodingConfig(pruning, drop_rate, stage1_mass, num_draft_tokens, positions, seed, window)
+        if processor is None:
+            if not isinstance(target, (str, os.PathLike)):
+                raise ValueError("pass `processor=` when `target` is an already loaded model")
+            processor = AutoProcessor.from_pretrained(target)
+        target_model = _load_model(target, torch_dtype, device_map)
+        draft_model = None
+        if draft is not None:
+            draft_model = _load_model(draft, torch_dtype, device_map)
+            draft_tokenizer = _load_tokenizer(draft)
+            _check_pair(target_model, draft_model, processor.tokenizer, draft_tokenizer)
+        return cls(target_model, processor, draft_model, config)
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def load(self, video, *, num_frames: int | None = None, fps: float | None = None) -> Video:
+        """A :class:`Video` from a path or a (T, H, W, 3) uint8 frames array / list of frames."""
+        if isinstance(video, Video):
+            return video
+        if isinstance(video, (str, os.PathLike)):
+            if num_frames is None and fps is None:
+                num_frames = DEFAULT_NUM_FRAMES
+            return load_video(video, num_frames=num_frames, fps=fps)
+        if isinstance(video, (np.ndarray, torch.Tensor, list, tuple)):
+            return from_frames(video, num_frames=num_frames)
+        raise TypeError(f"video must be a path, a Video or a (T, H, W, 3) uint8 array, got {type(video).__name__}")
+
+    def build_inputs(self, video, prompt: str, num_frames: int | None = None, fps: float | None = None):
+        """The stock processor's output for one video and one user prompt (``target.generate(**inputs)`` accepts it)."""
+        clip = self.load(video, num_frames=num_frames, fps=fps)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        if getattr(self.processor, "chat_template", None) is None:
+            raise ValueError("the processor has no chat template; pass a checkpoint whose processor defines one")
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return self.processor(
+            text=[text],
+            videos=[clip.frames],
+            video_metadata=[clip.metadata()],
+            do_sample_frames=False,
+            return_tensors="pt",
+        )
+
+    # ---- generation ----------------------------------------------------------------------------
+    @property
+    def eos_token_ids(self) -> set[int]:
+        eos = self.target.generation_config.eos_token_id
+        if eos is None:
+            eos = self.processor.tokenizer.eos_token_id
+        return set([eos] if isinstance(eos, int) else (eos or []))
+
+    def generate(
+        self,
+        video=None,
+        prompt: str | None = None,
+        max_new_tokens: int = 256,
+        num_frames: int | None = None,
+        method: str = "specvlm",
+        *,
+        inputs=None,
+        fps: float | None = None,
+        **overrides,
+    ) -> GenerationResult:
+        """Generate an answer; ``method`` is "specvlm" (pruned draft), "sd" (full draft) or "ar" (plain).
+
+        ``overrides`` replace decoding settings for this call (pruning, drop_rate, stage1_mass,
+        num_draft_tokens, positions, seed, window). Pass ``inputs`` (from :meth:`build_inputs`) instead
+        of ``video`` + ``prompt`` to reuse processed inputs.
+        """
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
+        config = self.config.replace(**overrides) if overrides else self.config
+        if inputs is None:
+            if video is None or prompt is None:
+                raise ValueError("pass `video` and `prompt`, or `inputs` from build_inputs()")
+            inputs = self.build_inputs(video, prompt, num_frames=num_frames, fps=fps)
+        stats = GenerationStats(method=method)
+        timer = Timer(self._target.device)
+        with timer("prefill"):
+            capture = method == "specvlm" and pruning.needs_scores(config.pruning)
+            target = prefill_target(self._target, inputs, capture_scores=capture)
+            self._check_context(target.seq.next_pos, max_new_tokens, config.num_draft_tokens)
+            draft, kept = self._prefill_draft(method, config, inputs, target)
+        stats.video_tokens = target.layout.num_tokens
+        stats.kept_video_tokens = kept
+        stats.prompt_tokens = stats.target_kv_tokens = target.seq.prefix
+        stats.draft_kv_tokens = draft.prefix if draft is not None else 0
+        with timer("decode"):
+            tokens = decode(
+                target,
+                draft,
+                stats,
+                num_draft_tokens=config.num_draft_tokens,
+                max_new_tokens=max_new_tokens,
+                eos_token_ids=self.eos_token_ids,
+                shared_vocab=self.shared_vocab,
+            )
+        stats.new_tokens = len(tokens)
+        stats.prefill_s, stats.decode_s = timer.get("prefill"), timer.get("decode")
+        text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+        return GenerationResult(token_ids=tokens, text=text, stats=stats)
+
+    def _prefill_draft(self, method, config, inputs, target):
+        """(draft sequence or None, kept video tokens) for ``method``."""
+        if method == "ar":
+            return None, 0
+        layout = target.layout
+        length = target.seq.prefix
+        if method == "sd":
+            keep = torch.arange(length)
+            kept = layout.num_tokens
+        else:
+            result = pruning.select(
+                config.pruning,
+                target.scores,
+                layout.grid,
+                config.drop_rate,
+                stage1_mass=config.stage1_mass,
+                seed=config.seed,
+                window=config.window,
+            )
+            keep = pruning.keep_sequence_indices(length, layout.positions, result.kept.cpu())
+            kept = int(result.kept.numel())
+        draft = prefill_draft(self._draft, inputs, target, keep, positions=config.positions)
+        return draft, kept
+
+    def _check_context(self, next_pos: int, max_new_tokens: int, num_draft_tokens: int) -> None:
+        limit = self._target.max_positions
+        needed = next_pos + max_new_tokens + num_draft_tokens
+        if limit is not None and needed > limit:
+            raise ValueError(
+                f"context overflow: the prompt ends at position {next_pos - 1} and max_new_tokens={max_new_tokens} "
+                f"(+{num_draft_tokens} draft tokens) would reach position {needed}, beyond the target's "
+                f"max_position_embeddings={limit}; use fewer frames or a smaller max_new_tokens"
+            )

@@ -1,0 +1,87 @@
+"""Results and statistics of one generation, with the metric definitions used everywhere.
+
+Definitions (Spec-Bench convention unless said otherwise):
+
+* **Accepted tokens per step, tau** (``mean_accepted_tokens``): tokens committed per target
+  verification forward, including the bonus token. Plain decoding (``ar``) is exactly 1.00. The first
+  new token comes from the target's prefill, not from a verification forward, and is not counted.
+* **tau - 1** (``mean_accepted_draft_tokens``): the mean number of accepted *draft* tokens per step,
+  SpecVLM's own convention.
+* **Prefill time**: target prefill + scoring + pruning + draft prefill (vision encoding included).
+* **Decode time**: from the first token after prefill to the end. **E2E** = prefill + decode.
+* **TTFT** = prefill time (the first token is the prefill's). **TPOT** = decode time per token after the first.
+* **Draft KV fraction**: draft cache tokens / target cache tokens after prefill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class GenerationStats:
+    """What the loop actually did for one prompt. Times are seconds."""
+
+    method: str
+    new_tokens: int = 0
+    target_steps: int = 0  # target verification (or plain decode) forwards after prefill
+    accepted_lengths: list[int] = field(default_factory=list)  # tokens committed by each target step
+    draft_steps: int = 0  # draft forwards after prefill
+    video_tokens: int = 0  # prunable video tokens in the prompt (N)
+    kept_video_tokens: int = 0  # video tokens in the draft's context (0 without a draft)
+    prompt_tokens: int = 0
+    target_kv_tokens: int = 0  # target cache length after prefill
+    draft_kv_tokens: int = 0  # draft cache length after prefill (0 without a draft)
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    stopped_by: str = ""  # "eos" | "max_new_tokens"
+
+    @property
+    def mean_accepted_tokens(self) -> float:
+        """tau: tokens committed per target verification forward, bonus token included (ar = 1.0)."""
+        return sum(self.accepted_lengths) / len(self.accepted_lengths) if self.accepted_lengths else 0.0
+
+    @property
+    def mean_accepted_draft_tokens(self) -> float:
+        """tau - 1: mean accepted draft tokens per verification step (SpecVLM paper convention)."""
+        return self.mean_accepted_tokens - 1.0 if self.accepted_lengths else 0.0
+
+    @property
+    def e2e_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+    @property
+    def ttft_s(self) -> float:
+        return self.prefill_s
+
+    @property
+    def tpot_s(self) -> float:
+        """Decode seconds per token after the first (0 when only one token was generated)."""
+        return self.decode_s / (self.new_tokens - 1) if self.new_tokens > 1 else 0.0
+
+    @property
+    def draft_kv_fraction(self) -> float:
+        return self.draft_kv_tokens / self.target_kv_tokens if self.target_kv_tokens else 0.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for name in ("mean_accepted_tokens", "mean_accepted_draft_tokens", "e2e_s", "ttft_s", "tpot_s", "draft_kv_fraction"):
+            out[name] = getattr(self, name)
+        return out
+
+    def summary(self) -> str:
+        return (
+            f"method={self.method} new_tokens={self.new_tokens} target_steps={self.target_steps} "
+            f"tau={self.mean_accepted_tokens:.2f} video_tokens={self.video_tokens} "
+            f"kept_video_tokens={self.kept_video_tokens} target_kv={self.target_kv_tokens} "
+            f"draft_kv={self.draft_kv_tokens} prefill={self.prefill_s:.3f}s decode={self.decode_s:.3f}s"
+        )
+
+
+@dataclass
+class GenerationResult:
+    """New tokens only (the prompt is not repeated)."""
+
+    token_ids: list[int]
+    text: str
+    stats: GenerationStats

@@ -1,0 +1,264 @@
+"""Tiny, randomly initialised checkpoints of the real model classes, built offline.
+
+Used by the tests, by `specvlm demo` and by anyone who wants to try the framework without downloading
+weights. Each checkpoint is a directory written with ``save_pretrained`` (model, tokenizer, processor)
+and is loaded back exactly like a hub checkpoint with ``from_pretrained``: the stock
+``LlavaOnevisionForConditionalGeneration`` / ``Qwen2_5_VLForConditionalGeneration`` classes and their stock
+processors. The tokenizer is a byte-level BPE without merges (any text encodes; the vocabulary is
+the 256 bytes plus the family's special tokens), built with the ``tokenizers`` library.
+
+What this module deliberately does not do: train anything (random weights make every acceptance rate
+meaningless; trained pairs live elsewhere) or reproduce real model sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("llava_onevision", "qwen2_5_vl")
+
+# Jinja chat templates in the families' own prompt format (ChatML), kept minimal.
+_LLAVA_OV_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'video' %}<video>\n"
+    "{% elif c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_QWEN_VL_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_SPECIALS = {
+    "llava_onevision": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+    "qwen2_5_vl": [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ],
+}
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes of a tiny checkpoint. Defaults give a few hundred thousand parameters."""
+
+    family: str = "llava_onevision"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 128
+    vision_hidden_size: int = 32
+    vision_layers: int = 2
+    image_size: int = 48  # frames are resized to image_size x image_size
+    patch_size: int = 8
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; supported: {', '.join(FAMILIES)}")
+
+
+def build_tokenizer(family: str):
+    """A byte-level BPE tokenizer with no merges plus the family's special tokens (stock fast tokenizer)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_symbols = list(bytes_to_unicode().values())
+    vocab = {s: i for i, s in enumerate(byte_symbols)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    specials = _SPECIALS[family]
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=specials[1:],
+    )
+    fast.add_special_tokens({"additional_special_tokens": specials})
+    return fast
+
+
+def _llava_onevision(spec: TinySpec, tokenizer):
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    text = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=2 * spec.vision_hidden_size,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=2,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+    )
+    config = LlavaOnevisionConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        image_grid_pinpoints=[[spec.image_size, spec.image_size]],
+        tie_word_embeddings=False,
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    model = LlavaOnevisionForConditionalGeneration(config)
+    size = {"height": spec.image_size, "width": spec.image_size}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(
+            size=size, image_grid_pinpoints=[[spec.image_size, spec.image_size]]
+        ),
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        num_image_tokens=(spec.image_size // spec.patch_size) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=_LLAVA_OV_TEMPLATE,
+    )
+    return model, processor
+
+
+def _qwen2_5_vl(spec: TinySpec, tokenizer):
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    head_dim = spec.hidden_size // spec.num_heads
+    half = head_dim // 2
+    # mRoPE sections (temporal, height, width) over head_dim / 2 frequencies, like the real 16/24/24 split.
+    t_sec = half // 4
+    h_sec = (half - t_sec) // 2
+    mrope_section = [t_sec, h_sec, half - t_sec - h_sec]
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in _SPECIALS["qwen2_5_vl"]}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.num_layers,
+            num_attention_heads=spec.num_heads,
+            num_key_value_heads=spec.num_kv_heads,
+            max_position_embeddings=32768,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section},
+            tie_word_embeddings=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+        ),
+        vision_config=dict(
+            depth=spec.vision_layers,
+            hidden_size=spec.vision_hidden_size,
+            intermediate_size=2 * spec.vision_hidden_size,
+            num_heads=2,
+            out_hidden_size=spec.hidden_size,
+            patch_size=spec.patch_size,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=4 * spec.patch_size,
+            fullatt_block_indexes=[spec.vision_layers - 1],
+            tokens_per_second=2,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    pixels = spec.image_size * spec.image_size
+    kw = dict(patch_size=spec.patch_size, temporal_patch_size=2, merge_size=2)
+    size = {"shortest_edge": pixels, "longest_edge": pixels}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, **kw),
+        video_processor=Qwen2VLVideoProcessor(size=size, **kw),
+        tokenizer=tokenizer,
+        chat_template=_QWEN_VL_TEMPLATE,
+    )
+    return model, processor
+
+
+def build_tiny(spec: TinySpec):
+    """Return ``(model, processor)``: a stock model with random weights (seeded) and its stock processor."""
+    tokenizer = build_tokenizer(spec.family)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        builder = _llava_onevision if spec.family == "llava_onevision" else _qwen2_5_vl
+        model, processor = builder(spec, tokenizer)
+        _scale_weights(model)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, processor
+
+
+@torch.no_grad()
+def _scale_weights(model, gain: float = 2.0) -> None:
+    """Re-draw every weight matrix from N(0, (gain / sqrt(fan_in))^2).
+
+    Default initialisation (std 0.02) gives near-uniform next-token distributions whose argmax can flip
+    under float reassociation, and low gains make random models repeat one token; gain 2 gives
+    well-separated greedy choices and varied continuations, which make equivalence tests meaningful.
+    """
+    for p in model.parameters():
+        if p.ndim >= 2:
+            fan_in = p[0].numel()
+            p.normal_(0.0, gain * fan_in**-0.5)
+
+
+def save_tiny(spec: TinySpec, path: str | os.PathLike) -> Path:
+    """Build and write a tiny checkpoint (model + processor) to ``path``; returns the path."""
+    path = Path(path)
+    model, processor = build_tiny(spec)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    logger.info("wrote tiny %s checkpoint to %s", spec.family, path)
+    return path

@@ -1,0 +1,128 @@
+"""Greedy SpecVLM output equals the stock target's greedy ``generate()`` (float32, CPU).
+
+Reference tokens come from a separately loaded stock model (stock SDPA attention, stock
+``generate``), never from our own loop. EOS is disabled so every run spans many verify steps.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from specvlm import SpecVLM
+
+MAX_NEW = 40
+FAMILIES = ("llava_onevision", "qwen2_5_vl")
+
+
+def _engine(checkpoints, family, draft):
+    paths = checkpoints[family]
+    engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"] if draft == "separate" else None)
+    engine.target.generation_config.eos_token_id = None
+    return engine
+
+
+@pytest.fixture(scope="module")
+def references(checkpoints, frames):
+    """{family: (inputs, stock greedy new tokens)}."""
+    out = {}
+    for family in FAMILIES:
+        engine = _engine(checkpoints, family, "self")
+        inputs = engine.build_inputs(frames, "Describe the video.")
+        stock = AutoModelForImageTextToText.from_pretrained(checkpoints[family]["target"]).eval()
+        assert stock.config.get_text_config()._attn_implementation == "sdpa"
+        with torch.no_grad():
+            ids = stock.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=None)
+        out[family] = (inputs, ids[0, inputs["input_ids"].shape[1] :].tolist())
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("draft", ["separate", "self"])
+@pytest.mark.parametrize("method,drop_rate", [("ar", 0.9), ("sd", 0.0), ("specvlm", 0.0), ("specvlm", 0.9)])
+def test_matches_stock_greedy(checkpoints, references, family, draft, method, drop_rate):
+    inputs, expected = references[family]
+    engine = _engine(checkpoints, family, draft)
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, drop_rate=drop_rate)
+    assert len(expected) == MAX_NEW
+    assert result.token_ids == expected
+    stats = result.stats
+    assert stats.new_tokens == MAX_NEW and stats.stopped_by == "max_new_tokens"
+    assert sum(stats.accepted_lengths) == MAX_NEW - 1  # the first token is the prefill's
+    assert stats.target_steps == len(stats.accepted_lengths)
+    if method == "ar":
+        assert stats.mean_accepted_tokens == 1.0 and stats.draft_kv_tokens == 0
+    else:
+        assert stats.target_steps > 1
+        assert stats.target_steps < MAX_NEW - 1 or draft == "separate"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_self_draft_without_pruning_accepts_everything(checkpoints, references, family):
+    inputs, expected = references[family]
+    engine = _engine(checkpoints, family, "self")
+    gamma = engine.config.num_draft_tokens
+    for method, kwargs in (("sd", {}), ("specvlm", {"drop_rate": 0.0})):
+        result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, **kwargs)
+        assert result.token_ids == expected
+        lengths = result.stats.accepted_lengths
+        assert lengths[:-1] == [gamma + 1] * (len(lengths) - 1)
+        assert 1 <= lengths[-1] <= gamma + 1
+        assert result.stats.draft_kv_tokens == result.stats.target_kv_tokens
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_partially_agreeing_draft_is_lossless(checkpoints, references, tmp_path, family):
+    """A draft that is the target plus noise: mixed acceptance lengths exercise every rollback path."""
+    inputs, expected = references[family]
+    draft = AutoModelForImageTextToText.from_pretrained(checkpoints[family]["target"]).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in draft.model.language_model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05 * p.std())
+    draft.save_pretrained(tmp_path / "noisy")
+    AutoProcessor.from_pretrained(checkpoints[family]["target"]).save_pretrained(tmp_path / "noisy")
+    engine = SpecVLM.from_pretrained(checkpoints[family]["target"], draft=tmp_path / "noisy", drop_rate=0.5)
+    engine.target.generation_config.eos_token_id = None
+    for method in ("sd", "specvlm"):
+        result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method)
+        assert result.token_ids == expected
+        assert len(set(result.stats.accepted_lengths)) > 1, result.stats.accepted_lengths
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compact_positions_stay_lossless(checkpoints, references, family):
+    inputs, expected = references[family]
+    engine = _engine(checkpoints, family, "separate")
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", positions="compact")
+    assert result.token_ids == expected
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stops_at_eos_like_stock(checkpoints, references, family):
+    """Make a token the target emits mid-sequence the EOS: both must stop right after it."""
+    inputs, expected = references[family]
+    eos = expected[7]
+    stop = expected.index(eos) + 1
+    engine = _engine(checkpoints, family, "self")
+    engine.target.generation_config.eos_token_id = eos
+    stock = AutoModelForImageTextToText.from_pretrained(checkpoints[family]["target"]).eval()
+    ref = stock.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    ref = ref[0, inputs["input_ids"].shape[1] :].tolist()
+    assert ref == expected[:stop]
+    for method in ("ar", "sd", "specvlm"):
+        result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, drop_rate=0.5)
+        assert result.token_ids == ref
+        assert result.stats.stopped_by == "eos"
+
+
+def test_video_file_through_decord_and_pyav_matches_stock(checkpoints, video_file):
+    engine = _engine(checkpoints, "qwen2_5_vl", "separate")
+    inputs = engine.build_inputs(video_file, "What moves?", num_frames=8)
+    stock = AutoModelForImageTextToText.from_pretrained(checkpoints["qwen2_5_vl"]["target"]).eval()
+    ref = stock.generate(**inputs, max_new_tokens=24, do_sample=False, eos_token_id=None)
+    ref = ref[0, inputs["input_ids"].shape[1] :].tolist()
+    result = engine.generate(video=video_file, prompt="What moves?", num_frames=8, max_new_tokens=24)
+    assert result.token_ids == ref
+    assert result.stats.video_tokens > 0 and 0 < result.stats.kept_video_tokens < result.stats.video_tokens
