@@ -122,6 +122,10 @@ class SpecVLM:
         self.draft = draft
         self.processor = processor
         self.config = config or DecodingConfig()
+        if draft is None and self.config.positions != "original":
+            raise ValueError(
+                f"positions={self.config.positions!r} needs a separate draft model; self-drafting reuses the target's cache"
+            )
         self._target = adapter_for(target)
         self._draft = adapter_for(draft) if draft is not None else None
         vocab = self._target.vocab_size if draft is None else min(self._target.vocab_size, self._draft.vocab_size)
@@ -196,9 +200,12 @@ class SpecVLM:
     # ---- generation ----------------------------------------------------------------------------
     @property
     def eos_token_ids(self) -> set[int]:
+        """The ids stock greedy ``generate()`` stops at: ``target.generation_config.eos_token_id``.
+
+        ``None`` means no EOS (decode to ``max_new_tokens``), exactly as in stock ``generate()``; there
+        is deliberately no fallback to the tokenizer's EOS, which would stop earlier than the stock model.
+        """
         eos = self.target.generation_config.eos_token_id
-        if eos is None:
-            eos = self.processor.tokenizer.eos_token_id
         return set([eos] if isinstance(eos, int) else (eos or []))
 
     def generate(
@@ -233,7 +240,7 @@ class SpecVLM:
         with timer("prefill"):
             capture = method == "specvlm" and pruning.needs_scores(config.pruning)
             target = prefill_target(self._target, inputs, capture_scores=capture)
-            self._check_context(target.seq.next_pos, max_new_tokens, config.num_draft_tokens)
+            self._check_context(target.seq.next_pos, max_new_tokens)
             draft, kept = self._prefill_draft(method, config, inputs, target)
         stats.video_tokens = target.layout.num_tokens
         stats.kept_video_tokens = kept
@@ -278,12 +285,17 @@ class SpecVLM:
         draft = prefill_draft(self._draft, inputs, target, keep, positions=config.positions)
         return draft, kept
 
-    def _check_context(self, next_pos: int, max_new_tokens: int, num_draft_tokens: int) -> None:
+    def _check_context(self, next_pos: int, max_new_tokens: int) -> None:
+        """Raise before decoding if a position id would pass the target's ``max_position_embeddings``.
+
+        Draft tokens never go past the last committed token (the loop drafts at most
+        ``remaining - 1`` tokens), so the highest position fed is ``next_pos + max_new_tokens - 2``.
+        """
         limit = self._target.max_positions
-        needed = next_pos + max_new_tokens + num_draft_tokens
-        if limit is not None and needed > limit:
+        last = next_pos + max_new_tokens - 2
+        if limit is not None and last >= limit:
             raise ValueError(
                 f"context overflow: the prompt ends at position {next_pos - 1} and max_new_tokens={max_new_tokens} "
-                f"(+{num_draft_tokens} draft tokens) would reach position {needed}, beyond the target's "
-                f"max_position_embeddings={limit}; use fewer frames or a smaller max_new_tokens"
+                f"would feed position {last}, beyond the target's max_position_embeddings={limit} "
+                f"(positions 0..{limit - 1}); use fewer frames or a smaller max_new_tokens"
             )

@@ -1,0 +1,554 @@
+"""Every bad input raises a clear error (type + a message naming the bad value and what is allowed).
+
+Nothing silently continues, and an error in one call leaves the engine usable: the same engine
+then produces exactly the tokens it produced before the error.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+import pruning
+from specvlm import SpecVLM, VideoDecodeError
+from specvlm import decoding
+from specvlm.adapters import family_of
+from specvlm.cli import main as cli_main
+from specvlm.engine import METHODS, POSITION_MODES
+from specvlm.tiny import TinySpec, build_tiny, save_tiny
+
+PROMPT = "Describe the video."
+FAMILIES = ("llava_onevision", "qwen2_5_vl")
+SUPPORTED = ("llava_onevision", "qwen2_5_vl")
+
+
+# ---------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def engine_and_reference(checkpoints, frames):
+    """llava_onevision target + separate draft (module-scoped: errors must not corrupt it), and the
+    result of a valid call made right after loading, before any error test used the engine."""
+    paths = checkpoints["llava_onevision"]
+    engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"])
+    return engine, engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="specvlm")
+
+
+@pytest.fixture(scope="module")
+def engine(engine_and_reference):
+    return engine_and_reference[0]
+
+
+@pytest.fixture(scope="module")
+def reference(engine_and_reference):
+    return engine_and_reference[1]
+
+
+@pytest.fixture(scope="module")
+def self_engine(checkpoints):
+    """llava_onevision target drafting for itself."""
+    return SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None)
+
+
+@pytest.fixture
+def corrupt_mp4(tmp_path):
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, size=4096, dtype=np.uint8).tobytes())
+    return path
+
+
+def _tiny_llava_model():
+    """A tiny stock ``LlavaForConditionalGeneration`` (model_type "llava"): an unsupported family."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
+
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8
+        ),
+        text_config=Qwen2Config(
+            vocab_size=300,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        ),
+        image_token_id=299,
+    )
+    return LlavaForConditionalGeneration(config).eval()
+
+
+def _assert_lists_supported(message: str) -> None:
+    for family in SUPPORTED:
+        assert family in message, message
+
+
+# ------------------------------------------------------------------------------------------ video
+
+
+def test_missing_video_file(engine, tmp_path):
+    missing = tmp_path / "missing.mp4"
+    for call in (
+        lambda: engine.generate(video=str(missing), prompt=PROMPT, max_new_tokens=2),
+        lambda: engine.build_inputs(str(missing), PROMPT),
+        lambda: engine.build_inputs(missing, PROMPT),  # a Path works like a str
+    ):
+        with pytest.raises(VideoDecodeError) as info:
+            call()
+        assert str(missing) in str(info.value)
+        assert "does not exist" in str(info.value)
+        assert info.value.path == str(missing)
+
+
+def test_corrupt_video_file(engine, corrupt_mp4):
+    for call in (
+        lambda: engine.generate(video=str(corrupt_mp4), prompt=PROMPT, max_new_tokens=2),
+        lambda: engine.build_inputs(str(corrupt_mp4), PROMPT),
+    ):
+        with pytest.raises(VideoDecodeError) as info:
+            call()
+        message = str(info.value)
+        assert str(corrupt_mp4) in message
+        assert "cannot be decoded" in message or "no decodable frames" in message, message
+
+
+def test_video_decode_error_is_a_value_error():
+    # callers that catch ValueError (the CLI does) also catch video errors
+    assert issubclass(VideoDecodeError, ValueError)
+
+
+def test_zero_frames(engine):
+    empty = np.zeros((0, 64, 64, 3), np.uint8)
+    for call in (
+        lambda: engine.generate(video=empty, prompt=PROMPT, max_new_tokens=2),
+        lambda: engine.build_inputs(empty, PROMPT),
+        lambda: engine.build_inputs([], PROMPT),
+    ):
+        with pytest.raises(VideoDecodeError, match="zero frames") as info:
+            call()
+        assert "<frames array>" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint16])
+def test_wrong_dtype_frames(engine, frames, dtype):
+    bad = frames.astype(dtype)
+    for call in (
+        lambda: engine.generate(video=bad, prompt=PROMPT, max_new_tokens=2),
+        lambda: engine.build_inputs(bad, PROMPT),
+    ):
+        with pytest.raises(ValueError) as info:
+            call()
+        message = str(info.value)
+        assert np.dtype(dtype).name in message and "uint8" in message, message
+
+
+@pytest.mark.parametrize(
+    "shape,needle",
+    [((8, 64, 64), "(T, H, W, 3)"), ((8, 64, 64, 4), "(T, H, W, 3)"), ((8, 0, 64, 3), "height and width")],
+)
+def test_wrong_shape_frames(engine, shape, needle):
+    bad = np.zeros(shape, np.uint8)
+    with pytest.raises(ValueError) as info:
+        engine.build_inputs(bad, PROMPT)
+    assert str(shape) in str(info.value) and needle in str(info.value)
+
+
+def test_video_of_wrong_type(engine):
+    with pytest.raises(TypeError, match="video must be a path.*got int"):
+        engine.build_inputs(123, PROMPT)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", None, 5])
+def test_bad_prompt(engine, frames, prompt):
+    with pytest.raises(ValueError, match="prompt must be a non-empty string") as info:
+        engine.build_inputs(frames, prompt)
+    assert repr(prompt) in str(info.value)
+
+
+def test_generate_needs_video_and_prompt_or_inputs(engine, frames):
+    with pytest.raises(ValueError, match="pass `video` and `prompt`, or `inputs`"):
+        engine.generate(video=frames, max_new_tokens=2)
+    with pytest.raises(ValueError, match="pass `video` and `prompt`, or `inputs`"):
+        engine.generate(prompt=PROMPT, max_new_tokens=2)
+
+
+# ------------------------------------------------------------------------------- decoding settings
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), float("inf"), True, "0.5"])
+def test_bad_drop_rate_at_load(checkpoints, bad):
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], drop_rate=bad)
+    message = str(info.value)
+    assert "drop_rate" in message and "[0, 1)" in message, message
+    assert repr(bad) in message, message
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+@pytest.mark.parametrize("method", METHODS)
+def test_bad_drop_rate_per_call(engine, frames, bad, method):
+    before = engine.config
+    with pytest.raises(ValueError) as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, method=method, drop_rate=bad)
+    message = str(info.value)
+    assert "drop_rate" in message and "[0, 1)" in message and repr(bad) in message, message
+    assert engine.config == before  # a rejected override leaves the engine's settings alone
+
+
+def test_unknown_pruning_strategy(checkpoints, engine, frames):
+    available = pruning.available()
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], pruning="bogus")
+    assert "'bogus'" in str(info.value) and str(available) in str(info.value)
+    with pytest.raises(ValueError) as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, pruning="bogus")
+    assert "'bogus'" in str(info.value) and str(available) in str(info.value)
+
+
+def test_unknown_method(engine, frames):
+    with pytest.raises(ValueError) as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, method="beam")
+    message = str(info.value)
+    assert "'beam'" in message
+    for method in METHODS:
+        assert repr(method) in message, message
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_bad_num_draft_tokens(checkpoints, engine, frames, bad):
+    with pytest.raises(ValueError, match=r"num_draft_tokens=.* must be an int >= 1") as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], num_draft_tokens=bad)
+    assert f"num_draft_tokens={bad!r}" in str(info.value)
+    with pytest.raises(ValueError, match=r"must be an int >= 1") as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, num_draft_tokens=bad)
+    assert f"num_draft_tokens={bad!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, None])
+def test_bad_max_new_tokens(engine, frames, bad):
+    with pytest.raises(ValueError, match=r"must be an int >= 1") as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=bad)
+    assert f"max_new_tokens={bad!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan")])
+def test_bad_stage1_mass(checkpoints, engine, frames, bad):
+    with pytest.raises(ValueError, match=r"\[0, 1\]") as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], stage1_mass=bad)
+    assert f"stage1_mass={bad!r}" in str(info.value)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, stage1_mass=bad)
+
+
+def test_unknown_positions_mode(checkpoints, engine, frames):
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], positions="relative")
+    message = str(info.value)
+    assert "'relative'" in message and all(repr(m) in message for m in POSITION_MODES), message
+    with pytest.raises(ValueError, match="'relative'"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, positions="relative")
+
+
+@pytest.mark.parametrize("method", ["sd", "specvlm"])
+def test_compact_positions_need_a_separate_draft(self_engine, frames, method):
+    with pytest.raises(ValueError) as info:
+        self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, method=method, positions="compact")
+    message = str(info.value)
+    assert "positions='compact'" in message and "separate draft" in message, message
+
+
+def test_compact_positions_with_self_draft_rejected_at_load(checkpoints):
+    with pytest.raises(ValueError, match="positions='compact'.*separate draft"):
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None, positions="compact")
+
+
+def test_unknown_override_is_rejected(engine, frames):
+    with pytest.raises(TypeError, match="dropp_rate"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, dropp_rate=0.5)
+
+
+def test_prompt_without_text_after_video_cannot_be_scored(engine, frames):
+    """Processed inputs cut right after the last video token: the verifier has no text query to score with."""
+    inputs = engine.build_inputs(frames, PROMPT)
+    ids = inputs["input_ids"][0]
+    last_video = int((ids == engine.target.config.video_token_id).nonzero().max())
+    cut = dict(inputs)
+    cut["input_ids"] = inputs["input_ids"][:, : last_video + 1]
+    cut["attention_mask"] = inputs["attention_mask"][:, : last_video + 1]
+    with pytest.raises(ValueError, match="no text after the video"):
+        engine.generate(inputs=cut, max_new_tokens=2, method="specvlm", pruning="specvlm")
+    # strategies that need no scores still work on such a prompt
+    result = engine.generate(inputs=cut, max_new_tokens=2, method="specvlm", pruning="uniform")
+    assert 1 <= len(result.token_ids) <= 2
+
+
+# ------------------------------------------------------------------------------ model families
+
+
+def test_unsupported_family_is_named_with_the_supported_ones(checkpoints):
+    model = _tiny_llava_model()
+    with pytest.raises(ValueError) as info:
+        family_of(model.config)
+    message = str(info.value)
+    assert "'llava'" in message
+    _assert_lists_supported(message)
+
+    processor = AutoProcessor.from_pretrained(checkpoints["llava_onevision"]["target"])
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(model, processor=processor)
+    assert "'llava'" in str(info.value)
+    _assert_lists_supported(str(info.value))
+    # as a draft too
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=model)
+    assert "'llava'" in str(info.value)
+    _assert_lists_supported(str(info.value))
+
+
+def test_loaded_model_needs_a_processor(checkpoints):
+    model, _ = build_tiny(TinySpec(family="llava_onevision"))
+    with pytest.raises(ValueError, match="pass `processor=`"):
+        SpecVLM.from_pretrained(model)
+
+
+def test_non_full_attention_layers_are_rejected():
+    model, processor = build_tiny(TinySpec(family="qwen2_5_vl", num_layers=2))
+    model.config.text_config.layer_types = ["sliding_attention", "full_attention"]
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(model, processor=processor)
+    message = str(info.value)
+    assert "sliding_attention" in message and "only full attention" in message, message
+
+
+@pytest.mark.parametrize("target_family,draft_family", [("llava_onevision", "qwen2_5_vl"), ("qwen2_5_vl", "llava_onevision")])
+def test_family_mismatch(checkpoints, target_family, draft_family):
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints[target_family]["target"], draft=checkpoints[draft_family]["draft"])
+    message = str(info.value)
+    assert f"target family {target_family!r}" in message and f"draft family {draft_family!r}" in message, message
+    assert "differ" in message
+
+
+def test_video_token_id_mismatch(checkpoints):
+    draft = AutoModelForImageTextToText.from_pretrained(checkpoints["llava_onevision"]["draft"])
+    target_id = draft.config.video_token_id
+    draft.config.video_token_id = target_id - 1
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=draft)
+    message = str(info.value)
+    assert "video token ids differ" in message
+    assert f"target {target_id}" in message and f"draft {target_id - 1}" in message, message
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_draft_vocabulary_mismatch(checkpoints, tmp_path, family):
+    draft_dir = save_tiny(TinySpec(family=family, seed=1, num_layers=1), tmp_path / "draft")
+    tokenizer = AutoTokenizer.from_pretrained(draft_dir)
+    size = len(tokenizer)
+    assert tokenizer.add_tokens(["<only_in_draft>"]) == 1
+    tokenizer.save_pretrained(draft_dir)
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints[family]["target"], draft=draft_dir)
+    message = str(info.value)
+    assert "vocabularies differ" in message, message
+    assert f"({size} vs {size + 1} tokens" in message, message
+    assert "1 only in the draft's" in message and "0 entries only in the target's" in message, message
+
+
+def test_draft_vocabulary_with_a_different_token_is_rejected(checkpoints, tmp_path):
+    """Same size, one entry different: the mapping, not just the count, is compared."""
+    draft_dir = save_tiny(TinySpec(family="llava_onevision", seed=1, num_layers=1), tmp_path / "draft")
+    target_tok = AutoTokenizer.from_pretrained(checkpoints["llava_onevision"]["target"])
+    # the draft's tokenizer gets one extra token; the target's processor gets another one
+    draft_tok = AutoTokenizer.from_pretrained(draft_dir)
+    draft_tok.add_tokens(["<draft_word>"])
+    draft_tok.save_pretrained(draft_dir)
+    target_tok.add_tokens(["<target_word>"])
+    processor = AutoProcessor.from_pretrained(checkpoints["llava_onevision"]["target"])
+    processor.tokenizer = target_tok
+    target = AutoModelForImageTextToText.from_pretrained(checkpoints["llava_onevision"]["target"])
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(target, draft=draft_dir, processor=processor)
+    message = str(info.value)
+    n = len(target_tok)
+    assert f"vocabularies differ ({n} vs {n} tokens; 1 entries only in the target's, 1 only in the draft's)" in message
+
+
+def test_draft_without_tokenizer_files_is_reported(checkpoints, tmp_path, caplog):
+    """A draft checkpoint with weights only loads, but says loudly that vocabularies were not compared."""
+    draft = AutoModelForImageTextToText.from_pretrained(checkpoints["llava_onevision"]["draft"])
+    draft.save_pretrained(tmp_path / "weights_only")
+    with caplog.at_level("WARNING", logger="specvlm.engine"):
+        engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=tmp_path / "weights_only")
+    assert engine.draft is not None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "specvlm.engine"]
+    assert any(str(tmp_path / "weights_only") in m and "not compared" in m for m in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    "family,change",
+    [("llava_onevision", {"image_size": 32}), ("llava_onevision", {"patch_size": 16}), ("qwen2_5_vl", {"patch_size": 4})],
+)
+def test_draft_video_layout_mismatch(checkpoints, tmp_path, family, change):
+    draft_dir = save_tiny(TinySpec(family=family, seed=1, num_layers=1, **change), tmp_path / "draft")
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints[family]["target"], draft=draft_dir)
+    message = str(info.value)
+    assert "video-token layouts differ" in message, message
+    (key, value), = change.items()
+    assert f"'{key}': {value}" in message, message  # the draft's differing setting is shown
+
+
+def test_matching_pair_loads(checkpoints):
+    """The mismatch checks are not over-eager: the session's own pair loads."""
+    for family in FAMILIES:
+        paths = checkpoints[family]
+        engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"])
+        assert engine.draft is not None and family_of(engine.draft.config) == family
+
+
+# ------------------------------------------------------------------------------ context overflow
+
+
+def test_context_overflow(checkpoints, frames):
+    path = checkpoints["llava_onevision"]["target"]
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    engine = SpecVLM.from_pretrained(model, processor=processor, draft=None, num_draft_tokens=5)
+    inputs = engine.build_inputs(frames, PROMPT)
+    length = inputs["input_ids"].shape[1]
+    limit = length + 10
+    model.config.text_config.max_position_embeddings = limit
+    assert engine._target.max_positions == limit
+    for method in METHODS:
+        with pytest.raises(ValueError) as info:
+            engine.generate(inputs=inputs, max_new_tokens=20, method=method)
+        message = str(info.value)
+        assert "context overflow" in message
+        assert f"max_position_embeddings={limit}" in message, message
+        assert "max_new_tokens=20" in message and f"position {length + 20 - 2}" in message, message
+        assert f"position {length - 1}" in message, message  # where the prompt ends
+    # exactly at the limit is allowed (the last position fed is limit - 1), and the same engine still works
+    engine.target.generation_config.eos_token_id = None
+    result = engine.generate(inputs=inputs, max_new_tokens=limit - length + 1, method="sd")
+    assert len(result.token_ids) == limit - length + 1
+    with pytest.raises(ValueError, match="context overflow"):
+        engine.generate(inputs=inputs, max_new_tokens=limit - length + 2, method="sd")
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def _cli(target, video, *extra):
+    return cli_main(["generate", "--target", str(target), "--video", str(video), "--prompt", PROMPT,
+                     "--max-new-tokens", "2", *extra])
+
+
+def _error_line(err: str) -> str:
+    """The CLI's one-line error (stderr may also hold progress bars)."""
+    lines = [line for line in err.splitlines() if line.startswith("specvlm: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_cli_missing_video(checkpoints, tmp_path, capsys):
+    missing = tmp_path / "missing.mp4"
+    assert _cli(checkpoints["llava_onevision"]["target"], missing) == 2
+    captured = capsys.readouterr()
+    error = _error_line(captured.err)
+    assert str(missing) in error and "does not exist" in error
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_cli_corrupt_video(checkpoints, corrupt_mp4, capsys):
+    assert _cli(checkpoints["llava_onevision"]["target"], corrupt_mp4) == 2
+    captured = capsys.readouterr()
+    assert str(corrupt_mp4) in _error_line(captured.err) and captured.out == ""
+
+
+def test_cli_bad_settings(checkpoints, video_file, capsys):
+    target = checkpoints["llava_onevision"]["target"]
+    assert _cli(target, video_file, "--drop-rate", "1.5") == 2
+    err = _error_line(capsys.readouterr().err)
+    assert "drop_rate" in err and "1.5" in err and "[0, 1)" in err
+    assert _cli(target, video_file, "--pruning", "bogus") == 2
+    err = _error_line(capsys.readouterr().err)
+    assert "'bogus'" in err and "uniform" in err
+    assert _cli(target, video_file, "--num-draft-tokens", "0") == 2
+    assert "num_draft_tokens=0" in _error_line(capsys.readouterr().err)
+    assert _cli(target, video_file, "--max-new-tokens", "0") == 2  # the later flag wins
+    assert "max_new_tokens=0" in _error_line(capsys.readouterr().err)
+    # argparse itself rejects an unknown method (exit code 2, choices listed)
+    with pytest.raises(SystemExit) as info:
+        _cli(target, video_file, "--method", "beam")
+    assert info.value.code == 2
+    assert "beam" in capsys.readouterr().err
+
+
+def test_cli_success_for_contrast(checkpoints, video_file, capsys):
+    paths = checkpoints["llava_onevision"]
+    assert _cli(paths["target"], video_file, "--draft", str(paths["draft"]), "--json", "--num-frames", "4") == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert 1 <= len(payload["token_ids"]) <= 2 and payload["stats"]["new_tokens"] == len(payload["token_ids"])
+    assert "specvlm: error" not in captured.err
+
+
+# ---------------------------------------------------------------- errors do not corrupt the engine
+
+
+def test_engine_survives_errors(engine, self_engine, frames, corrupt_mp4, tmp_path, monkeypatch, reference):
+    snapshot = (list(reference.token_ids), reference.text, reference.stats.to_dict())
+    config = engine.config
+    failures = [
+        lambda: engine.generate(video=str(tmp_path / "nope.mp4"), prompt=PROMPT, max_new_tokens=6),
+        lambda: engine.generate(video=str(corrupt_mp4), prompt=PROMPT, max_new_tokens=6),
+        lambda: engine.generate(video=np.zeros((0, 64, 64, 3), np.uint8), prompt=PROMPT, max_new_tokens=6),
+        lambda: engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, drop_rate=1.0),
+        lambda: engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="nope"),
+    ]
+    for fail in failures:
+        with pytest.raises(ValueError):
+            fail()
+
+    # a failure in the middle of decoding (after both prefills and some draft steps)
+    calls = {"n": 0}
+    real = decoding.propose_chain
+
+    def flaky(*args, **kwargs):
+        real(*args, **kwargs)  # the draft cache has advanced when the failure hits
+        calls["n"] += 1
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(decoding, "propose_chain", flaky)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="specvlm")
+    assert calls["n"] == 1
+    monkeypatch.undo()
+
+    again = engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="specvlm")
+    assert again.token_ids == reference.token_ids
+    assert again.stats.kept_video_tokens == reference.stats.kept_video_tokens
+    assert again.stats.accepted_lengths == reference.stats.accepted_lengths
+    assert engine.config == config
+    # the result computed before the errors is untouched
+    assert (reference.token_ids, reference.text) == snapshot[:2]
+    assert {k: v for k, v in reference.stats.to_dict().items() if not k.endswith("_s")} == {
+        k: v for k, v in snapshot[2].items() if not k.endswith("_s")
+    }
+
+
+def test_self_draft_engine_survives_a_failed_draft_prefill(self_engine, frames):
+    before = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd")
+    # fails after the target prefill, inside the draft prefill
+    with pytest.raises(ValueError, match="compact"):
+        self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd", positions="compact")
+    after = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd")
+    assert after.token_ids == before.token_ids
+    assert after.stats.accepted_lengths == before.stats.accepted_lengths
+    ar = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="ar")
+    assert ar.token_ids == before.token_ids
