@@ -25,6 +25,15 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--drop-rate", type=float, default=0.9)
     gen.add_argument("--stage1-mass", type=float, default=0.4)
     gen.add_argument("--num-draft-tokens", type=int, default=5)
+    gen.add_argument("--tree", default="chain", help='"chain", "specvlm-25", "dynamic" or JSON paths like "[[0],[1],[0,0]]"')
+    gen.add_argument("--tree-depth", type=int, default=5, help="dynamic tree depth")
+    gen.add_argument("--tree-top-k", type=int, default=8, help="dynamic tree expansion width")
+    gen.add_argument("--tree-total-tokens", type=int, default=25, help="dynamic tree size")
+    gen.add_argument("--do-sample", action="store_true", help="lossless speculative sampling instead of greedy")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-frames", type=int, default=8)
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--dtype", default=None, help="torch dtype, e.g. bfloat16 (default: the checkpoint's)")
@@ -42,6 +51,7 @@ def _generate(args) -> int:
     from specvlm.engine import SpecVLM
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    tree = json.loads(args.tree) if args.tree.lstrip().startswith("[") else args.tree
     engine = SpecVLM.from_pretrained(
         args.target,
         draft=args.draft,
@@ -51,6 +61,11 @@ def _generate(args) -> int:
         num_draft_tokens=args.num_draft_tokens,
         torch_dtype=dtype,
         device_map=args.device_map,
+        tree=tree,
+        tree_depth=args.tree_depth,
+        tree_top_k=args.tree_top_k,
+        tree_total_tokens=args.tree_total_tokens,
+        seed=args.seed,
     )
     result = engine.generate(
         video=args.video,
@@ -58,6 +73,10 @@ def _generate(args) -> int:
         max_new_tokens=args.max_new_tokens,
         num_frames=args.num_frames,
         method=args.method,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
     )
     if args.json:
         sys.stdout.write(json.dumps({"text": result.text, "token_ids": result.token_ids, "stats": result.stats.to_dict()}) + "\n")

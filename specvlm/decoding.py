@@ -1,5 +1,8 @@
 """The SpecVLM loop: prefill -> score -> prune -> draft prefill -> (draft, verify, accept, roll back)*.
 
+Drafting proposes a chain or a tree (``specvlm.drafting``), verification is greedy or lossless
+speculative sampling (``specvlm.verify``).
+
 One loop for every model family and every method:
 
 * ``ar``: plain greedy decoding (a verification step with zero draft tokens), the fair baseline.
@@ -8,7 +11,8 @@ One loop for every model family and every method:
 
 Invariants kept between steps (``out`` is the list of committed new tokens):
   * the target cache holds the prompt and ``out[:-1]``; ``out[-1]`` is pending (fed at the next step);
-  * the draft cache holds its (pruned) prompt and a prefix of ``out``; missing tokens are fed first.
+  * the draft cache holds its (pruned) prompt and a prefix of ``out``; missing tokens are fed first;
+  * after a step both caches keep exactly the committed path (``cache.keep``), nothing else.
 Decoding stops at the first EOS token or at ``max_new_tokens``, exactly where the stock greedy
 ``generate()`` stops, and every committed token is the target's own greedy token.
 
@@ -26,9 +30,12 @@ from transformers import DynamicCache
 
 from specvlm import cache as kv
 from specvlm.adapters import ModelAdapter, VideoLayout
-from specvlm.attention import AttentionContext, ScoreCapture, causal_mask
+from specvlm.attention import AttentionContext, ScoreCapture, causal_mask, tree_mask
+from specvlm.drafting import DynamicTree, propose
+from specvlm.sampling import Sampling
 from specvlm.stats import GenerationStats
-from specvlm.verify import greedy_accept_chain
+from specvlm.trees import DraftTree, TreeShape
+from specvlm.verify import greedy_verify, sample_verify
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +62,21 @@ class Sequence:
         return kv.length(self.cache) - self.prefix
 
     def append(self, token_ids: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
-        """Feed ``token_ids`` (n,) after the cache; returns logits (n or logits_to_keep, V)."""
+        """Feed ``token_ids`` (n,) causally after the cache; returns logits (n or logits_to_keep, V)."""
         n = token_ids.shape[0]
+        offsets = self.decoded + torch.arange(n, device=token_ids.device)
         length = kv.length(self.cache)
-        offsets = torch.arange(n, device=token_ids.device)
-        pos = self.adapter.continuation(self.next_pos + length - self.prefix, offsets, self.axes)
         mask = None if n == 1 else causal_mask(n, length + n, self.adapter.dtype, self.adapter.device)
+        return self.feed(token_ids, offsets, mask, logits_to_keep)
+
+    def feed(
+        self, token_ids: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor | None, logits_to_keep: int = 0
+    ) -> torch.Tensor:
+        """Feed ``token_ids`` (n,) at positions ``next_pos + offsets`` (n,) under an explicit additive
+        ``mask`` (1, 1, n, cache + n) (None only for n == 1); returns logits (n or logits_to_keep, V)."""
+        pos = self.adapter.continuation(self.next_pos, offsets, self.axes).to(self.adapter.device)
         embeds = self.adapter.embed_tokens(token_ids.unsqueeze(0))
-        logits = self.adapter.forward(embeds, pos.to(self.adapter.device), self.cache, AttentionContext(mask=mask), logits_to_keep)
+        logits = self.adapter.forward(embeds, pos, self.cache, AttentionContext(mask=mask), logits_to_keep)
         return logits[0]
 
     def rollback(self, decoded: int) -> None:
@@ -145,59 +159,53 @@ def prefill_draft(
 
 
 @torch.no_grad()
-def propose_chain(draft: Sequence, out: list[int], n: int, vocab: int) -> torch.Tensor:
-    """Greedy chain of ``n`` draft tokens after the committed tokens ``out``; returns (n,) long.
-
-    Tokens committed since the draft last ran are fed in one forward first. Only the first ``vocab``
-    logits are considered (the vocabulary the target and the draft share).
-    """
-    device = draft.adapter.device
-    missing = torch.tensor(out[draft.decoded :], dtype=torch.long, device=device)
-    logits = draft.append(missing, logits_to_keep=1)[-1]
-    tokens = [logits[:vocab].argmax()]
-    for _ in range(n - 1):
-        logits = draft.append(tokens[-1].view(1))[-1]
-        tokens.append(logits[:vocab].argmax())
-    return torch.stack(tokens)
-
-
-@torch.no_grad()
 def decode(
     target: TargetPrefill,
     draft: Sequence | None,
     stats: GenerationStats,
     *,
-    num_draft_tokens: int,
+    tree: TreeShape | DynamicTree | None,
     max_new_tokens: int,
     eos_token_ids: set[int],
     shared_vocab: int,
+    sampling: Sampling | None = None,
+    generator: torch.Generator | None = None,
 ) -> list[int]:
-    """Greedy speculative decoding after prefill; returns the committed new token ids.
+    """Speculative decoding after prefill; returns the committed new token ids.
 
-    With ``draft=None`` or ``num_draft_tokens=0`` every step is a plain decode step (``ar``).
+    Each step: the draft proposes a tree under the pending token, the target verifies every node in
+    one forward (tree mask, depth-based positions), the accepted path plus one bonus token is
+    committed, and both caches keep exactly the committed path. With ``draft=None`` or ``tree=None``
+    every step is a plain decoding step (``ar``). ``sampling=None`` is greedy decoding.
     """
     tseq = target.seq
-    first = int(target.logits.argmax())
+    device = tseq.adapter.device
+    if sampling is None:
+        first = int(target.logits.argmax())
+    else:
+        first_p = sampling.probs(target.logits[None]).to(generator.device)
+        first = int(torch.multinomial(first_p, 1, generator=generator))
     out = [first]
     stats.stopped_by = "eos" if first in eos_token_ids else ("max_new_tokens" if max_new_tokens <= 1 else "")
     while not stats.stopped_by:
         remaining = max_new_tokens - len(out)
-        gamma = min(num_draft_tokens, remaining - 1) if draft is not None else 0
-        if gamma > 0:
-            proposal = propose_chain(draft, out, gamma, shared_vocab).to(tseq.adapter.device)
-            stats.draft_steps += gamma
-        else:
-            proposal = torch.empty(0, dtype=torch.long, device=tseq.adapter.device)
+        proposal = None
+        if draft is not None and tree is not None and remaining > 1:
+            proposal = propose(
+                draft, out, tree, vocab=shared_vocab, max_depth=remaining - 1, sampling=sampling, generator=generator
+            )
+            stats.draft_steps += proposal.forwards
+        drafted = proposal.tree if proposal is not None else _empty_tree(device, sampling, shared_vocab)
+        path, bonus = _verify(tseq, out[-1], drafted, sampling, generator)
         committed_before = len(out)
-        block = torch.cat([torch.tensor([out[-1]], device=tseq.adapter.device), proposal])
-        logits = tseq.append(block)  # (gamma + 1, V)
-        new = greedy_accept_chain(proposal, logits).tolist()
-        accepted = len(new) - 1
-        # target cache: keep the pending token and the accepted draft tokens (the bonus token is pending)
-        tseq.rollback(committed_before + accepted)
-        if gamma > 0:
-            # draft cache: the tokens committed before this step + the accepted draft tokens it has seen
-            draft.rollback(committed_before + min(accepted, gamma - 1))
+        # target cache: keep the pending (root) token and the accepted nodes; the bonus token is pending
+        start = kv.length(tseq.cache) - drafted.size - 1
+        kv.keep(tseq.cache, start, torch.tensor([0] + [i + 1 for i in path], dtype=torch.long))
+        if proposal is not None:
+            # draft cache: everything committed before this step + accepted nodes it has already fed
+            fed = [proposal.fed[i] for i in path if proposal.fed[i] >= 0]
+            kv.keep(draft.cache, proposal.base, torch.tensor(fed, dtype=torch.long))
+        new = drafted.tokens[path].tolist() + [bonus] if path else [bonus]
         for token in new:
             out.append(token)
             if token in eos_token_ids:
@@ -206,6 +214,30 @@ def decode(
                 stats.stopped_by = "max_new_tokens"
             if stats.stopped_by:
                 break
-        stats.target_steps += 1
-        stats.accepted_lengths.append(len(out) - committed_before)
+        end = path[-1] if path else -1
+        reachable = len(path) + int(bool((drafted.parents == end).any())) if drafted.size else 0
+        stats.record_step(len(out) - committed_before, len(path), reachable)
     return out
+
+
+def _empty_tree(device, sampling, vocab) -> DraftTree:
+    empty = torch.empty(0, dtype=torch.long)
+    return DraftTree(tokens=empty.to(device), parents=empty, depths=empty)
+
+
+def _verify(tseq: Sequence, root: int, tree: DraftTree, sampling, generator) -> tuple[list[int], int]:
+    """One target forward over [root, nodes...] with the tree mask; returns (accepted path, bonus)."""
+    device = tseq.adapter.device
+    ids = torch.cat([torch.tensor([root], dtype=torch.long, device=device), tree.tokens.to(device)])
+    offsets = (tseq.decoded + torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])).to(device)
+    length = kv.length(tseq.cache)
+    mask = None
+    if tree.size:
+        mask = tree_mask(length, tree.verify_mask().to(device), tseq.adapter.dtype)
+    logits = tseq.feed(ids, offsets, mask)  # (n + 1, V)
+    if sampling is None:
+        return greedy_verify(tree, logits)
+    p = sampling.probs(logits)
+    if tree.q is not None and tree.q.shape[-1] < p.shape[-1]:
+        tree.q = torch.nn.functional.pad(tree.q, (0, p.shape[-1] - tree.q.shape[-1]))
+    return sample_verify(tree, p, generator)

@@ -4,7 +4,7 @@ The engine loads the stock target (and optional draft) model and the stock proce
 the pair can work together (same family, same tokenizer, same video-token layout), builds inputs
 from a video file or a frames array, and runs the one decoding loop for every method.
 
-What this module deliberately does not do: sampling, trees, batching, or evaluation bookkeeping.
+What this module deliberately does not do: batching (one prompt at a time) or evaluation bookkeeping.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ import pruning
 from pruning.budget import check_drop_rate
 from specvlm import attention
 from specvlm.adapters import adapter_for, family_of
+from specvlm import trees
 from specvlm.decoding import decode, prefill_draft, prefill_target
+from specvlm.drafting import DynamicTree
+from specvlm.sampling import Sampling
+from specvlm.trees import TreeShape
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.timing import Timer
 from specvlm.video import DEFAULT_NUM_FRAMES, Video, from_frames, load_video
@@ -42,6 +46,10 @@ class DecodingConfig:
     positions: str = "original"
     seed: int = 0
     window: str = "middle"
+    tree: object = "chain"  # "chain" | "specvlm-25" | "dynamic" | list of paths of child ranks
+    tree_depth: int = 5
+    tree_top_k: int = 8
+    tree_total_tokens: int = 25
 
     def __post_init__(self):
         if self.pruning not in pruning.available():
@@ -53,6 +61,16 @@ class DecodingConfig:
             raise ValueError(f"num_draft_tokens={self.num_draft_tokens!r} must be an int >= 1")
         if self.positions not in POSITION_MODES:
             raise ValueError(f"positions={self.positions!r}; choose one of {POSITION_MODES}")
+        if not isinstance(self.tree, str):
+            object.__setattr__(self, "tree", tuple(tuple(p) for p in self.tree))
+        self.tree_shape()  # validates the tree and its parameters
+
+    def tree_shape(self) -> TreeShape | DynamicTree:
+        """The static shape, or the dynamic-tree settings, this config drafts with."""
+        shape = trees.resolve(self.tree, self.num_draft_tokens)
+        if shape is None:
+            return DynamicTree(depth=self.tree_depth, top_k=self.tree_top_k, total_tokens=self.tree_total_tokens)
+        return shape
 
     def replace(self, **changes) -> "DecodingConfig":
         values = {**self.__dict__, **{k: v for k, v in changes.items() if v is not None}}
@@ -147,14 +165,24 @@ class SpecVLM:
         processor=None,
         seed: int = 0,
         window: str = "middle",
+        tree="chain",
+        tree_depth: int = 5,
+        tree_top_k: int = 8,
+        tree_total_tokens: int = 25,
     ) -> "SpecVLM":
         """Load the target (path or loaded model), an optional draft, and the target's processor.
 
         ``draft=None`` means self-drafting: the target drafts for itself from its own pruned cache.
+        ``tree`` is "chain" (``num_draft_tokens`` deep), "specvlm-25" (the reference's 25-node tree),
+        "dynamic" (EAGLE-2 style; ``tree_depth``, ``tree_top_k``, ``tree_total_tokens``) or a list
+        of paths of child ranks such as ``[[0], [1], [0, 0]]``.
         """
         from transformers import AutoProcessor
 
-        config = DecodingConfig(pruning, drop_rate, stage1_mass, num_draft_tokens, positions, seed, window)
+        config = DecodingConfig(
+            pruning, drop_rate, stage1_mass, num_draft_tokens, positions, seed, window,
+            tree, tree_depth, tree_top_k, tree_total_tokens,
+        )  # fmt: skip
         if processor is None:
             if not isinstance(target, (str, os.PathLike)):
                 raise ValueError("pass `processor=` when `target` is an already loaded model")
@@ -218,19 +246,29 @@ class SpecVLM:
         *,
         inputs=None,
         fps: float | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
         **overrides,
     ) -> GenerationResult:
         """Generate an answer; ``method`` is "specvlm" (pruned draft), "sd" (full draft) or "ar" (plain).
 
         ``overrides`` replace decoding settings for this call (pruning, drop_rate, stage1_mass,
-        num_draft_tokens, positions, seed, window). Pass ``inputs`` (from :meth:`build_inputs`) instead
-        of ``video`` + ``prompt`` to reuse processed inputs.
+        num_draft_tokens, positions, seed, window, tree, tree_depth, tree_top_k, tree_total_tokens).
+        Pass ``inputs`` (from :meth:`build_inputs`) instead of ``video`` + ``prompt`` to reuse processed
+        inputs. ``do_sample=True`` samples with ``temperature`` / ``top_p`` / ``top_k`` from a
+        ``torch.Generator`` seeded with ``seed``: the output follows the target's own sampling
+        distribution (lossless speculative sampling); greedy output equals the target's greedy output.
         """
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
         config = self.config.replace(**overrides) if overrides else self.config
+        if not isinstance(do_sample, bool):
+            raise ValueError(f"do_sample={do_sample!r} must be True or False")
+        sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p) if do_sample else None
         if inputs is None:
             if video is None or prompt is None:
                 raise ValueError("pass `video` and `prompt`, or `inputs` from build_inputs()")
@@ -246,15 +284,20 @@ class SpecVLM:
         stats.kept_video_tokens = kept
         stats.prompt_tokens = stats.target_kv_tokens = target.seq.prefix
         stats.draft_kv_tokens = draft.prefix if draft is not None else 0
+        generator = None
+        if sampling is not None:
+            generator = torch.Generator(device=self._target.device).manual_seed(config.seed)
         with timer("decode"):
             tokens = decode(
                 target,
                 draft,
                 stats,
-                num_draft_tokens=config.num_draft_tokens,
+                tree=None if method == "ar" else config.tree_shape(),
                 max_new_tokens=max_new_tokens,
                 eos_token_ids=self.eos_token_ids,
                 shared_vocab=self.shared_vocab,
+                sampling=sampling,
+                generator=generator,
             )
         stats.new_tokens = len(tokens)
         stats.prefill_s, stats.decode_s = timer.get("prefill"), timer.get("decode")

@@ -26,7 +26,9 @@ class GenerationStats:
     new_tokens: int = 0
     target_steps: int = 0  # target verification (or plain decode) forwards after prefill
     accepted_lengths: list[int] = field(default_factory=list)  # tokens committed by each target step
-    draft_steps: int = 0  # draft forwards after prefill
+    draft_steps: int = 0  # draft forwards after prefill (one per tree level, catch-up included)
+    depth_attempts: list[int] = field(default_factory=list)  # [d - 1]: steps whose accepted path reached a node with children at depth d - 1
+    depth_accepts: list[int] = field(default_factory=list)  # [d - 1]: of those, steps that accepted a node at depth d
     video_tokens: int = 0  # prunable video tokens in the prompt (N)
     kept_video_tokens: int = 0  # video tokens in the draft's context (0 without a draft)
     prompt_tokens: int = 0
@@ -35,6 +37,33 @@ class GenerationStats:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     stopped_by: str = ""  # "eos" | "max_new_tokens"
+
+    def record_step(self, committed: int, accepted_depth: int, tried_depth: int) -> None:
+        """Account one target verification step that committed ``committed`` tokens after accepting a
+        path of ``accepted_depth`` draft nodes; ``tried_depth`` is the deepest level at which the target
+        was offered a candidate on that path (``accepted_depth + 1`` if the path's end node had
+        children, else ``accepted_depth``)."""
+        self.target_steps += 1
+        self.accepted_lengths.append(committed)
+        while len(self.depth_attempts) < tried_depth:
+            self.depth_attempts.append(0)
+            self.depth_accepts.append(0)
+        for d in range(1, tried_depth + 1):
+            self.depth_attempts[d - 1] += 1
+            self.depth_accepts[d - 1] += int(accepted_depth >= d)
+
+    @property
+    def accepted_length_histogram(self) -> dict[int, int]:
+        """{tokens committed in a step: number of steps}."""
+        hist: dict[int, int] = {}
+        for n in self.accepted_lengths:
+            hist[n] = hist.get(n, 0) + 1
+        return dict(sorted(hist.items()))
+
+    @property
+    def depth_acceptance_rates(self) -> list[float]:
+        """[d - 1]: P(a node at depth d is accepted | the accepted path reached a node with children at depth d - 1)."""
+        return [a / t if t else 0.0 for a, t in zip(self.depth_accepts, self.depth_attempts)]
 
     @property
     def mean_accepted_tokens(self) -> float:
@@ -65,7 +94,16 @@ class GenerationStats:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for name in ("mean_accepted_tokens", "mean_accepted_draft_tokens", "e2e_s", "ttft_s", "tpot_s", "draft_kv_fraction"):
+        for name in (
+            "mean_accepted_tokens",
+            "mean_accepted_draft_tokens",
+            "e2e_s",
+            "ttft_s",
+            "tpot_s",
+            "draft_kv_fraction",
+            "accepted_length_histogram",
+            "depth_acceptance_rates",
+        ):
             out[name] = getattr(self, name)
         return out
 

@@ -517,14 +517,14 @@ def test_engine_survives_errors(engine, self_engine, frames, corrupt_mp4, tmp_pa
 
     # a failure in the middle of decoding (after both prefills and some draft steps)
     calls = {"n": 0}
-    real = decoding.propose_chain
+    real = decoding.propose
 
     def flaky(*args, **kwargs):
         real(*args, **kwargs)  # the draft cache has advanced when the failure hits
         calls["n"] += 1
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(decoding, "propose_chain", flaky)
+    monkeypatch.setattr(decoding, "propose", flaky)
     with pytest.raises(RuntimeError, match="injected failure"):
         engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="specvlm")
     assert calls["n"] == 1

@@ -1,0 +1,256 @@
+"""Drafting: the draft model proposes a tree of tokens under the pending token, one forward per level.
+
+One interface, :func:`propose`, for every shape:
+
+* a static :class:`~specvlm.trees.TreeShape` (``chain``, ``specvlm-25``, user paths): the children of
+  a node are its draft's top-ranked tokens (greedy) or tokens drawn one after another without
+  replacement from the draft distribution q (sampling), as many as the shape asks for;
+* a dynamic tree (EAGLE-2 style, :class:`DynamicTree`): at every level the ``top_k`` best frontier
+  nodes are expanded with ``top_k`` children each; after ``depth`` levels the best ``total_tokens``
+  nodes are kept, best-first, so that a kept node's parent and earlier siblings are kept too.
+  Greedy ranks nodes by cumulative draft log-probability. Sampling ranks a node only by quantities
+  fixed before it was drawn (its parent's cumulative log-probability and the draft mass its earlier
+  siblings left), so which candidates are verified never depends on their own values and recursive
+  rejection sampling stays exactly lossless.
+
+The draft cache receives the tokens committed since the last step, then the nodes it expands (the
+nodes whose children it computes), each attending to the prefix and its own ancestors.
+
+What this module deliberately does not do: verify, or touch the target.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import torch
+
+from specvlm import cache as kv
+from specvlm.attention import additive
+from specvlm.sampling import Sampling, sample_without_replacement
+from specvlm.trees import DraftTree, TreeShape
+
+
+@dataclass(frozen=True)
+class DynamicTree:
+    """EAGLE-2 style dynamic tree settings."""
+
+    depth: int = 5
+    top_k: int = 8
+    total_tokens: int = 25
+
+    def __post_init__(self):
+        for name in ("depth", "top_k", "total_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"tree_{name}={value!r} must be an int >= 1")
+
+
+@dataclass
+class Proposal:
+    """A proposed tree plus where its expanded nodes sit in the draft cache.
+
+    base: draft cache length before the first expanded node (prefix + every committed token)
+    fed: (n,) list, column offset after ``base`` of each node in the draft cache, -1 if not fed
+    forwards: draft forwards this proposal ran (the catch-up/root forward plus one per expanded level)
+    """
+
+    tree: DraftTree
+    base: int
+    fed: list[int]
+    forwards: int
+
+
+@dataclass
+class _Node:
+    token: int
+    parent: int  # candidate index, -1 for the root's children
+    depth: int
+    rank: int  # position among its siblings
+    key: float  # selection score
+    cum: float  # cumulative draft log-probability including this node
+
+
+def _children(logits: torch.Tensor, k: int, sampling: Sampling | None, generator):
+    """(rows, V) draft logits -> (tokens (rows, k), q (rows, V) or None, log q of tokens (rows, k))."""
+    if sampling is None:
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        top = torch.topk(logp, k, dim=-1)
+        return top.indices, None, top.values
+    q = sampling.probs(logits)
+    tokens = sample_without_replacement(q, k, generator)
+    return tokens, q, torch.log(q.gather(-1, tokens))
+
+
+def _feed_nodes(draft, base: int, fed: list[int], parents: list[int], nodes: list[int], tokens: list[int], depth: int):
+    """Feed ``nodes`` (all at ``depth``) to the draft; each sees the prefix, its fed ancestors and itself."""
+    length = kv.length(draft.cache)
+    n = len(nodes)
+    allowed = torch.zeros(n, length + n, dtype=torch.bool)
+    allowed[:, :base] = True
+    for row, node in enumerate(nodes):
+        a = parents[node]
+        while a >= 0:
+            allowed[row, base + fed[a]] = True
+            a = parents[a]
+        allowed[row, length + row] = True
+        fed[node] = length + row - base
+    device = draft.adapter.device
+    mask = additive(allowed.to(device), draft.adapter.dtype)[None, None]
+    ids = torch.tensor([tokens[i] for i in nodes], dtype=torch.long, device=device)
+    offsets = torch.full((n,), base - draft.prefix - 1 + depth, dtype=torch.long, device=device)  # root + depth
+    return draft.feed(ids, offsets, mask)  # (n, V)
+
+
+@torch.no_grad()
+def propose(
+    draft,
+    out: list[int],
+    shape: TreeShape | DynamicTree,
+    *,
+    vocab: int,
+    max_depth: int,
+    sampling: Sampling | None = None,
+    generator: torch.Generator | None = None,
+) -> Proposal:
+    """Propose a tree of draft tokens after the committed tokens ``out`` (``out[-1]`` is the root).
+
+    Only the first ``vocab`` logits (the vocabulary shared with the target) are used; the tree is cut
+    at ``max_depth`` levels so that no step drafts past ``max_new_tokens``.
+    """
+    device = draft.adapter.device
+    missing = torch.tensor(out[draft.decoded :], dtype=torch.long, device=device)
+    root_logits = draft.append(missing, logits_to_keep=1)[-1:, :vocab]  # (1, vocab)
+    base = kv.length(draft.cache)
+    if isinstance(shape, DynamicTree):
+        return _propose_dynamic(draft, base, root_logits, shape, max_depth, sampling, generator, vocab)
+    return _propose_static(draft, base, root_logits, shape, max_depth, sampling, generator, vocab)
+
+
+def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampling, generator, vocab) -> Proposal:
+    keep = [i for i, p in enumerate(shape.paths) if len(p) <= max_depth]
+    paths = [shape.paths[i] for i in keep]
+    index = {p: i for i, p in enumerate(paths)}
+    parents = [index[p[:-1]] if len(p) > 1 else -1 for p in paths]
+    n = len(paths)
+    tokens = [0] * n
+    fed = [-1] * n
+    q_rows: list[torch.Tensor | None] = [None] * (n + 1)
+    kids: list[list[int]] = [[] for _ in range(n + 1)]
+    for i, parent in enumerate(parents):
+        kids[parent + 1].append(i)
+    logits_by_row = {0: root_logits[0]}
+    forwards = 1
+    depth_max = max((len(p) for p in paths), default=0)
+    for depth in range(1, depth_max + 1):
+        level = [i for i, p in enumerate(paths) if len(p) == depth]
+        rows = sorted({parents[i] + 1 for i in level})
+        width = max(paths[i][-1] for i in level) + 1
+        picked, q, _ = _children(torch.stack([logits_by_row[r] for r in rows]), width, sampling, generator)
+        picked = picked.tolist()
+        for r_idx, row in enumerate(rows):
+            if q is not None:
+                q_rows[row] = q[r_idx]
+            for child in kids[row]:
+                tokens[child] = picked[r_idx][paths[child][-1]]
+        expand = [i for i in level if kids[i + 1]]
+        if expand:
+            forwards += 1
+            logits = _feed_nodes(draft, base, fed, parents, expand, tokens, depth)[:, :vocab]
+            for r_idx, node in enumerate(expand):
+                logits_by_row[node + 1] = logits[r_idx]
+    tree = _tree(tokens, parents, q_rows, sampling, vocab, root_logits.device)
+    return Proposal(tree=tree, base=base, fed=fed, forwards=forwards)
+
+
+def _propose_dynamic(draft, base, root_logits, spec: DynamicTree, max_depth, sampling, generator, vocab) -> Proposal:
+    depth_limit = min(spec.depth, max_depth)
+    k = min(spec.top_k, vocab)
+    nodes: list[_Node] = []
+    fed_all: list[int] = []
+    q_all: dict[int, torch.Tensor] = {}  # candidate index + 1 -> q row (0 = root)
+    kids: dict[int, list[int]] = {}
+
+    def add_children(row: int, parent_cum: float, depth: int, tokens, logq, q) -> None:
+        if q is not None:
+            q_all[row] = q
+        kids[row] = []
+        used = 0.0
+        for rank, (token, lq) in enumerate(zip(tokens, logq)):
+            if sampling is None:
+                key = parent_cum + lq
+            else:
+                key = parent_cum + math.log(max(1.0 - used, 1e-30))
+                used += math.exp(lq)
+            kids[row].append(len(nodes))
+            nodes.append(_Node(token=token, parent=row - 1, depth=depth, rank=rank, key=key, cum=parent_cum + lq))
+            fed_all.append(-1)
+
+    tokens, q, logq = _children(root_logits, k, sampling, generator)
+    add_children(0, 0.0, 1, tokens[0].tolist(), logq[0].tolist(), None if q is None else q[0])
+    frontier = list(kids[0])
+    forwards = 1
+    for depth in range(1, depth_limit):
+        frontier = sorted(frontier, key=lambda i: -nodes[i].key)[:k]
+        if not frontier:
+            break
+        parents = [nd.parent for nd in nodes]
+        toks = [nd.token for nd in nodes]
+        logits = _feed_nodes(draft, base, fed_all, parents, frontier, toks, depth)[:, :vocab]
+        forwards += 1
+        tokens, q, logq = _children(logits, k, sampling, generator)
+        tokens, logq = tokens.tolist(), logq.tolist()
+        nxt = []
+        for r_idx, node in enumerate(frontier):
+            add_children(node + 1, nodes[node].cum, depth + 1, tokens[r_idx], logq[r_idx], None if q is None else q[r_idx])
+            nxt.extend(kids[node + 1])
+        frontier = nxt
+    selected = _best_first(nodes, kids, spec.total_tokens)
+    order = sorted(selected, key=lambda i: (nodes[i].depth, i))
+    new_index = {old: new for new, old in enumerate(order)}
+    tokens_sel = [nodes[i].token for i in order]
+    parents_sel = [new_index[nodes[i].parent] if nodes[i].parent >= 0 else -1 for i in order]
+    fed_sel = [fed_all[i] for i in order]
+    q_rows = [q_all.get(0)] + [q_all.get(i + 1) for i in order]
+    tree = _tree(tokens_sel, parents_sel, q_rows, sampling, vocab, root_logits.device)
+    return Proposal(tree=tree, base=base, fed=fed_sel, forwards=forwards)
+
+
+def _best_first(nodes: list[_Node], kids: dict[int, list[int]], budget: int) -> list[int]:
+    """Select up to ``budget`` nodes by key, only once their parent and previous sibling are selected."""
+    heap: list[tuple[float, int]] = []
+    if kids.get(0):
+        first = kids[0][0]
+        heap.append((-nodes[first].key, first))
+    selected: list[int] = []
+    while heap and len(selected) < budget:
+        _, i = heapq.heappop(heap)
+        selected.append(i)
+        siblings = kids[nodes[i].parent + 1]
+        if nodes[i].rank + 1 < len(siblings):
+            nxt = siblings[nodes[i].rank + 1]
+            heapq.heappush(heap, (-nodes[nxt].key, nxt))
+        if kids.get(i + 1):
+            child = kids[i + 1][0]
+            heapq.heappush(heap, (-nodes[child].key, child))
+    return selected
+
+
+def _tree(tokens, parents, q_rows, sampling, vocab, device) -> DraftTree:
+    parents_t = torch.tensor(parents, dtype=torch.long)
+    depths = [1] * len(parents)
+    for i, p in enumerate(parents):
+        if p >= 0:
+            depths[i] = depths[p] + 1
+    q = None
+    if sampling is not None:
+        zeros = torch.zeros(vocab, device=device)
+        q = torch.stack([row if row is not None else zeros for row in q_rows])
+    return DraftTree(
+        tokens=torch.tensor(tokens, dtype=torch.long, device=device),
+        parents=parents_t,
+        depths=torch.tensor(depths, dtype=torch.long),
+        q=q,
+    )

@@ -1,0 +1,146 @@
+"""Speculative sampling on tiny models follows the target's own sampling distribution.
+
+The first new token is forced (one-hot prefill logits) so that the exact distributions of the next
+two tokens can be computed from the target: p(t2 | t1) with one forward, and the marginal
+p(t3 | t1) = sum over t2 of p(t2 | t1) p(t3 | t1, t2) with one forward per t2 in the support. The
+draft is the target drafting for itself from a 90%-pruned cache, so it disagrees often and every
+branch of the acceptance rule runs. The empirical distance to the exact distribution is compared with
+the distance plain sampling reaches with the same number of samples, and with a perturbed
+distribution (the draft's own, unverified).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pruning import keep_sequence_indices, prune
+from specvlm import SpecVLM
+from specvlm import cache as kv
+from specvlm.decoding import Sequence, TargetPrefill, decode, prefill_draft, prefill_target
+from specvlm.sampling import Sampling
+from specvlm.stats import GenerationStats
+
+SAMPLES = 500
+
+
+def _copy(seq: Sequence) -> Sequence:
+    everything = torch.arange(kv.length(seq.cache))
+    return Sequence(seq.adapter, kv.subset(seq.cache, everything), seq.prefix, seq.next_pos, seq.axes)
+
+
+@pytest.fixture(scope="module")
+def setup(checkpoints, frames):
+    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None)
+    inputs = engine.build_inputs(frames, "Describe the video.")
+    target = prefill_target(engine._target, inputs, capture_scores=True)
+    kept = prune("specvlm", target.scores, target.layout.grid, 0.9)
+    keep = keep_sequence_indices(target.seq.prefix, target.layout.positions, kept)
+    draft = prefill_draft(None, inputs, target, keep)
+    first = int(target.logits.argmax())
+    return engine, target, draft, first
+
+
+@torch.no_grad()
+def _exact(seq: Sequence, tokens: list[int], sampling: Sampling) -> torch.Tensor:
+    s = _copy(seq)
+    return sampling.probs(s.append(torch.tensor(tokens))[-1])
+
+
+def _exact_distributions(target: TargetPrefill, draft: Sequence, first: int, sampling: Sampling):
+    """(p(t2 | t1), p(t3 | t1) marginal, q(t2 | t1) of the unverified draft)."""
+    p2 = _exact(target.seq, [first], sampling)
+    p3 = torch.zeros_like(p2)
+    for t2 in p2.nonzero().squeeze(-1).tolist():
+        p3 += p2[t2] * _exact(target.seq, [first, t2], sampling)
+    q2 = _exact(draft, [first], sampling)
+    return p2, p3, q2
+
+
+def _speculative_samples(target, draft, first, sampling, tree, count):
+    forced = torch.full_like(target.logits, float("-inf"))
+    forced[first] = 0.0
+    t2, t3 = [], []
+    for seed in range(count):
+        prefill = TargetPrefill(_copy(target.seq), forced, target.positions, target.layout, None)
+        stats = GenerationStats(method="specvlm")
+        out = decode(
+            prefill,
+            _copy(draft),
+            stats,
+            tree=tree,
+            max_new_tokens=3,
+            eos_token_ids=set(),
+            shared_vocab=forced.shape[0],
+            sampling=sampling,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        assert out[0] == first
+        t2.append(out[1])
+        t3.append(out[2])
+    return torch.tensor(t2), torch.tensor(t3)
+
+
+def _tv(samples: torch.Tensor, probs: torch.Tensor) -> float:
+    empirical = torch.bincount(samples, minlength=probs.shape[0]).float() / samples.numel()
+    return 0.5 * float((empirical - probs).abs().sum())
+
+
+def _plain_tv(probs: torch.Tensor, count: int, trials: int = 200) -> tuple[float, float]:
+    """Mean and std of the TV distance plain sampling reaches with ``count`` samples."""
+    gen = torch.Generator().manual_seed(1234)
+    tvs = torch.tensor([_tv(torch.multinomial(probs, count, replacement=True, generator=gen), probs) for _ in range(trials)])
+    return float(tvs.mean()), float(tvs.std())
+
+
+@pytest.mark.parametrize("tree_name", ["chain", "specvlm-25"])
+@pytest.mark.parametrize("sampling", [Sampling(temperature=1.0), Sampling(top_p=0.8)], ids=["t1.0", "top_p0.8"])
+def test_speculative_sampling_follows_target_distribution(setup, tree_name, sampling):
+    engine, target, draft, first = setup
+    tree = engine.config.replace(tree=tree_name).tree_shape()
+    p2, p3, q2 = _exact_distributions(target, draft, first, sampling)
+    t2, t3 = _speculative_samples(target, draft, first, sampling, tree, SAMPLES)
+
+    for samples, exact in ((t2, p2), (t3, p3)):
+        for count in (SAMPLES // 4, SAMPLES):
+            mean, std = _plain_tv(exact, count)
+            tv = _tv(samples[:count], exact)
+            # as close to the exact distribution as plain sampling gets with the same sample count
+            assert tv <= mean + 4 * std, (tree_name, count, tv, mean, std)
+        # and the distance shrinks with more samples, like plain sampling's
+        assert _tv(samples, exact) < _tv(samples[: SAMPLES // 4], exact) + 2 * _plain_tv(exact, SAMPLES)[1]
+    # a perturbed distribution (the unverified draft's own) is far away in comparison
+    mean, std = _plain_tv(p2, SAMPLES)
+    assert 0.5 * float((q2 - p2).abs().sum()) > mean + 6 * std, "the draft is too close to the target for a meaningful test"
+    assert _tv(t2, q2) > mean + 6 * std
+
+
+@pytest.mark.parametrize("tree", ["chain", "specvlm-25", "dynamic"])
+def test_same_seed_same_output_different_seed_different_output(checkpoints, frames, tree):
+    engine = SpecVLM.from_pretrained(checkpoints["qwen2_5_vl"]["target"], draft=checkpoints["qwen2_5_vl"]["draft"])
+    engine.target.generation_config.eos_token_id = None
+    inputs = engine.build_inputs(frames, "Describe the video.")
+    kwargs = dict(inputs=inputs, max_new_tokens=16, do_sample=True, temperature=1.0, top_p=0.9, tree=tree)
+    a = engine.generate(seed=7, **kwargs)
+    b = engine.generate(seed=7, **kwargs)
+    assert a.token_ids == b.token_ids and a.stats.accepted_lengths == b.stats.accepted_lengths
+    others = {tuple(engine.generate(seed=s, **kwargs).token_ids) for s in range(8, 12)}
+    assert len(others | {tuple(a.token_ids)}) > 1
+
+
+def test_self_draft_without_pruning_accepts_every_sampled_token(checkpoints, frames):
+    """p == q when the target drafts for itself from its full cache: min(1, p/q) = 1 everywhere."""
+    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None, tree="specvlm-25")
+    engine.target.generation_config.eos_token_id = None
+    inputs = engine.build_inputs(frames, "Describe the video.")
+    result = engine.generate(inputs=inputs, max_new_tokens=25, method="sd", do_sample=True, seed=3)
+    assert result.stats.accepted_lengths[:-1] == [6] * (len(result.stats.accepted_lengths) - 1)
+
+
+def test_sampling_settings_are_validated(checkpoints, frames):
+    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"])
+    for bad in ({"temperature": 0.0}, {"top_p": 1.5}, {"top_k": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            engine.generate(video=frames, prompt="Hi", max_new_tokens=2, do_sample=True, **bad)
+    with pytest.raises(ValueError, match="do_sample"):
+        engine.generate(video=frames, prompt="Hi", max_new_tokens=2, do_sample="yes")
