@@ -38,16 +38,24 @@ def truncate(cache: DynamicCache, new_length: int) -> None:
 
 
 def keep(cache: DynamicCache, start: int, indices: torch.Tensor) -> None:
-    """Keep positions ``[0, start)`` plus ``start + indices`` (sorted) and drop the rest (in place).
+    """Keep positions ``[0, start)`` plus ``start + indices`` and drop the rest (in place).
 
-    Used after tree verification: ``indices`` (n,) are the accepted nodes' offsets in the verified block.
+    Used after verification: ``indices`` (n,) sorted, are the committed nodes' offsets in the verified
+    block. A contiguous run ``0..n-1`` (a chain's accepted prefix) is a plain crop; otherwise the kept
+    rows are gathered and written back at ``start`` before cropping, so the prefix is never copied.
     """
+    indices = indices.to(torch.long).cpu()
+    n = int(indices.numel())
+    contiguous = bool(torch.equal(indices, torch.arange(n)))
     for layer in _layers(cache):
         if layer.keys is None or layer.keys.numel() == 0:
             continue
-        idx = indices.to(layer.keys.device) + start
-        layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys.index_select(-2, idx)], dim=-2)
-        layer.values = torch.cat([layer.values[..., :start, :], layer.values.index_select(-2, idx)], dim=-2)
+        if not contiguous:
+            idx = indices.to(layer.keys.device) + start
+            layer.keys[..., start : start + n, :] = layer.keys.index_select(-2, idx)
+            layer.values[..., start : start + n, :] = layer.values.index_select(-2, idx)
+        layer.keys = layer.keys[..., : start + n, :]
+        layer.values = layer.values[..., : start + n, :]
 
 
 def subset(cache: DynamicCache, positions: torch.Tensor) -> DynamicCache:

@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
 
     demo = sub.add_parser("demo", help="run plain decoding and SpecVLM on tiny offline models and a synthetic video")
-    demo.add_argument("--max-new-tokens", type=int, default=48)
+    demo.add_argument("--max-new-tokens", type=int, default=160)
+    demo.add_argument("--num-frames", type=int, default=32)
     return parser
 
 
@@ -91,7 +92,7 @@ def _demo(args) -> int:
     from specvlm.demo import run_demo
 
     hf_logging.disable_progress_bar()
-    report = run_demo(max_new_tokens=args.max_new_tokens)
+    report = run_demo(num_frames=args.num_frames, max_new_tokens=args.max_new_tokens)
     sys.stdout.write("\n".join(report.lines()) + "\n")
     return 0 if report.identical else 1
 
