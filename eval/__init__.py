@@ -1,0 +1,16 @@
+"""The SpecVLM evaluation harness: a benchmark x method matrix from a YAML config.
+
+    specvlm-eval tiny --limit 2                       # or: python -m eval configs/tiny.yaml
+    specvlm-eval synthetic --set generation.max_new_tokens=64 --output runs/synth
+
+Modules: ``config`` (typed, validated YAML), ``datasets`` (local benchmark layouts -> samples),
+``models`` (model references, engine loading), ``methods`` (ar / sd / specvlm / hf-assisted on one
+sample), ``metrics`` (definitions and aggregation), ``results`` (durable, resumable JSONL),
+``distributed`` (ranks, sharding, barrier), ``runner`` (the loop), ``report`` (tables and plots),
+``cli``. Layering: ``eval`` imports ``specvlm``; ``specvlm`` never imports ``eval``.
+"""
+
+from eval.config import ConfigError, EvalConfig, load_config
+from eval.runner import RunOutcome, run
+
+__all__ = ["ConfigError", "EvalConfig", "RunOutcome", "load_config", "run"]

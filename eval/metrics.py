@@ -1,0 +1,220 @@
+"""Metrics, defined once (DESIGN.md section 4), and their aggregation over result rows.
+
+Definitions:
+
+* **Accepted tokens per step, tau**: tokens committed per target verification forward, including
+  the bonus token (Spec-Bench convention; plain decoding = 1.00). Aggregated over samples as total
+  committed tokens / total verification forwards. Also reported: **tau - 1**, the mean accepted
+  draft tokens per step (SpecVLM's own convention), labelled ``tau_minus_1``.
+* **Prefill time**: target prefill + scoring + pruning + draft prefill. **Decode time**: from the
+  first token after prefill to the end. **E2E** = both. **TTFT** = prefill time (the first token is
+  the prefill's); **TPOT** = decode time per token after the first; **tokens/s** = new tokens / E2E.
+* **Speedup** (decode and e2e): baseline (``ar``) time / method time for the same sample and the
+  same committed tokens (pairs whose token counts differ are left out and counted); aggregated as
+  total time over total time (``*_speedup_total``) and as the per-sample mean (``*_speedup_mean``).
+* **Lossless**: greedy output token ids equal those of ``ar`` (itself equal to the stock target's
+  greedy ``generate()`` in float32); otherwise the first diverging position is reported.
+* **Draft KV fraction**: draft cache tokens / target cache tokens after prefill.
+* **Peak memory**: CUDA max allocated bytes summed over the model's GPUs, reset before each
+  generation; on CPU the process's peak resident set size (monotone over the process lifetime).
+* **Accuracy** (``benchmark`` prompt mode, multiple choice): the letter extracted from the output
+  (:func:`extract_choice`) equals the gold letter; an output with no recognisable letter is wrong.
+
+``hf-assisted`` (transformers' assisted generation) is timed as one ``generate()`` call: its
+prefill/decode split and its acceptance are not observable, so only E2E metrics exist for it.
+
+What this module deliberately does not do: run models, read files or draw.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import resource
+import sys
+from collections import defaultdict
+
+import torch
+
+HF_ASSISTED_NOTE = (
+    "hf-assisted is timed as one transformers generate() call: its prefill/decode split (and so TTFT, TPOT, "
+    "decode speedup) and its acceptance (tau) are not observable; only end-to-end metrics are reported."
+)
+CPU_MEMORY_NOTE = "peak memory on CPU is the process's peak resident set size so far (it never decreases)."
+
+# --------------------------------------------------------------------------- answers
+
+
+def extract_choice(text: str, num_options: int, options: tuple[str, ...] = ()) -> str | None:
+    """The option letter a free-text answer picks, or ``None``.
+
+    Tried in order: a letter at the start (``"B"``, ``"(B)"``, ``"B."``, ``"B: text"``, ``"**B**"``);
+    after "answer"/"option"/"choice" (``"The answer is (C)"``); in parentheses anywhere; a lone
+    capital letter if exactly one distinct valid letter appears (the article "A" before a lower-case
+    word does not count); the text of exactly one option.
+    """
+    if not isinstance(text, str) or num_options < 1:
+        return None
+    letters = "ABCDEFGHIJ"[:num_options]
+    t = text.strip().replace("*", "")
+    cls = f"[{letters}]"
+    m = re.match(rf"^[\s\"'`\[]*\(?({cls})\)?(?=\s*(?:$|[.:,;)\]\n]))", t)
+    if m:
+        return m.group(1)
+    m = re.search(rf"\b(?i:answer|option|choice)\b(?:\s+(?i:is|would be|should be))?\s*[:\-]?\s*\(?({cls})\)?(?![A-Za-z])", t)
+    if m:
+        return m.group(1)
+    found = re.findall(rf"\(({cls})\)", t)
+    if len(set(found)) == 1:
+        return found[0]
+    lone = [m.group(1) for m in re.finditer(rf"(?<![A-Za-z'])({cls})(?![A-Za-z'])", t)
+            if not (m.group(1) == "A" and re.match(r"\s+[a-z]", t[m.end():]))]  # fmt: skip
+    if len(set(lone)) == 1:
+        return lone[0]
+    low = t.lower()
+    hits = [letters[i] for i, o in enumerate(options[:num_options]) if o and str(o).strip().lower() in low]
+    if len(hits) == 1:
+        return hits[0]
+    return None
+
+
+def first_divergence(reference: list[int], ids: list[int]) -> int | None:
+    """``None`` if identical, else the first position where they differ (or the shorter length)."""
+    for i, (a, b) in enumerate(zip(reference, ids)):
+        if a != b:
+            return i
+    return None if len(reference) == len(ids) else min(len(reference), len(ids))
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class PeakMemory:
+    """Peak memory of one generation: CUDA max allocated (reset at the start), else process peak RSS."""
+
+    def __init__(self, devices):
+        self.cuda = sorted({d.index or 0 for d in devices if getattr(d, "type", None) == "cuda"})
+        self.bytes: int | None = None
+        self.kind = "cuda_max_allocated" if self.cuda else "cpu_peak_rss"
+
+    def __enter__(self) -> "PeakMemory":
+        for i in self.cuda:
+            torch.cuda.reset_peak_memory_stats(i)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self.bytes = int(sum(torch.cuda.max_memory_allocated(i) for i in self.cuda))
+        else:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.bytes = int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _num(row: dict, key: str) -> float | None:
+    v = row.get(key)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def summarize_method(rows: list[dict], baseline: dict[str, dict]) -> dict:
+    """Aggregate one method's rows in one group; ``baseline`` maps sample_id -> the ``ar`` row."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    out: dict = {"method_name": rows[0].get("method_name"), "settings": rows[0].get("settings") or {},
+                 "rows": len(rows), "ok": len(ok), "errors": len(rows) - len(ok)}
+    new_tokens = sum(r["new_tokens"] for r in ok)
+    out["new_tokens_total"] = new_tokens
+    steps = sum(r.get("target_steps") or 0 for r in ok if r.get("target_steps") is not None)
+    committed = sum(r.get("committed_tokens") or 0 for r in ok if r.get("target_steps") is not None)
+    out["tau"] = _ratio(committed, steps)
+    out["tau_minus_1"] = None if out["tau"] is None else out["tau"] - 1.0
+    split = [r for r in ok if _num(r, "decode_s") is not None]
+    out["prefill_s_total"] = sum(r["prefill_s"] for r in split) if split else None
+    out["decode_s_total"] = sum(r["decode_s"] for r in split) if split else None
+    e2e = sum(r["e2e_s"] for r in ok)
+    out["e2e_s_total"] = e2e if ok else None
+    out["ttft_s_mean"] = _mean([r["ttft_s"] for r in split])
+    out["tpot_s"] = _ratio(sum(r["decode_s"] for r in split), sum(max(r["new_tokens"] - 1, 0) for r in split)) if split else None
+    out["tokens_per_s"] = _ratio(new_tokens, e2e) if ok else None
+    kv = [r["draft_kv_fraction"] for r in ok if _num(r, "draft_kv_fraction") is not None]
+    out["draft_kv_fraction_mean"] = _mean(kv)
+    out["kept_video_tokens_mean"] = _mean([r["kept_video_tokens"] for r in ok if _num(r, "kept_video_tokens") is not None])
+    out["video_tokens_mean"] = _mean([r["video_tokens"] for r in ok if _num(r, "video_tokens") is not None])
+    mem = [r["peak_memory_bytes"] for r in ok if _num(r, "peak_memory_bytes") is not None]
+    out["peak_memory_bytes_max"] = max(mem) if mem else None
+
+    # speedup and agreement against ar on the same sample
+    pairs, mismatched, divergences, identical, compared = [], 0, [], 0, 0
+    for r in ok:
+        base = baseline.get(r["sample_id"])
+        if base is None or base.get("status") != "ok":
+            continue
+        compared += 1
+        pos = first_divergence(base["token_ids"], r["token_ids"])
+        if pos is None:
+            identical += 1
+        else:
+            divergences.append({"sample_id": r["sample_id"], "first_diverging_position": pos})
+        if base["new_tokens"] == r["new_tokens"]:
+            pairs.append((base, r))
+        else:
+            mismatched += 1
+    out["agreement_pairs"] = compared
+    out["lossless_rate"] = _ratio(identical, compared)
+    out["divergences"] = divergences
+    out["speedup_pairs"] = len(pairs)
+    out["speedup_pairs_skipped_token_mismatch"] = mismatched
+    for kind in ("decode", "e2e"):
+        usable = [(b, r) for b, r in pairs if _num(r, f"{kind}_s") and _num(b, f"{kind}_s") is not None]
+        out[f"{kind}_speedup_total"] = (
+            _ratio(sum(b[f"{kind}_s"] for b, _ in usable), sum(r[f"{kind}_s"] for _, r in usable)) if usable else None
+        )
+        out[f"{kind}_speedup_mean"] = _mean([b[f"{kind}_s"] / r[f"{kind}_s"] for b, r in usable])
+
+    graded = [r for r in ok if r.get("answer") is not None]
+    out["accuracy_n"] = len(graded)
+    out["accuracy"] = _ratio(sum(bool(r.get("correct")) for r in graded), len(graded)) if graded else None
+    return out
+
+
+def summarize(rows: list[dict], method_order: list[str] | None = None) -> dict:
+    """``{"groups": {"<benchmark>/<mode>": {"samples", "methods": {key: metrics}}}, "errors": ..., "notes": [...]}``."""
+    by_group: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_group[f"{r['benchmark']}/{r['prompt_mode']}"][r["method"]].append(r)
+    order = {m: i for i, m in enumerate(method_order or [])}
+    groups = {}
+    for group, methods in by_group.items():
+        baseline = {r["sample_id"]: r for r in methods.get("ar", [])}
+        keys = sorted(methods, key=lambda m: (order.get(m, len(order)), m))
+        samples = {r["sample_id"] for rs in methods.values() for r in rs}
+        groups[group] = {"samples": len(samples), "methods": {m: summarize_method(methods[m], baseline) for m in keys}}
+    errors = [r for r in rows if r.get("status") != "ok"]
+    by_method: dict[str, int] = defaultdict(int)
+    for r in errors:
+        by_method[r["method"]] += 1
+    notes = []
+    if any(r.get("method_name") == "hf-assisted" for r in rows):
+        notes.append(HF_ASSISTED_NOTE)
+    if any(r.get("peak_memory_kind") == "cpu_peak_rss" for r in rows):
+        notes.append(CPU_MEMORY_NOTE)
+    return {
+        "rows": len(rows),
+        "groups": groups,
+        "errors": {
+            "rows": len(errors),
+            "samples": len({(r["benchmark"], r["prompt_mode"], r["sample_id"]) for r in errors}),
+            "by_method": dict(by_method),
+            "examples": [{"key": r["key"], "error": r.get("error")} for r in errors[:20]],
+        },
+        "notes": notes,
+    }

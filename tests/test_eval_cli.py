@@ -1,0 +1,166 @@
+"""The eval CLI end to end on tiny models (float32, CPU): every layout and method, resume, crashes, 2 ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eval.cli import main
+from eval.config import EvalConfig, load_yaml
+from test_eval_datasets import build_layouts
+
+REPO = Path(__file__).resolve().parent.parent
+MC_BENCHMARKS = ("synthetic", "mvbench", "mlvu", "longvideobench", "videomme")
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    return build_layouts(tmp_path_factory.mktemp("layouts"))
+
+
+def _write_config(path: Path, checkpoints, family: str, benchmarks: list, methods: list, **generation) -> Path:
+    data = {
+        "name": "test",
+        "model": {"target": str(checkpoints[family]["target"]), "draft": str(checkpoints[family]["draft"]),
+                  "torch_dtype": "float32"},
+        "generation": {"max_new_tokens": 4, "ignore_eos": True, "warmup": 1, "warmup_max_new_tokens": 2, **generation},
+        "benchmarks": benchmarks,
+        "methods": methods,
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_every_layout_every_method(tmp_path, checkpoints, layouts, capsys):
+    benchmarks = [{"name": name, "root": str(layouts[name])} for name in layouts]
+    methods = ["ar", "sd", {"name": "specvlm", "drop_rate": 0.9}, "hf-assisted"]
+    cfg = _write_config(tmp_path / "exp.yaml", checkpoints, "llava_onevision", benchmarks, methods)
+    out = tmp_path / "run"
+    assert main([str(cfg), "--output", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "specvlm[pruning=specvlm,drop_rate=0.9,tree=chain]" in printed and "8 error rows" in printed
+
+    rows = _rows(out)
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 14 * 4  # 14 samples (2 broken) x 4 methods
+    errors = [r for r in rows if r["status"] == "error"]
+    assert {r["sample_id"] for r in errors} == {"lvb_missing", "003-1"} and len(errors) == 8
+    assert all(r["error_type"] == "VideoDecodeError" for r in errors)
+    assert any("does not exist" in r["error"] for r in errors if r["sample_id"] == "lvb_missing")
+    assert any("vm_bad.mp4" in r["error"] for r in errors if r["sample_id"] == "003-1")
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["method_name"] for r in ok} == {"ar", "sd", "specvlm", "hf-assisted"}
+    ar = {r["sample_id"]: r["token_ids"] for r in ok if r["method"] == "ar"}
+    assert all(r["token_ids"] == ar[r["sample_id"]] and len(r["token_ids"]) == 4 for r in ok)  # lossless, same cap
+    for r in ok:
+        assert r["frames"] == 8 and r["e2e_s"] > 0 and r["peak_memory_bytes"] > 0
+        if r["method_name"] == "specvlm":
+            assert 0 < r["kept_video_tokens"] < r["video_tokens"] and 0 < r["draft_kv_fraction"] < 1
+        if r["method_name"] == "hf-assisted":
+            assert r["decode_s"] is None and r["timing_split_observable"] is False
+
+    summary = _summary(out)
+    assert summary["errors"]["rows"] == 8 and summary["errors"]["samples"] == 2
+    assert set(summary["groups"]) == {f"{name}/benchmark" for name in layouts}
+    for group, g in summary["groups"].items():
+        for method, m in g["methods"].items():
+            assert m["lossless_rate"] == 1.0, (group, method)
+            assert m["e2e_speedup_total"] > 0
+            if group.split("/")[0] in MC_BENCHMARKS:
+                graded = [r for r in ok if f"{r['benchmark']}/{r['prompt_mode']}" == group and r["method"] == method]
+                assert m["accuracy_n"] == len(graded) == 2
+                assert m["accuracy"] == sum(r["prediction"] == r["answer"] for r in graded) / 2
+            else:
+                assert m["accuracy"] is None  # open-ended captions have no letter to grade
+    assert summary["groups"]["videomme/benchmark"]["methods"]["ar"]["errors"] == 1
+    assert any("not observable" in note for note in summary["notes"])
+    for plot in ("speedup.png", "tau.png"):
+        assert (out / plot).stat().st_size > 1000
+    assert EvalConfig.from_dict(load_yaml(out / "config.yaml")).fingerprint() == EvalConfig.from_dict(
+        yaml.safe_load(cfg.read_text()) | {"output": str(out)}).fingerprint()  # fmt: skip
+    assert "| `hf-assisted` |" in (out / "summary.md").read_text()
+
+
+def test_resume_after_limit_and_after_a_torn_row(tmp_path, checkpoints, capsys):
+    """--limit 1 then a full run, then a crash mid-write: every row exactly once, finished rows untouched."""
+    benchmarks = [{"name": "synthetic", "root": str(tmp_path / "synth"), "prompt_modes": ["benchmark", "caption"],
+                   "synthetic": {"num_samples": 2, "num_frames": 8, "height": 64, "width": 64}}]  # fmt: skip
+    methods = ["ar", {"name": "specvlm", "sweep": {"pruning": ["uniform"], "drop_rate": [0.5, 0.9]}}]
+    cfg = _write_config(tmp_path / "exp.yaml", checkpoints, "qwen2_5_vl", benchmarks, methods)
+    out = tmp_path / "run"
+    args = [str(cfg), "--output", str(out), "--no-progress"]
+
+    assert main(args + ["--limit", "1"]) == 0
+    first = _rows(out)
+    assert len(first) == 2 * 3 and (tmp_path / "synth" / "annotations.jsonl").is_file()  # generated on demand
+    assert main(args) == 0
+    full = _rows(out)
+    assert len(full) == 4 * 3 and len({r["key"] for r in full}) == 12
+    by_key = {r["key"]: r for r in full}
+    assert all(by_key[r["key"]] == r for r in first)  # resumed: earlier rows were not rerun
+    assert {r["prompt_mode"] for r in full} == {"benchmark", "caption"}
+    assert all(r["status"] == "ok" for r in full)
+    assert all(g["methods"][m]["lossless_rate"] == 1.0 for g in _summary(out)["groups"].values() for m in g["methods"])
+    assert (out / "tau_vs_drop_rate.png").stat().st_size > 1000
+
+    lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
+    torn_key = json.loads(lines[-1])["key"]
+    (out / "results.jsonl").write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # crash mid-write
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "(12 rows; 1 new)" in capsys.readouterr().out.replace("\n", " ")
+    again = _rows(out)
+    assert sorted(r["key"] for r in again) == sorted(by_key)
+    for r in again:
+        if r["key"] == torn_key:
+            assert r["time"] > by_key[torn_key]["time"] and r["token_ids"] == by_key[torn_key]["token_ids"]
+        else:
+            assert r == by_key[r["key"]]
+
+    assert main(args + ["--set", "generation.max_new_tokens=5"]) == 2  # a different experiment: refused
+    assert "generation.max_new_tokens: saved 4, now 5" in capsys.readouterr().err
+
+    (out / "summary.json").unlink()
+    assert main(["--summarize", str(out), "--no-plots"]) == 0  # rebuilds the summary from the rows alone
+    assert _summary(out)["rows"] == 12
+
+
+def test_two_processes_equal_one(tmp_path, checkpoints, layouts):
+    """torchrun with 2 CPU ranks: shards merged by rank 0 give the same rows, in the same order."""
+    benchmarks = [{"name": "synthetic", "root": str(layouts["synthetic"]), "prompt_modes": ["benchmark", "caption"]}]
+    cfg = _write_config(tmp_path / "exp.yaml", checkpoints, "llava_onevision", benchmarks,
+                        ["ar", {"name": "specvlm", "drop_rate": 0.75}], warmup=0)  # fmt: skip
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main([str(cfg), "--output", str(single), "--no-progress", "--no-plots"]) == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "eval", str(cfg), "--output", str(multi), "--no-progress", "--no-plots"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _rows(single), _rows(multi)
+    assert len(a) == 4 * 2
+    fields = ("key", "status", "token_ids", "text", "new_tokens", "kept_video_tokens", "video", "answer", "prediction")
+    assert [{f: r.get(f) for f in fields} for r in a] == [{f: r.get(f) for f in fields} for r in b]
+    assert {r["rank"] for r in b} == {0, 1} and {r["rank"] for r in a} == {0}
+    assert not (multi / "shards").exists()
+    sa, sb = _summary(single), _summary(multi)
+    for group in sa["groups"]:
+        for method, m in sa["groups"][group]["methods"].items():
+            mb = sb["groups"][group]["methods"][method]
+            assert (m["lossless_rate"], m["accuracy"], m["ok"]) == (mb["lossless_rate"], mb["accuracy"], mb["ok"]) == (1.0, m["accuracy"], 2)
+    assert sb["world_size"] == 2
