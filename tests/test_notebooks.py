@@ -99,6 +99,7 @@ def _execute(name: str):
     return nb, text, images, seconds
 
 
+@pytest.mark.slow  # ~65 s for all three on 2 CPU cores
 @needs_zoo
 def test_quickstart_notebook(kernel_env):
     _, text, images, _ = _execute("01_quickstart")
@@ -108,6 +109,7 @@ def test_quickstart_notebook(kernel_env):
     assert images >= 1
 
 
+@pytest.mark.slow  # ~65 s for all three on 2 CPU cores
 @needs_zoo
 def test_pruning_visualised_notebook(kernel_env):
     _, text, images, _ = _execute("02_pruning_visualised")
@@ -117,6 +119,7 @@ def test_pruning_visualised_notebook(kernel_env):
     assert images >= 2  # the frame grid and the per-frame plot
 
 
+@pytest.mark.slow  # ~65 s for all three on 2 CPU cores
 @needs_zoo
 def test_drop_rate_sweep_notebook(kernel_env):
     _, text, images, _ = _execute("03_drop_rate_sweep")
