@@ -69,8 +69,11 @@ class TinySpec:
     intermediate_size: int = 128
     vision_hidden_size: int = 32
     vision_layers: int = 2
+    vision_heads: int = 2
+    vision_mlp_ratio: int = 2
     image_size: int = 48  # frames are resized to image_size x image_size
     patch_size: int = 8
+    max_positions: int = 32768
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -101,7 +104,8 @@ def build_tokenizer(family: str):
     return fast
 
 
-def _llava_onevision(spec: TinySpec, tokenizer):
+def llava_onevision(spec: TinySpec, tokenizer, chat_template: str = _LLAVA_OV_TEMPLATE):
+    """(stock LLaVA-OneVision model with default-initialised weights, its stock processor) of ``spec``'s sizes."""
     from transformers import (
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
@@ -119,16 +123,17 @@ def _llava_onevision(spec: TinySpec, tokenizer):
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=32768,
+        max_position_embeddings=spec.max_positions,
         tie_word_embeddings=False,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
     )
     vision = SiglipVisionConfig(
         hidden_size=spec.vision_hidden_size,
-        intermediate_size=2 * spec.vision_hidden_size,
+        intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
         num_hidden_layers=spec.vision_layers,
-        num_attention_heads=2,
+        num_attention_heads=spec.vision_heads,
         image_size=spec.image_size,
         patch_size=spec.patch_size,
     )
@@ -155,7 +160,7 @@ def _llava_onevision(spec: TinySpec, tokenizer):
         tokenizer=tokenizer,
         num_image_tokens=(spec.image_size // spec.patch_size) ** 2,
         vision_feature_select_strategy="full",
-        chat_template=_LLAVA_OV_TEMPLATE,
+        chat_template=chat_template,
     )
     return model, processor
 
@@ -231,7 +236,7 @@ def build_tiny(spec: TinySpec):
     tokenizer = build_tokenizer(spec.family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        builder = _llava_onevision if spec.family == "llava_onevision" else _qwen2_5_vl
+        builder = llava_onevision if spec.family == "llava_onevision" else _qwen2_5_vl
         model, processor = builder(spec, tokenizer)
         _scale_weights(model)
     model.generation_config.eos_token_id = tokenizer.eos_token_id

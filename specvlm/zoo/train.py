@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from specvlm import synthetic
+from specvlm.tiny import TinySpec, llava_onevision
 from specvlm.zoo import CHECKPOINTS, ROOT
 
 logger = logging.getLogger(__name__)
@@ -43,21 +44,13 @@ CHAT_TEMPLATE = (
 )
 
 
-@dataclass(frozen=True)
-class ModelSize:
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    vision_hidden: int
-    vision_layers: int
-
-
-TARGET = ModelSize(hidden=256, layers=6, heads=4, kv_heads=2, intermediate=768, vision_hidden=128, vision_layers=2)
-DRAFT = ModelSize(hidden=128, layers=2, heads=2, kv_heads=1, intermediate=384, vision_hidden=128, vision_layers=2)
 IMAGE_SIZE = 64  # frames are generated at this resolution: the processor's resize is the identity
 PATCH_SIZE = 8  # 8 x 8 patches, pooled to 4 x 4 = 16 video tokens per frame
+_COMMON = dict(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_heads=4, vision_mlp_ratio=4, max_positions=4096)
+TARGET = TinySpec(hidden_size=256, num_layers=6, num_heads=4, num_kv_heads=2, intermediate_size=768,
+                  vision_hidden_size=128, vision_layers=2, **_COMMON)  # fmt: skip
+DRAFT = TinySpec(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=384,
+                 vision_hidden_size=128, vision_layers=2, **_COMMON)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,60 +82,12 @@ def build_tokenizer():
     return fast
 
 
-def build_processor(tokenizer):
-    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
-
-    size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    return LlavaOnevisionProcessor(
-        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[IMAGE_SIZE, IMAGE_SIZE]]),
-        video_processor=LlavaOnevisionVideoProcessor(size=size),
-        tokenizer=tokenizer,
-        num_image_tokens=(IMAGE_SIZE // PATCH_SIZE) ** 2,
-        vision_feature_select_strategy="full",
-        chat_template=CHAT_TEMPLATE,
-    )
-
-
-def build_model(size: ModelSize, tokenizer):
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config, SiglipVisionConfig
-
-    text = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=size.hidden,
-        intermediate_size=size.intermediate,
-        num_hidden_layers=size.layers,
-        num_attention_heads=size.heads,
-        num_key_value_heads=size.kv_heads,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
-    vision = SiglipVisionConfig(
-        hidden_size=size.vision_hidden,
-        intermediate_size=4 * size.vision_hidden,
-        num_hidden_layers=size.vision_layers,
-        num_attention_heads=max(size.vision_hidden // 32, 1),
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-    )
-    config = LlavaOnevisionConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
-        image_grid_pinpoints=[[IMAGE_SIZE, IMAGE_SIZE]],
-        tie_word_embeddings=False,
-    )
-    config.eos_token_id = tokenizer.eos_token_id
-    config.pad_token_id = tokenizer.pad_token_id
-    model = LlavaOnevisionForConditionalGeneration(config)
+def build_model(spec: TinySpec, tokenizer):
+    """(stock LLaVA-OneVision model, stock processor) with the word-level tokenizer and chat template."""
+    model, processor = llava_onevision(spec, tokenizer, chat_template=CHAT_TEMPLATE)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return model, processor
 
 
 def pixel_values(frames: np.ndarray, processor) -> torch.Tensor:
@@ -214,9 +159,8 @@ def train(out: Path, config: TrainConfig) -> dict:
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
-    target = build_model(TARGET, tokenizer)
-    draft = build_model(DRAFT, tokenizer)
+    target, processor = build_model(TARGET, tokenizer)
+    draft, _ = build_model(DRAFT, tokenizer)
     params = list(target.parameters()) + list(draft.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01, betas=(0.9, 0.98))
 
