@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from specvlm.attention import BACKENDS as ATTENTION_BACKENDS
+
 BENCHMARKS = ("synthetic", "videodetailcaption", "mvbench", "mlvu", "longvideobench", "videomme")
 PROMPT_MODES = ("benchmark", "caption")
 METHOD_NAMES = ("ar", "sd", "specvlm", "hf-assisted")
@@ -130,6 +132,7 @@ class ModelConfig:
     ``<output>/../.tiny-cache``). ``draft: null`` means self-drafting. ``device_map``: ``null`` puts the
     models on this process's GPU (``cuda:<LOCAL_RANK>``) when CUDA is available, else on the CPU;
     ``"auto"`` spreads a large target over all visible GPUs; anything else is passed to ``from_pretrained``.
+    ``attn_backend``: the attention kernels of the SpecVLM loop (``auto``, ``sdpa``, ``cascade``, ``flash_attn``).
     """
 
     target: str
@@ -137,6 +140,7 @@ class ModelConfig:
     torch_dtype: str | None = None
     device_map: str | dict | None = None
     tiny_cache: str | None = None
+    attn_backend: str = "auto"
 
     def __post_init__(self):
         _str("model.target", self.target)
@@ -145,6 +149,7 @@ class ModelConfig:
         if self.device_map is not None and not isinstance(self.device_map, (str, dict)):
             raise ConfigError(f"model.device_map={self.device_map!r} must be null, a string such as 'auto' or a mapping")
         _str("model.tiny_cache", self.tiny_cache, optional=True)
+        _choice("model.attn_backend", self.attn_backend, ("auto",) + ATTENTION_BACKENDS)
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,11 @@ def load_engine(config: ModelConfig, output: Path, local_rank: int = 0, ignore_e
     target = resolve_ref(config.target, cache)
     draft = resolve_ref(config.draft, cache)
     engine = SpecVLM.from_pretrained(
-        target, draft=draft, torch_dtype=torch_dtype(config.torch_dtype), device_map=device_map_for(config, local_rank)
+        target,
+        draft=draft,
+        torch_dtype=torch_dtype(config.torch_dtype),
+        device_map=device_map_for(config, local_rank),
+        attn_backend=config.attn_backend,
     )
     if ignore_eos:
         engine.target.generation_config.eos_token_id = None

@@ -38,11 +38,31 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--dtype", default=None, help="torch dtype, e.g. bfloat16 (default: the checkpoint's)")
     gen.add_argument("--device-map", default=None, help='e.g. "auto" or "cuda:0"')
+    gen.add_argument("--attn-backend", default="auto", help="auto | sdpa | cascade | flash_attn (default: auto)")
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
 
     demo = sub.add_parser("demo", help="run plain decoding and SpecVLM on tiny offline models and a synthetic video")
     demo.add_argument("--max-new-tokens", type=int, default=160)
     demo.add_argument("--num-frames", type=int, default=32)
+
+    bench = sub.add_parser("bench", help="measure decode speed of ar, sd, specvlm (chain, tree) and hf-assisted")
+    bench.add_argument("--target", default=None, help="target checkpoint (default: the embedded trained pair)")
+    bench.add_argument("--draft", default=None, help="draft checkpoint (default: the embedded trained pair)")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="cpu: the pair on this machine; cuda: real-shape random-weight models on the GPU")
+    bench.add_argument("--max-new-tokens", type=int, default=128)
+    bench.add_argument("--min-video-tokens", type=int, default=1024)
+    bench.add_argument("--drop-rate", type=float, default=0.9)
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up (fastest counts)")
+    bench.add_argument("--no-hf-assisted", action="store_true", help="skip transformers' assisted generation")
+    bench.add_argument("--attn-backend", default="auto", help="auto | sdpa | cascade | flash_attn (default: auto)")
+    bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target shape")
+    bench.add_argument("--draft-shape", default="qwen2-0.5b", help="cuda mode: draft shape")
+    bench.add_argument("--context", type=int, default=16384, help="cuda mode: target context tokens")
+    bench.add_argument("--keep", type=float, default=0.1, help="cuda mode: share of the context the draft keeps")
+    bench.add_argument("--tau", type=float, default=4.0, help="cuda mode: tokens per step to project the speedup from")
+    bench.add_argument("--dtype", default="bfloat16", help="cuda mode: torch dtype")
+    bench.add_argument("--json", default=None, help="also write the figures to this file")  # fmt: skip
     return parser
 
 
@@ -62,6 +82,7 @@ def _generate(args) -> int:
         num_draft_tokens=args.num_draft_tokens,
         torch_dtype=dtype,
         device_map=args.device_map,
+        attn_backend=args.attn_backend,
         tree=tree,
         tree_depth=args.tree_depth,
         tree_top_k=args.tree_top_k,
@@ -97,11 +118,51 @@ def _demo(args) -> int:
     return 0 if report.identical else 1
 
 
+def _bench(args) -> int:
+    import json
+
+    import torch
+
+    from specvlm import bench
+
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda needs a CUDA GPU, and torch sees none")
+        figures = bench.bench_shapes(
+            args.target_shape, args.draft_shape, context=args.context, keep=args.keep, tau=args.tau,
+            device="cuda", dtype=getattr(torch, args.dtype), repeats=max(args.repeats, 5),
+        )  # fmt: skip
+        text = json.dumps(figures, indent=2)
+    else:
+        from transformers.utils import logging as hf_logging
+
+        from specvlm import SpecVLM, zoo
+
+        hf_logging.disable_progress_bar()
+        if (args.target is None) != (args.draft is None):
+            raise ValueError("pass both --target and --draft, or neither (the embedded pair)")
+        target = args.target or zoo.checkpoint("target")
+        draft = args.draft or zoo.checkpoint("draft")
+        engine = SpecVLM.from_pretrained(target, draft=draft, torch_dtype=torch.float32, attn_backend=args.attn_backend)
+        report = bench.bench_pair(
+            engine, max_new_tokens=args.max_new_tokens, min_video_tokens=args.min_video_tokens,
+            drop_rate=args.drop_rate, repeats=args.repeats, hf_assisted=not args.no_hf_assisted,
+        )  # fmt: skip
+        figures = report.to_dict()
+        text = bench.format_report(report)
+    sys.stdout.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    commands = {"generate": _generate, "demo": _demo, "bench": _bench}
     try:
-        return _generate(args) if args.command == "generate" else _demo(args)
+        return commands[args.command](args)
     except ValueError as err:  # bad input: say what and exit non-zero, without a traceback
         sys.stderr.write(f"specvlm: error: {err}\n")
         return 2

@@ -30,10 +30,11 @@ from transformers import DynamicCache
 
 from specvlm import cache as kv
 from specvlm.adapters import ModelAdapter, VideoLayout
-from specvlm.attention import AttentionContext, ScoreCapture, causal_mask, tree_mask
+from specvlm.attention import AttentionContext, ScoreCapture, causal_context, tree_context
 from specvlm.drafting import DynamicTree, propose
 from specvlm.sampling import Sampling
 from specvlm.stats import GenerationStats
+from specvlm.timing import host_syncs, to_host
 from specvlm.trees import DraftTree, TreeShape
 from specvlm.verify import greedy_verify, sample_verify
 
@@ -55,6 +56,7 @@ class Sequence:
     prefix: int
     next_pos: int
     axes: int
+    backend: str = "sdpa"  # a concrete attention backend name (specvlm.attention.resolve_backend)
 
     @property
     def decoded(self) -> int:
@@ -66,17 +68,17 @@ class Sequence:
         n = token_ids.shape[0]
         offsets = self.decoded + torch.arange(n, device=token_ids.device)
         length = kv.length(self.cache)
-        mask = None if n == 1 else causal_mask(n, length + n, self.adapter.dtype, self.adapter.device)
-        return self.feed(token_ids, offsets, mask, logits_to_keep)
+        ctx = causal_context(n, length + n, self.adapter.device, backend=self.backend)
+        return self.feed(token_ids, offsets, ctx, logits_to_keep)
 
     def feed(
-        self, token_ids: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor | None, logits_to_keep: int = 0
+        self, token_ids: torch.Tensor, offsets: torch.Tensor, ctx: AttentionContext, logits_to_keep: int = 0
     ) -> torch.Tensor:
-        """Feed ``token_ids`` (n,) at positions ``next_pos + offsets`` (n,) under an explicit additive
-        ``mask`` (1, 1, n, cache + n) (None only for n == 1); returns logits (n or logits_to_keep, V)."""
+        """Feed ``token_ids`` (n,) at positions ``next_pos + offsets`` (n,) under the attention context
+        ``ctx`` (what each new token sees of the cache and of the others); returns logits (n or logits_to_keep, V)."""
         pos = self.adapter.continuation(self.next_pos, offsets, self.axes).to(self.adapter.device)
         embeds = self.adapter.embed_tokens(token_ids.unsqueeze(0))
-        logits = self.adapter.forward(embeds, pos, self.cache, AttentionContext(mask=mask), logits_to_keep)
+        logits = self.adapter.forward(embeds, pos, self.cache, ctx, logits_to_keep)
         return logits[0]
 
     def rollback(self, decoded: int) -> None:
@@ -101,30 +103,30 @@ class TargetPrefill:
 
 
 @torch.no_grad()
-def prefill_target(adapter: ModelAdapter, inputs, *, capture_scores: bool) -> TargetPrefill:
+def prefill_target(adapter: ModelAdapter, inputs, *, capture_scores: bool, backend: str = "sdpa") -> TargetPrefill:
     """Prefill the target; with ``capture_scores`` run it in two chunks and record the verifier's scores.
 
     Chunk 1 is every token through the last video token; chunk 2 is the text after it, whose queries'
-    attention to the video keys is averaged over layers, heads and text queries (the hook, SDPA).
+    attention to the video keys is averaged over layers, heads and text queries (the hook, any backend).
     """
     layout = adapter.layout(inputs)
     positions = adapter.positions(inputs).to(adapter.device)  # (P, L)
     embeds = adapter.embed(inputs)  # (1, L, D)
     length = embeds.shape[1]
-    cache = DynamicCache(config=adapter.text_config)
+    cache = kv.new_cache(adapter.text_config)
     split = layout.last_position + 1
     scores = None
     if capture_scores:
         if split >= length:
             raise ValueError("the prompt has no text after the video, so the verifier's attention cannot be scored")
-        adapter.forward(embeds[:, :split], positions[:, :split], cache, AttentionContext(), logits_to_keep=1)
+        adapter.forward(embeds[:, :split], positions[:, :split], cache, AttentionContext(backend=backend), logits_to_keep=1)
         capture = ScoreCapture(key_positions=layout.positions.to(adapter.device))
-        ctx = AttentionContext(mask=causal_mask(length - split, length, adapter.dtype, adapter.device), capture=capture)
+        ctx = causal_context(length - split, length, adapter.device, backend=backend, capture=capture)
         logits = adapter.forward(embeds[:, split:], positions[:, split:], cache, ctx, logits_to_keep=1)
         scores = capture.mean()
     else:
-        logits = adapter.forward(embeds, positions, cache, AttentionContext(), logits_to_keep=1)
-    seq = Sequence(adapter, cache, prefix=length, next_pos=int(positions.max()) + 1, axes=positions.shape[0])
+        logits = adapter.forward(embeds, positions, cache, AttentionContext(backend=backend), logits_to_keep=1)
+    seq = Sequence(adapter, cache, prefix=length, next_pos=int(positions.max()) + 1, axes=positions.shape[0], backend=backend)
     return TargetPrefill(seq=seq, logits=logits[0, -1], positions=positions, layout=layout, scores=scores)
 
 
@@ -144,7 +146,7 @@ def prefill_draft(
         if positions != "original":
             raise ValueError(f"positions={positions!r} needs a separate draft model; self-drafting reuses the target's cache")
         cache = kv.subset(tseq.cache, keep.to(tseq.adapter.device))
-        return Sequence(tseq.adapter, cache, prefix=keep.numel(), next_pos=tseq.next_pos, axes=tseq.axes)
+        return Sequence(tseq.adapter, cache, prefix=keep.numel(), next_pos=tseq.next_pos, axes=tseq.axes, backend=tseq.backend)
     keep = keep.to(draft.device)
     embeds = draft.embed(inputs)[:, keep]
     if positions == "original":
@@ -153,9 +155,9 @@ def prefill_draft(
         pos = torch.arange(keep.numel(), device=draft.device).unsqueeze(0).expand(tseq.axes, -1)
     else:
         raise ValueError(f"unknown positions mode {positions!r}; choose 'original' or 'compact'")
-    cache = DynamicCache(config=draft.text_config)
-    draft.forward(embeds, pos, cache, AttentionContext(), logits_to_keep=1)
-    return Sequence(draft, cache, prefix=keep.numel(), next_pos=int(pos.max()) + 1, axes=tseq.axes)
+    cache = kv.new_cache(draft.text_config)
+    draft.forward(embeds, pos, cache, AttentionContext(backend=tseq.backend), logits_to_keep=1)
+    return Sequence(draft, cache, prefix=keep.numel(), next_pos=int(pos.max()) + 1, axes=tseq.axes, backend=tseq.backend)
 
 
 @torch.no_grad()
@@ -181,11 +183,12 @@ def decode(
     tseq = target.seq
     device = tseq.adapter.device
     if sampling is None:
-        first = int(target.logits.argmax())
+        first = to_host(target.logits.argmax())
     else:
         first_p = sampling.probs(target.logits[None]).to(generator.device)
-        first = int(torch.multinomial(first_p, 1, generator=generator))
+        first = to_host(torch.multinomial(first_p, 1, generator=generator).view(-1))[0]
     out = [first]
+    syncs_before = host_syncs()  # the steps' own reads (the first token above comes from the prefill)
     stats.stopped_by = "eos" if first in eos_token_ids else ("max_new_tokens" if max_new_tokens <= 1 else "")
     while not stats.stopped_by:
         remaining = max_new_tokens - len(out)
@@ -205,7 +208,7 @@ def decode(
             # draft cache: everything committed before this step + accepted nodes it has already fed
             fed = [proposal.fed[i] for i in path if proposal.fed[i] >= 0]
             kv.keep(draft.cache, proposal.base, torch.tensor(fed, dtype=torch.long))
-        new = drafted.tokens[path].tolist() + [bonus] if path else [bonus]
+        new = [drafted.host_tokens[i] for i in path] + [bonus]
         for token in new:
             out.append(token)
             if token in eos_token_ids:
@@ -217,6 +220,7 @@ def decode(
         end = path[-1] if path else -1
         reachable = len(path) + int(bool((drafted.parents == end).any())) if drafted.size else 0
         stats.record_step(len(out) - committed_before, len(path), reachable)
+    stats.host_syncs = host_syncs() - syncs_before
     return out
 
 
@@ -231,10 +235,11 @@ def _verify(tseq: Sequence, root: int, tree: DraftTree, sampling, generator) -> 
     ids = torch.cat([torch.tensor([root], dtype=torch.long, device=device), tree.tokens.to(device)])
     offsets = (tseq.decoded + torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])).to(device)
     length = kv.length(tseq.cache)
-    mask = None
     if tree.size:
-        mask = tree_mask(length, tree.verify_mask().to(device), tseq.adapter.dtype)
-    logits = tseq.feed(ids, offsets, mask)  # (n + 1, V)
+        ctx = tree_context(length, tree.verify_mask().to(device), backend=tseq.backend)
+    else:
+        ctx = causal_context(1, length + 1, device, backend=tseq.backend)
+    logits = tseq.feed(ids, offsets, ctx)  # (n + 1, V)
     if sampling is None:
         return greedy_verify(tree, logits)
     p = sampling.probs(logits)

@@ -16,11 +16,16 @@ One interface, :func:`propose`, for every shape:
 The draft cache receives the tokens committed since the last step, then the nodes it expands (the
 nodes whose children it computes), each attending to the prefix and its own ancestors.
 
+Host reads: a static shape is planned once (masks, index tensors, fed offsets) and drafted with device
+operations only, so its tokens reach the host first in the verifier's single read of the step. A
+dynamic tree ranks candidates on the host, one read per level.
+
 What this module deliberately does not do: verify, or touch the target.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from dataclasses import dataclass
@@ -28,9 +33,10 @@ from dataclasses import dataclass
 import torch
 
 from specvlm import cache as kv
-from specvlm.attention import additive
+from specvlm.attention import AttentionContext
 from specvlm.sampling import Sampling, sample_without_replacement
-from specvlm.trees import DraftTree, TreeShape
+from specvlm.timing import to_host
+from specvlm.trees import DraftTree, TreeShape, TreeStructure
 
 
 @dataclass(frozen=True)
@@ -84,24 +90,29 @@ def _children(logits: torch.Tensor, k: int, sampling: Sampling | None, generator
     return tokens, q, torch.log(q.gather(-1, tokens))
 
 
-def _feed_nodes(draft, base: int, fed: list[int], parents: list[int], nodes: list[int], tokens: list[int], depth: int):
-    """Feed ``nodes`` (all at ``depth``) to the draft; each sees the prefix, its fed ancestors and itself."""
-    length = kv.length(draft.cache)
-    n = len(nodes)
-    allowed = torch.zeros(n, length + n, dtype=torch.bool)
-    allowed[:, :base] = True
+def _ancestor_block(parents: list[int], fed: list[int], nodes: list[int], fed_before: int) -> torch.Tensor:
+    """(len(nodes), fed_before + len(nodes)) bool: which fed tree nodes each of ``nodes`` sees (its fed
+    ancestors and itself) when they are fed after ``fed_before`` others; records their ``fed`` offsets."""
+    local = torch.zeros(len(nodes), fed_before + len(nodes), dtype=torch.bool)
     for row, node in enumerate(nodes):
         a = parents[node]
         while a >= 0:
-            allowed[row, base + fed[a]] = True
+            local[row, fed[a]] = True
             a = parents[a]
-        allowed[row, length + row] = True
-        fed[node] = length + row - base
+        local[row, fed_before + row] = True
+        fed[node] = fed_before + row
+    return local
+
+
+def _feed_nodes(draft, base: int, fed: list[int], parents: list[int], nodes: list[int], tokens: list[int], depth: int):
+    """Feed ``nodes`` (all at ``depth``) to the draft; each sees the prefix, its fed ancestors and itself."""
+    n = len(nodes)
+    local = _ancestor_block(parents, fed, nodes, kv.length(draft.cache) - base)
     device = draft.adapter.device
-    mask = additive(allowed.to(device), draft.adapter.dtype)[None, None]
+    ctx = AttentionContext(prefix=base, local=local.to(device), backend=draft.backend)
     ids = torch.tensor([tokens[i] for i in nodes], dtype=torch.long, device=device)
     offsets = torch.full((n,), base - draft.prefix - 1 + depth, dtype=torch.long, device=device)  # root + depth
-    return draft.feed(ids, offsets, mask)  # (n, V)
+    return draft.feed(ids, offsets, ctx)  # (n, V)
 
 
 @torch.no_grad()
@@ -129,40 +140,83 @@ def propose(
     return _propose_static(draft, base, root_logits, shape, max_depth, sampling, generator, vocab)
 
 
-def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampling, generator, vocab) -> Proposal:
-    keep = [i for i, p in enumerate(shape.paths) if len(p) <= max_depth]
-    paths = [shape.paths[i] for i in keep]
+@dataclass(frozen=True)
+class _Level:
+    """One level of a static shape: which children it draws and which of its nodes are then fed."""
+
+    nodes: torch.Tensor  # (m,) node indices at this depth
+    src_row: torch.Tensor  # (m,) row of the previous feed's logits holding each node's parent
+    rank: torch.Tensor  # (m,) each node's rank among its siblings
+    width: int  # children drawn per parent row
+    rows: torch.Tensor  # (r,) tree rows (parent + 1) of the logits rows, for the draft distribution q
+    expand: torch.Tensor  # (e,) nodes of this level that have children, fed after the level is drawn
+    fed_before: int  # nodes fed to the draft cache before this level's expanded nodes
+    local: torch.Tensor  # (e, fed_before + e) bool: each expanded node sees its fed ancestors and itself
+
+
+@dataclass(frozen=True)
+class _StaticPlan:
+    structure: TreeStructure
+    levels: tuple[_Level, ...]
+    fed: tuple[int, ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _static_plan(paths: tuple[tuple[int, ...], ...], max_depth: int, device: str) -> _StaticPlan:
+    """Everything about drafting a static shape that does not depend on the drafted tokens (host work, once)."""
+    paths = tuple(p for p in paths if len(p) <= max_depth)
     index = {p: i for i, p in enumerate(paths)}
     parents = [index[p[:-1]] if len(p) > 1 else -1 for p in paths]
-    n = len(paths)
-    tokens = [0] * n
-    fed = [-1] * n
-    q_rows: list[torch.Tensor | None] = [None] * (n + 1)
-    kids: list[list[int]] = [[] for _ in range(n + 1)]
-    for i, parent in enumerate(parents):
-        kids[parent + 1].append(i)
-    logits_by_row = {0: root_logits[0]}
+    has_kids = set(parents)
+    fed = [-1] * len(paths)
+    levels = []
+    prev_expand = [-1]  # the root's logits row
+    count = 0
+    for depth in range(1, max((len(p) for p in paths), default=0) + 1):
+        nodes = [i for i, p in enumerate(paths) if len(p) == depth]
+        expand = [i for i in nodes if i in has_kids]
+        local = _ancestor_block(parents, fed, expand, count)
+        as_long = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+        levels.append(
+            _Level(
+                nodes=as_long(nodes),
+                src_row=as_long([prev_expand.index(parents[i]) for i in nodes]),
+                rank=as_long([paths[i][-1] for i in nodes]),
+                width=max(paths[i][-1] for i in nodes) + 1,
+                rows=as_long([e + 1 for e in prev_expand]),
+                expand=as_long(expand),
+                fed_before=count,
+                local=local.to(device),
+            )
+        )
+        count += len(expand)
+        prev_expand = expand
+    return _StaticPlan(structure=TreeStructure.of(parents), levels=tuple(levels), fed=tuple(fed))
+
+
+def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampling, generator, vocab) -> Proposal:
+    """Draft a static shape level by level without reading anything back to the host."""
+    device = root_logits.device
+    plan = _static_plan(shape.paths, max_depth, str(device))
+    n = len(plan.fed)
+    tokens = torch.zeros(n, dtype=torch.long, device=device)
+    q_full = torch.zeros(n + 1, vocab, device=device) if sampling is not None else None
+    logits = root_logits  # rows: the previous level's expanded nodes (the root first)
     forwards = 1
-    depth_max = max((len(p) for p in paths), default=0)
-    for depth in range(1, depth_max + 1):
-        level = [i for i, p in enumerate(paths) if len(p) == depth]
-        rows = sorted({parents[i] + 1 for i in level})
-        width = max(paths[i][-1] for i in level) + 1
-        picked, q, _ = _children(torch.stack([logits_by_row[r] for r in rows]), width, sampling, generator)
-        picked = picked.tolist()
-        for r_idx, row in enumerate(rows):
-            if q is not None:
-                q_rows[row] = q[r_idx]
-            for child in kids[row]:
-                tokens[child] = picked[r_idx][paths[child][-1]]
-        expand = [i for i in level if kids[i + 1]]
-        if expand:
+    for depth, level in enumerate(plan.levels, start=1):
+        picked, q, _ = _children(logits, level.width, sampling, generator)
+        tokens[level.nodes] = picked[level.src_row, level.rank]
+        if q_full is not None:
+            q_full[level.rows] = q
+        if level.expand.numel():
             forwards += 1
-            logits = _feed_nodes(draft, base, fed, parents, expand, tokens, depth)[:, :vocab]
-            for r_idx, node in enumerate(expand):
-                logits_by_row[node + 1] = logits[r_idx]
-    tree = _tree(tokens, parents, q_rows, sampling, vocab, root_logits.device)
-    return Proposal(tree=tree, base=base, fed=fed, forwards=forwards)
+            offsets = torch.full((level.expand.numel(),), base - draft.prefix - 1 + depth, dtype=torch.long, device=device)
+            ctx = AttentionContext(prefix=base, local=level.local, backend=draft.backend)
+            logits = draft.feed(tokens[level.expand], offsets, ctx)[:, :vocab]
+    tree = DraftTree(
+        tokens=tokens, parents=plan.structure.parents, depths=plan.structure.depths, q=q_full, structure=plan.structure
+    )
+    return Proposal(tree=tree, base=base, fed=list(plan.fed), forwards=forwards)
 
 
 def _propose_dynamic(draft, base, root_logits, spec: DynamicTree, max_depth, sampling, generator, vocab) -> Proposal:
@@ -189,7 +243,8 @@ def _propose_dynamic(draft, base, root_logits, spec: DynamicTree, max_depth, sam
             fed_all.append(-1)
 
     tokens, q, logq = _children(root_logits, k, sampling, generator)
-    add_children(0, 0.0, 1, tokens[0].tolist(), logq[0].tolist(), None if q is None else q[0])
+    host = to_host(torch.stack([tokens[0].double(), logq[0].double()]))  # one host read per level
+    add_children(0, 0.0, 1, [int(t) for t in host[0]], host[1], None if q is None else q[0])
     frontier = list(kids[0])
     forwards = 1
     for depth in range(1, depth_limit):
@@ -201,7 +256,8 @@ def _propose_dynamic(draft, base, root_logits, spec: DynamicTree, max_depth, sam
         logits = _feed_nodes(draft, base, fed_all, parents, frontier, toks, depth)[:, :vocab]
         forwards += 1
         tokens, q, logq = _children(logits, k, sampling, generator)
-        tokens, logq = tokens.tolist(), logq.tolist()
+        host = to_host(torch.stack([tokens.double(), logq.double()]))  # one host read per level
+        tokens, logq = [[int(t) for t in row] for row in host[0]], host[1]
         nxt = []
         for r_idx, node in enumerate(frontier):
             add_children(node + 1, nodes[node].cum, depth + 1, tokens[r_idx], logq[r_idx], None if q is None else q[r_idx])

@@ -19,6 +19,7 @@ import torch
 import pruning
 from pruning.budget import check_drop_rate
 from specvlm import attention
+from specvlm.attention import BACKENDS, resolve_backend
 from specvlm.adapters import adapter_for, family_of
 from specvlm import trees
 from specvlm.decoding import decode, prefill_draft, prefill_target
@@ -50,6 +51,7 @@ class DecodingConfig:
     tree_depth: int = 5
     tree_top_k: int = 8
     tree_total_tokens: int = 25
+    attn_backend: str = "auto"  # "auto" | "sdpa" | "cascade" | "flash_attn" (specvlm.attention)
 
     def __post_init__(self):
         if self.pruning not in pruning.available():
@@ -64,6 +66,8 @@ class DecodingConfig:
         if not isinstance(self.tree, str):
             object.__setattr__(self, "tree", tuple(tuple(p) for p in self.tree))
         self.tree_shape()  # validates the tree and its parameters
+        if self.attn_backend != "auto" and self.attn_backend not in BACKENDS:
+            raise ValueError(f"attn_backend={self.attn_backend!r}; choose one of {('auto',) + BACKENDS}")
 
     def tree_shape(self) -> TreeShape | DynamicTree:
         """The static shape, or the dynamic-tree settings, this config drafts with."""
@@ -169,19 +173,22 @@ class SpecVLM:
         tree_depth: int = 5,
         tree_top_k: int = 8,
         tree_total_tokens: int = 25,
+        attn_backend: str = "auto",
     ) -> "SpecVLM":
         """Load the target (path or loaded model), an optional draft, and the target's processor.
 
         ``draft=None`` means self-drafting: the target drafts for itself from its own pruned cache.
         ``tree`` is "chain" (``num_draft_tokens`` deep), "specvlm-25" (the reference's 25-node tree),
         "dynamic" (EAGLE-2 style; ``tree_depth``, ``tree_top_k``, ``tree_total_tokens``) or a list
-        of paths of child ranks such as ``[[0], [1], [0, 0]]``.
+        of paths of child ranks such as ``[[0], [1], [0, 0]]``. ``attn_backend`` picks the attention
+        kernels of the SpecVLM forwards: "auto" (flash_attn or the fused SDPA cascade on CUDA, SDPA on
+        CPU), "sdpa", "cascade" or "flash_attn".
         """
         from transformers import AutoProcessor
 
         config = DecodingConfig(
             pruning, drop_rate, stage1_mass, num_draft_tokens, positions, seed, window,
-            tree, tree_depth, tree_top_k, tree_total_tokens,
+            tree, tree_depth, tree_top_k, tree_total_tokens, attn_backend,
         )  # fmt: skip
         if processor is None:
             if not isinstance(target, (str, os.PathLike)):
@@ -250,6 +257,7 @@ class SpecVLM:
         temperature: float = 1.0,
         top_p: float = 1.0,
         top_k: int = 0,
+        ignore_eos: bool = False,
         **overrides,
     ) -> GenerationResult:
         """Generate an answer; ``method`` is "specvlm" (pruned draft), "sd" (full draft) or "ar" (plain).
@@ -260,14 +268,17 @@ class SpecVLM:
         inputs. ``do_sample=True`` samples with ``temperature`` / ``top_p`` / ``top_k`` from a
         ``torch.Generator`` seeded with ``seed``: the output follows the target's own sampling
         distribution (lossless speculative sampling); greedy output equals the target's greedy output.
+        ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()`` with
+        ``eos_token_id=[]`` would), e.g. for benchmarks.
         """
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
         config = self.config.replace(**overrides) if overrides else self.config
-        if not isinstance(do_sample, bool):
-            raise ValueError(f"do_sample={do_sample!r} must be True or False")
+        for name, flag in (("do_sample", do_sample), ("ignore_eos", ignore_eos)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}={flag!r} must be True or False")
         sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p) if do_sample else None
         if inputs is None:
             if video is None or prompt is None:
@@ -277,7 +288,8 @@ class SpecVLM:
         timer = Timer(self._target.device)
         with timer("prefill"):
             capture = method == "specvlm" and pruning.needs_scores(config.pruning)
-            target = prefill_target(self._target, inputs, capture_scores=capture)
+            backend = resolve_backend(config.attn_backend, self._target.device)
+            target = prefill_target(self._target, inputs, capture_scores=capture, backend=backend)
             self._check_context(target.seq.next_pos, max_new_tokens)
             draft, kept = self._prefill_draft(method, config, inputs, target)
         stats.video_tokens = target.layout.num_tokens
@@ -294,7 +306,7 @@ class SpecVLM:
                 stats,
                 tree=None if method == "ar" else config.tree_shape(),
                 max_new_tokens=max_new_tokens,
-                eos_token_ids=self.eos_token_ids,
+                eos_token_ids=set() if ignore_eos else self.eos_token_ids,
                 shared_vocab=self.shared_vocab,
                 sampling=sampling,
                 generator=generator,

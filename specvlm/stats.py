@@ -37,6 +37,7 @@ class GenerationStats:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     stopped_by: str = ""  # "eos" | "max_new_tokens"
+    host_syncs: int = 0  # device-to-host reads by the decode steps (specvlm.timing.to_host)
 
     def record_step(self, committed: int, accepted_depth: int, tried_depth: int) -> None:
         """Account one target verification step that committed ``committed`` tokens after accepting a

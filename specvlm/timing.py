@@ -1,4 +1,9 @@
-"""One device-aware timer: synchronises the device only at the edges of a measured region."""
+"""Device-aware timing and host synchronisation accounting.
+
+* :class:`Timer` synchronises the device only at the edges of a measured region.
+* :func:`to_host` is the one way the decode loop reads device values on the host; it counts the
+  reads (:func:`host_syncs`), so that "one host synchronisation per step" is measured, not assumed.
+"""
 
 from __future__ import annotations
 
@@ -34,3 +39,18 @@ class Timer:
 
     def get(self, name: str) -> float:
         return self.seconds.get(name, 0.0)
+
+
+_HOST_SYNCS = 0
+
+
+def to_host(tensor: torch.Tensor) -> list:
+    """``tensor.tolist()``, counted as one host synchronisation."""
+    global _HOST_SYNCS
+    _HOST_SYNCS += 1
+    return tensor.tolist()
+
+
+def host_syncs() -> int:
+    """Device-to-host reads made through :func:`to_host` so far in this process."""
+    return _HOST_SYNCS

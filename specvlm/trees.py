@@ -123,6 +123,8 @@ class DraftTree:
     parents: torch.Tensor
     depths: torch.Tensor
     q: torch.Tensor | None = None
+    host_tokens: list[int] | None = None  # host copy of ``tokens``, set by the verifier's one host read
+    structure: "TreeStructure | None" = None  # precomputed masks/children of a static shape
 
     @property
     def size(self) -> int:
@@ -140,6 +142,8 @@ class DraftTree:
 
     def verify_mask(self) -> torch.Tensor:
         """(n + 1, n + 1) bool over [root, nodes...]: every node sees the root and its ancestors."""
+        if self.structure is not None:
+            return self.structure.verify_mask
         n = self.size
         allowed = torch.zeros(n + 1, n + 1, dtype=torch.bool)
         allowed[:, 0] = True
@@ -148,7 +152,32 @@ class DraftTree:
 
     def children(self) -> list[list[int]]:
         """children[u] for u in 0..n (0 = root, i + 1 = node i): child node indices in draft order."""
+        if self.structure is not None:
+            return self.structure.children
         out: list[list[int]] = [[] for _ in range(self.size + 1)]
         for i, parent in enumerate(self.parents.tolist()):
             out[parent + 1].append(i)
         return out
+
+
+@dataclass(frozen=True)
+class TreeStructure:
+    """Host-side structure of a tree whose shape is known before drafting (computed once per shape)."""
+
+    parents: torch.Tensor
+    depths: torch.Tensor
+    verify_mask: torch.Tensor
+    children: list[list[int]]
+
+    @classmethod
+    def of(cls, parents: list[int]) -> "TreeStructure":
+        depths = [1] * len(parents)
+        for i, p in enumerate(parents):
+            if p >= 0:
+                depths[i] = depths[p] + 1
+        tree = DraftTree(
+            tokens=torch.zeros(len(parents), dtype=torch.long),
+            parents=torch.tensor(parents, dtype=torch.long),
+            depths=torch.tensor(depths, dtype=torch.long),
+        )
+        return cls(parents=tree.parents, depths=tree.depths, verify_mask=tree.verify_mask(), children=tree.children())

@@ -14,7 +14,8 @@ A chain is a tree whose nodes each have one child, so one implementation serves 
   child is accepted the bonus token is drawn from the last p; at a leaf it is drawn from p itself.
   The committed tokens then follow the target's own sampling distribution exactly.
 
-Both functions synchronise with the host once per call (to walk the tree).
+Both functions synchronise with the host once per call (to walk the tree) and leave the host copy of
+the tree's tokens in ``tree.host_tokens``, so the caller needs no second read.
 
 What this module deliberately does not do: run models, touch caches, or build trees.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from specvlm.timing import to_host
 from specvlm.trees import DraftTree
 
 
@@ -49,8 +51,9 @@ def greedy_verify(tree: DraftTree, target_logits: torch.Tensor) -> tuple[list[in
     if target_logits.shape[0] != n + 1:
         raise ValueError(f"a {n}-node tree needs {n + 1} rows of target logits, got {target_logits.shape[0]}")
     greedy = target_logits.argmax(dim=-1)  # (n + 1,)
-    host = torch.cat([greedy, tree.tokens.to(greedy.device)]).tolist()  # the one host synchronisation
+    host = to_host(torch.cat([greedy, tree.tokens.to(greedy.device)]))  # the one host synchronisation
     greedy_h, tokens_h = host[: n + 1], host[n + 1 :]
+    tree.host_tokens = tokens_h
     children = tree.children()
     accepted = [-1] * (n + 1)
     for u in range(n + 1):
@@ -121,7 +124,8 @@ def sample_verify(tree: DraftTree, p: torch.Tensor, generator: torch.Generator) 
         removed = removed / removed.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         q = torch.where(reject, removed, q)
     bonus = torch.multinomial(residual.to(generator.device), 1, generator=generator).squeeze(-1).to(device)
-    host = torch.cat([accepted, bonus]).tolist()  # the one host synchronisation
+    host = to_host(torch.cat([accepted, bonus, tree.tokens.to(device)]))  # the one host synchronisation
+    tree.host_tokens = host[2 * (n + 1) :]
     path = _walk(children, host[: n + 1])
     end = path[-1] + 1 if path else 0
     return path, host[n + 1 + end]

@@ -192,6 +192,57 @@ def test_subset_copies_and_leaves_source_untouched():
     _assert_positions(sub2, data, list(range(7)))
 
 
+def _growing(length: int = 6, reserve: int = 4, layers: int = 2):
+    """A GrowingLayer cache holding the same data as ``_cache(length)``."""
+    _, data = _cache(length=length, layers=layers)
+    cache = DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in data])
+    cache.layers = [kv.GrowingLayer(reserve) for _ in data]
+    for i, (k, v) in enumerate(data):
+        cache.update(k.clone(), v.clone(), layer_idx=i)
+    return cache, data
+
+
+def test_growing_layer_appends_in_place_and_grows_when_full():
+    cache, data = _growing(length=6, reserve=4)
+    layer = cache.layers[0]
+    buffer = layer.keys.data_ptr()
+    appended = [torch.randn(1, 2, 1, 4) for _ in range(6)]
+    for i, k in enumerate(appended):
+        cache.update(k, k + 1, layer_idx=0)
+        if i < 4:  # within the reserve: same storage, written in place
+            assert layer.keys.data_ptr() == buffer
+    assert layer.keys.data_ptr() != buffer  # grew once the reserve ran out
+    expected = torch.cat([data[0][0]] + appended, dim=-2)
+    assert torch.equal(layer.keys, expected)
+    assert torch.equal(layer.values, torch.cat([data[0][1]] + [k + 1 for k in appended], dim=-2))
+
+
+def test_growing_layer_keep_and_truncate_then_append():
+    cache, data = _growing(length=8, reserve=16)
+    kv.keep(cache, 3, torch.tensor([0, 2, 4]))
+    _assert_positions(cache, data, [0, 1, 2, 3, 5, 7])
+    kv.truncate(cache, 5)
+    _assert_positions(cache, data, [0, 1, 2, 3, 5])
+    new = torch.randn(1, 2, 2, 4)
+    cache.update(new, new, layer_idx=0)
+    assert torch.equal(cache.layers[0].keys, torch.cat([data[0][0][:, :, [0, 1, 2, 3, 5]], new], dim=-2))
+
+
+def test_new_cache_and_subset_use_growing_layers(checkpoints):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(checkpoints["llava_onevision"]["target"]).get_text_config(decoder=True)
+    cache = kv.new_cache(config, reserve=8)
+    assert len(cache.layers) == config.num_hidden_layers
+    assert all(type(layer) is kv.GrowingLayer for layer in cache.layers)
+    grown, data = _growing(length=7)
+    sub = kv.subset(grown, torch.tensor([0, 2, 6]))
+    assert all(type(layer) is kv.GrowingLayer for layer in sub.layers)
+    _assert_positions(sub, data, [0, 2, 6])
+    sub.update(torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4), layer_idx=0)
+    _assert_positions(grown, data, list(range(7)))  # the source is untouched
+
+
 def test_only_full_attention_layers_are_edited():
     k, v = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
     sliding = DynamicCache(ddp_cache_data=[(k, v, torch.tensor(16))])

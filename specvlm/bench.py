@@ -1,0 +1,485 @@
+"""``specvlm bench``: decode speed of every method on the same inputs, in one process, after warm-up.
+
+CPU mode (default) runs the embedded trained pair (or ``--target``/``--draft``) on one held-out
+synthetic video with at least ``--min-video-tokens`` video tokens:
+
+* ``ar`` (plain greedy decoding through the same loop), ``sd`` (chain draft on the full video),
+  ``specvlm`` with a chain and with the 25-node tree (pruned draft), and transformers' assisted
+  generation (``hf-assisted``: ``target.generate(assistant_model=draft)``, constant 5 assistant tokens);
+* decode speedups as ratios over ``ar`` and over ``hf-assisted``, tau, token identity with ``ar``;
+* per-step costs at the real contexts: one plain step at context L, target verification of n tokens at
+  L (chain and tree), one draft step at the pruned context;
+* framework overhead: the share of decode time spent outside model forwards (every adapter forward
+  is timed; the rest of the loop is overhead).
+
+``hf-assisted`` cannot report its prefill separately, so its decode time is its end-to-end time minus
+the time of a one-token ``generate`` of the target and of the draft (the prefills it performs).
+
+``--device cuda`` instead builds real-shape random-weight text models (default: a Qwen2-7B-shaped
+target and a Qwen2-0.5B-shaped draft, bf16), prefills ``--context`` tokens, and reports the per-step
+costs and the decode speedup projected from ``--tau`` (see :func:`project`).
+
+What this module deliberately does not do: check quality (``python -m specvlm.zoo.evaluate`` does)
+or run datasets (``specvlm-eval`` does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from specvlm import cache as kv
+from specvlm.attention import causal_context, tree_context
+from specvlm.timing import Timer, synchronize
+from specvlm.trees import SPECVLM_25, TreeStructure, chain, from_paths
+
+logger = logging.getLogger(__name__)
+
+HF_ASSISTANT_TOKENS = 5
+RUNS = {  # name -> engine.generate settings
+    "ar": dict(method="ar"),
+    "sd": dict(method="sd", tree="chain"),
+    "specvlm-chain": dict(method="specvlm", tree="chain"),
+    "specvlm-tree": dict(method="specvlm", tree="specvlm-25"),
+}
+
+
+@dataclass
+class RunResult:
+    name: str
+    decode_s: float
+    new_tokens: int
+    tau: float | None
+    identical_to_ar: bool
+    forward_s: float | None = None  # time inside model forwards during decoding
+    host_syncs_per_step: float | None = None
+    target_steps: int | None = None
+
+    @property
+    def overhead(self) -> float | None:
+        """Share of decode time outside model forwards."""
+        if self.forward_s is None or not self.decode_s:
+            return None
+        return max(0.0, 1.0 - self.forward_s / self.decode_s)
+
+
+@dataclass
+class BenchReport:
+    machine: str
+    settings: dict
+    runs: dict[str, RunResult] = field(default_factory=dict)
+    step_costs_ms: dict[str, float] = field(default_factory=dict)
+
+    def speedups(self) -> dict[str, dict[str, float]]:
+        """Decode-time ratios: baseline time / run time, for baselines ``ar`` and ``hf-assisted``."""
+        out = {}
+        for base in ("ar", "hf-assisted"):
+            if base in self.runs:
+                ref = self.runs[base].decode_s
+                out[base] = {n: ref / r.decode_s for n, r in self.runs.items() if n != base and r.decode_s > 0}
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "machine": self.machine,
+            "settings": self.settings,
+            "runs": {n: {**asdict(r), "overhead": r.overhead} for n, r in self.runs.items()},
+            "speedup_over": self.speedups(),
+            "step_costs_ms": self.step_costs_ms,
+        }
+
+
+def machine_description(device: torch.device) -> str:
+    import os
+    import platform
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+class _ForwardClock:
+    """Times the model forwards of the given adapters that run inside the decode loop
+    (``specvlm.engine.decode``), synchronising the device around each one; prefill forwards are not counted."""
+
+    def __init__(self, adapters):
+        self.adapters = [a for a in adapters if a is not None]
+        self.seconds = 0.0
+        self.decoding = False
+        self._restore = []
+
+    def __enter__(self):
+        from specvlm import engine as engine_module
+
+        for adapter in self.adapters:
+            original = adapter.forward
+
+            def timed(*args, _original=original, _device=adapter.device, **kwargs):
+                if not self.decoding:
+                    return _original(*args, **kwargs)
+                synchronize(_device)
+                start = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    synchronize(_device)
+                    self.seconds += time.perf_counter() - start
+
+            had_own = "forward" in vars(adapter)
+            adapter.forward = timed
+            self._restore.append(
+                lambda a=adapter, f=original, own=had_own: setattr(a, "forward", f) if own else vars(a).pop("forward")
+            )
+        loop = engine_module.decode
+
+        def decode(*args, **kwargs):
+            self.decoding = True
+            try:
+                return loop(*args, **kwargs)
+            finally:
+                self.decoding = False
+
+        engine_module.decode = decode
+        self._restore.append(lambda: setattr(engine_module, "decode", loop))
+        return self
+
+    def __exit__(self, *exc):
+        for restore in reversed(self._restore):
+            restore()
+        self._restore.clear()
+
+
+def bench_sample(engine, min_video_tokens: int, seed: int):
+    """A held-out synthetic video with at least ``min_video_tokens`` video tokens, and its inputs."""
+    from specvlm import synthetic
+
+    side = engine.target.config.vision_config.image_size
+    per_frame = engine.build_inputs(
+        synthetic.generate_sample(seed, num_frames=synthetic.MIN_NUM_FRAMES, height=side, width=side).frames,
+        synthetic.CAPTION_PROMPT,
+    )
+    layout = engine._target.layout(per_frame)
+    frames = max(synthetic.MIN_NUM_FRAMES, -(-min_video_tokens * synthetic.MIN_NUM_FRAMES // layout.num_tokens))
+    sample = synthetic.generate_sample(seed, num_frames=frames, height=side, width=side, min_objects=4)
+    inputs = engine.build_inputs(sample.frames, synthetic.CAPTION_PROMPT, num_frames=frames)
+    return sample, inputs
+
+
+def run_engine(engine, inputs, name: str, max_new_tokens: int, drop_rate: float, ar_ids=None) -> tuple[RunResult, list[int]]:
+    settings = dict(RUNS[name])
+    if settings["method"] == "specvlm":
+        settings["drop_rate"] = drop_rate
+    adapters = [engine._target] + ([engine._draft] if engine._draft is not None and name != "ar" else [])
+    with _ForwardClock(adapters) as clock:
+        result = engine.generate(inputs=inputs, max_new_tokens=max_new_tokens, ignore_eos=True, **settings)
+    s = result.stats
+    forward_s = clock.seconds
+    run = RunResult(
+        name=name,
+        decode_s=s.decode_s,
+        new_tokens=s.new_tokens,
+        tau=s.mean_accepted_tokens if s.accepted_lengths else None,
+        identical_to_ar=ar_ids is None or result.token_ids == ar_ids,
+        forward_s=forward_s,
+        host_syncs_per_step=s.host_syncs / max(s.target_steps, 1),
+        target_steps=s.target_steps,
+    )
+    return run, result.token_ids
+
+
+def run_hf_assisted(engine, inputs, max_new_tokens: int, ar_ids) -> RunResult:
+    target, draft = engine.target, engine.draft
+    batch = inputs.to(target.device)
+    prompt_len = int(batch["input_ids"].shape[1])
+    gc = draft.generation_config
+    saved = (gc.num_assistant_tokens, gc.num_assistant_tokens_schedule)
+    gc.num_assistant_tokens, gc.num_assistant_tokens_schedule = HF_ASSISTANT_TOKENS, "constant"
+    timer = Timer(target.device)
+    common = dict(do_sample=False, eos_token_id=[], pad_token_id=target.generation_config.pad_token_id)
+    try:
+        with torch.no_grad():
+            with timer("prefill_target"):
+                target.generate(**batch, max_new_tokens=1, **common)
+            with timer("prefill_draft"):
+                draft.generate(**batch, max_new_tokens=1, **common)
+            with timer("assisted"):
+                out = target.generate(**batch, assistant_model=draft, max_new_tokens=max_new_tokens, **common)
+    finally:
+        gc.num_assistant_tokens, gc.num_assistant_tokens_schedule = saved
+    ids = out[0, prompt_len:].tolist()
+    decode = timer.get("assisted") - timer.get("prefill_target") - timer.get("prefill_draft")
+    return RunResult(name="hf-assisted", decode_s=decode, new_tokens=len(ids), tau=None, identical_to_ar=ids == ar_ids)
+
+
+def _median_ms(fn, repeats: int, device) -> float:
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def forward_cost(seq, structure: TreeStructure | None, repeats: int) -> float:
+    """Median ms of one forward of ``seq`` (a decoding Sequence) over a root token plus the nodes of
+    ``structure`` under its tree mask (``None``: the root alone, a plain decode step); the cache is
+    rolled back after each forward."""
+    adapter = seq.adapter
+    device = adapter.device
+    decoded = seq.decoded
+    n = 0 if structure is None else structure.parents.numel()
+    ids = torch.zeros(n + 1, dtype=torch.long, device=device)
+    depths = torch.zeros(1, dtype=torch.long) if structure is None else torch.cat([torch.zeros(1, dtype=torch.long), structure.depths])
+    offsets = (decoded + depths).to(device)
+
+    verify_mask = None if structure is None else structure.verify_mask.to(device)
+
+    def run():
+        length = kv.length(seq.cache)
+        if verify_mask is None:
+            ctx = causal_context(1, length + 1, device, backend=seq.backend)
+        else:
+            ctx = tree_context(length, verify_mask, backend=seq.backend)
+        seq.feed(ids, offsets, ctx, logits_to_keep=0)
+        seq.rollback(decoded)
+
+    with torch.no_grad():
+        run()  # warm-up
+        return _median_ms(run, repeats, device)
+
+
+def level_widths(structure: TreeStructure) -> list[int]:
+    """Tokens the draft feeds per level when drafting ``structure``: the root, then each level's nodes
+    that have children."""
+    has_kids = set(structure.parents.tolist())
+    depths = structure.depths.tolist()
+    widths = [1]
+    for d in range(1, max(depths, default=0)):
+        widths.append(sum(1 for i, di in enumerate(depths) if di == d and i in has_kids))
+    return [w for w in widths if w]
+
+
+def draft_cost(seq, structure: TreeStructure, repeats: int) -> float:
+    """Median ms of drafting ``structure`` once: one draft forward per level, measured per width."""
+    cache: dict[int, float] = {}
+    total = 0.0
+    for width in level_widths(structure):
+        if width not in cache:
+            cache[width] = forward_cost(seq, None if width == 1 else TreeStructure.of([-1] * (width - 1)), repeats)
+        total += cache[width]
+    return total
+
+
+def project(tau: float, plain_ms: float, verify_ms: float, draft_ms: float) -> float:
+    """Decode speedup over plain decoding when each step commits ``tau`` tokens on average:
+    ``tau * plain / (verify + draft)`` (one target verification plus the drafting per step)."""
+    return tau * plain_ms / (verify_ms + draft_ms)
+
+
+SHAPES = {"chain": chain(5), "specvlm-25": from_paths(SPECVLM_25)}
+
+
+def structures() -> dict[str, TreeStructure]:
+    return {name: TreeStructure.of([int(p) for p in shape.parents]) for name, shape in SHAPES.items()}
+
+
+# ---------------------------------------------------------------------------------------------- CPU / trained pair
+
+
+def bench_pair(
+    engine,
+    *,
+    max_new_tokens: int = 128,
+    min_video_tokens: int = 1024,
+    drop_rate: float = 0.9,
+    repeats: int = 3,
+    seed: int = 1 << 30,
+    hf_assisted: bool = True,
+) -> BenchReport:
+    """Every method on one held-out video, after one warm-up run each; the fastest of ``repeats`` runs counts."""
+    from specvlm.decoding import prefill_target
+
+    if engine.draft is None:
+        raise ValueError("the bench needs a separate draft model (sd, specvlm chain/tree and hf-assisted use it)")
+    _, inputs = bench_sample(engine, min_video_tokens, seed)
+    report = BenchReport(
+        machine=machine_description(engine._target.device),
+        settings=dict(max_new_tokens=max_new_tokens, drop_rate=drop_rate, repeats=repeats, seed=seed,
+                      hf_assistant_tokens=HF_ASSISTANT_TOKENS, ignore_eos=True),
+    )  # fmt: skip
+    ar_ids = None
+    for name in RUNS:
+        best = None
+        for attempt in range(repeats + 1):  # the first run warms up
+            run, ids = run_engine(engine, inputs, name, max_new_tokens, drop_rate, ar_ids)
+            if attempt and (best is None or run.decode_s < best.decode_s):
+                best = run
+        if name == "ar":
+            ar_ids = ids
+            best.identical_to_ar = True
+        report.runs[name] = best
+        logger.info("%s: decode %.3f s, tau %s", name, best.decode_s, best.tau)
+    if hf_assisted:
+        best = None
+        for attempt in range(repeats + 1):
+            run = run_hf_assisted(engine, inputs, max_new_tokens, ar_ids)
+            if attempt and (best is None or run.decode_s < best.decode_s):
+                best = run
+        report.runs["hf-assisted"] = best
+        logger.info("hf-assisted: decode %.3f s", best.decode_s)
+
+    # per-step costs at the real contexts (first decoded position), medians of 3 * repeats forwards
+    target = prefill_target(engine._target, inputs, capture_scores=True)
+    config = engine.config.replace(drop_rate=drop_rate)
+    draft_seq, kept = engine._prefill_draft("specvlm", config, inputs, target)
+    full_seq, _ = engine._prefill_draft("sd", config, inputs, target)
+    n = 3 * repeats
+    shapes = structures()
+    costs = {"context_target": target.seq.prefix, "context_draft_pruned": draft_seq.prefix, "video_tokens": target.layout.num_tokens}
+    costs["plain_step"] = forward_cost(target.seq, None, n)
+    for name, st in shapes.items():
+        costs[f"verify_{name}_{st.parents.numel() + 1}_tokens"] = forward_cost(target.seq, st, n)
+    costs["draft_step_pruned"] = forward_cost(draft_seq, None, n)
+    costs["draft_step_full"] = forward_cost(full_seq, None, n)
+    for name, st in shapes.items():
+        costs[f"draft_{name}_pruned"] = draft_cost(draft_seq, st, n)
+    report.step_costs_ms = costs
+    return report
+
+
+def format_report(report: BenchReport) -> str:
+    lines = [f"machine: {report.machine}", f"settings: {json.dumps(report.settings)}", ""]
+    lines.append(f"{'method':<15}{'decode s':>10}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'overhead':>10}{'syncs/step':>12}  identical")
+    speed = report.speedups()
+    for name, r in report.runs.items():
+        over_ar = speed.get("ar", {}).get(name, 1.0 if name == "ar" else float("nan"))
+        over_hf = speed.get("hf-assisted", {}).get(name, 1.0 if name == "hf-assisted" else float("nan"))
+        tau = f"{r.tau:.2f}" if r.tau is not None else "-"
+        overhead = f"{100 * r.overhead:.1f}%" if r.overhead is not None else "-"
+        syncs = f"{r.host_syncs_per_step:.2f}" if r.host_syncs_per_step is not None else "-"
+        lines.append(
+            f"{name:<15}{r.decode_s:>10.3f}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}{overhead:>10}{syncs:>12}  {r.identical_to_ar}"
+        )
+    lines.append("")
+    lines.append("per-step costs (ms, medians): " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.step_costs_ms.items()))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- real shapes (GPU)
+
+REAL_SHAPES = {  # Qwen2-family text decoders (random weights: costs depend on shapes only)
+    "qwen2-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, vocab_size=152064),
+    "qwen2-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                       num_key_value_heads=2, vocab_size=152064),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512),
+}  # fmt: skip
+
+
+class _TextAdapter:
+    """The slice of the model-adapter interface a decoding Sequence needs, for a stock causal LM."""
+
+    def __init__(self, model):
+        from specvlm.adapters.base import ModelAdapter
+
+        self.model = model
+        self.device = model.get_input_embeddings().weight.device
+        self.dtype = model.get_input_embeddings().weight.dtype
+        self.continuation = ModelAdapter.continuation
+
+    def embed_tokens(self, token_ids):
+        return self.model.get_input_embeddings()(token_ids.to(self.device))
+
+    def forward(self, embeds, pos, cache, ctx, logits_to_keep=0):
+        out = self.model.model(inputs_embeds=embeds, position_ids=pos, attention_mask={"full_attention": None},
+                               past_key_values=cache, use_cache=True, specvlm_ctx=ctx)  # fmt: skip
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.model.lm_head(hidden)
+
+
+def build_text_model(shape: str, device, dtype):
+    """A stock ``Qwen2ForCausalLM`` with random weights of the named shape, using the specvlm attention hook."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from specvlm.attention import register
+
+    if shape not in REAL_SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {sorted(REAL_SHAPES)}")
+    config = Qwen2Config(**REAL_SHAPES[shape], max_position_embeddings=65536, tie_word_embeddings=False)
+    config._attn_implementation = register()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Qwen2ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def _prefilled(model, context: int, chunk: int = 4096):
+    """A decoding Sequence over ``context`` random-embedding tokens (prefilled in chunks)."""
+    from specvlm.attention import AttentionContext, resolve_backend
+    from specvlm.decoding import Sequence
+
+    adapter = _TextAdapter(model)
+    backend = resolve_backend("auto", adapter.device)
+    cache = kv.new_cache(model.config)
+    hidden = model.config.hidden_size
+    with torch.no_grad():
+        for start in range(0, context, chunk):
+            n = min(chunk, context - start)
+            embeds = torch.randn(1, n, hidden, device=adapter.device, dtype=adapter.dtype) * 0.02
+            pos = torch.arange(start, start + n, device=adapter.device).unsqueeze(0)
+            ctx = AttentionContext(backend=backend) if start == 0 else causal_context(n, start + n, adapter.device, backend=backend)
+            adapter.forward(embeds, pos, cache, ctx, logits_to_keep=1)
+    return Sequence(adapter, cache, prefix=context, next_pos=context, axes=1, backend=backend)
+
+
+def bench_shapes(
+    target_shape: str = "qwen2-7b",
+    draft_shape: str = "qwen2-0.5b",
+    *,
+    context: int = 16384,
+    keep: float = 0.1,
+    tau: float = 4.0,
+    device: str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    repeats: int = 20,
+) -> dict:
+    """Per-step costs of real-shape random-weight models at ``context`` tokens (the draft at
+    ``keep * context``) and the decode speedup they project for ``tau`` tokens per step."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep={keep!r} must be in (0, 1]")
+    shapes = structures()
+    out: dict = {"target": target_shape, "draft": draft_shape, "context": context, "draft_context": max(1, int(context * keep)),
+                 "dtype": str(dtype).replace("torch.", ""), "device": device, "tau": tau}  # fmt: skip
+    target = build_text_model(target_shape, device, dtype)
+    seq = _prefilled(target, context)
+    costs = {"plain_step": forward_cost(seq, None, repeats)}
+    for name, st in shapes.items():
+        costs[f"verify_{name}_{st.parents.numel() + 1}_tokens"] = forward_cost(seq, st, repeats)
+    del seq, target
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    draft = build_text_model(draft_shape, device, dtype)
+    dseq = _prefilled(draft, out["draft_context"])
+    costs["draft_step"] = forward_cost(dseq, None, repeats)
+    for name, st in shapes.items():
+        costs[f"draft_{name}"] = draft_cost(dseq, st, repeats)
+    out["step_costs_ms"] = costs
+    out["verify_tree_over_plain"] = costs["verify_specvlm-25_26_tokens"] / costs["plain_step"]
+    out["projected_speedup"] = {
+        name: project(tau, costs["plain_step"], costs[f"verify_{name}_{st.parents.numel() + 1}_tokens"], costs[f"draft_{name}"])
+        for name, st in shapes.items()
+    }
+    return out

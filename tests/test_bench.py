@@ -1,0 +1,108 @@
+"""The lean loop's host reads, and `specvlm bench` on tiny offline models (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from specvlm import SpecVLM, bench
+from specvlm.cli import main
+from specvlm.trees import TreeStructure
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoints):
+    pair = checkpoints["llava_onevision"]
+    return SpecVLM.from_pretrained(pair["target"], draft=pair["draft"], torch_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("tree", ["chain", "specvlm-25", [[0], [1], [0, 0], [1, 0], [0, 0, 0]]])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_static_trees_read_the_host_once_per_step(engine, frames, tree, do_sample):
+    inputs = engine.build_inputs(frames, "describe the video")
+    result = engine.generate(inputs=inputs, max_new_tokens=24, tree=tree, do_sample=do_sample, temperature=0.8, ignore_eos=True)
+    stats = result.stats
+    assert stats.new_tokens == 24
+    assert stats.target_steps > 0
+    assert stats.host_syncs == stats.target_steps
+
+
+def test_dynamic_trees_read_the_host_once_per_level(engine, frames):
+    inputs = engine.build_inputs(frames, "describe the video")
+    stats = engine.generate(inputs=inputs, max_new_tokens=12, tree="dynamic", tree_depth=3, ignore_eos=True).stats
+    assert stats.host_syncs > stats.target_steps
+
+
+def test_ignore_eos_decodes_exactly_max_new_tokens(engine, frames):
+    eos = next(iter(engine.eos_token_ids))
+    inputs = engine.build_inputs(frames, "describe the video")
+    plain = engine.generate(inputs=inputs, max_new_tokens=40, method="ar", ignore_eos=True)
+    assert len(plain.token_ids) == 40
+    stock = engine.target.generate(**inputs, max_new_tokens=40, do_sample=False, eos_token_id=[])
+    assert plain.token_ids == stock[0, inputs["input_ids"].shape[1] :].tolist()
+    with pytest.raises(ValueError, match="ignore_eos"):
+        engine.generate(inputs=inputs, max_new_tokens=4, ignore_eos="yes")
+    assert eos is not None
+
+
+def test_level_widths_and_projection():
+    chain = TreeStructure.of([-1, 0, 1, 2, 3])
+    assert bench.level_widths(chain) == [1, 1, 1, 1, 1]
+    tree = TreeStructure.of([-1, -1, 0, 0, 1, 2])  # depth 1: 2 nodes with kids; depth 2: one node with a kid
+    assert bench.level_widths(tree) == [1, 2, 1]
+    assert bench.project(4.0, plain_ms=10.0, verify_ms=12.0, draft_ms=8.0) == pytest.approx(2.0)
+
+
+def test_bench_pair_reports_every_method(engine):
+    report = bench.bench_pair(engine, max_new_tokens=12, min_video_tokens=100, repeats=1)
+    assert set(report.runs) == {"ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted"}
+    assert all(r.identical_to_ar for r in report.runs.values())
+    assert all(r.new_tokens == 12 for r in report.runs.values())
+    assert report.runs["ar"].tau == 1.0
+    assert report.runs["ar"].host_syncs_per_step == 1.0
+    for name in ("ar", "sd", "specvlm-chain", "specvlm-tree"):
+        run = report.runs[name]
+        assert 0 < run.forward_s <= run.decode_s
+        assert 0 <= run.overhead < 1
+    costs = report.step_costs_ms
+    assert costs["video_tokens"] >= 100
+    assert costs["context_draft_pruned"] < costs["context_target"]
+    assert all(costs[k] > 0 for k in ("plain_step", "verify_chain_6_tokens", "verify_specvlm-25_26_tokens", "draft_step_pruned"))
+    speed = report.speedups()
+    assert speed["ar"]["sd"] == pytest.approx(report.runs["ar"].decode_s / report.runs["sd"].decode_s)
+    data = report.to_dict()
+    json.dumps(data)
+    assert set(data) == {"machine", "settings", "runs", "speedup_over", "step_costs_ms"}
+    assert "specvlm-tree" in bench.format_report(report)
+
+
+def test_bench_shapes_on_cpu_tiny():
+    out = bench.bench_shapes("tiny", "tiny", context=96, keep=0.25, tau=3.0, device="cpu", dtype=torch.float32, repeats=2)
+    assert out["draft_context"] == 24
+    costs = out["step_costs_ms"]
+    assert costs["plain_step"] > 0 and costs["draft_step"] > 0
+    expected = bench.project(3.0, costs["plain_step"], costs["verify_chain_6_tokens"], costs["draft_chain"])
+    assert out["projected_speedup"]["chain"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="unknown shape"):
+        bench.build_text_model("qwen9", "cpu", torch.float32)
+    with pytest.raises(ValueError, match="keep"):
+        bench.bench_shapes("tiny", "tiny", keep=0.0, device="cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_cli_bench_cuda_without_gpu(capsys):
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert "CUDA" in capsys.readouterr().err
+
+
+def test_cli_bench_needs_both_checkpoints(capsys, checkpoints):
+    assert main(["bench", "--target", str(checkpoints["llava_onevision"]["target"])]) == 2
+    assert "--draft" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_bench_shapes_cuda_small():
+    out = bench.bench_shapes("tiny", "tiny", context=2048, device="cuda", dtype=torch.bfloat16, repeats=3)
+    assert out["verify_tree_over_plain"] > 0
