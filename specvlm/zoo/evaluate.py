@@ -5,7 +5,8 @@
 Held-out videos use generator seeds at and above 2**30, outside the range training draws from.
 Reported, all measured by this command:
 
-* target multiple-choice accuracy (single-turn question right after the video, greedy, first letter);
+* target multiple-choice accuracy over every question of each video (single-turn question right after
+  the video, greedy, first letter), overall and per question kind;
 * caption fact accuracy: the share of (object, attribute) facts - size, colour, shape, direction,
   speed - that the target's greedy caption states correctly, plus the share of correct object counts;
 * tau (tokens committed per target step, bonus included) of chain drafting (5 tokens) while the
@@ -40,6 +41,7 @@ class Report:
     video_tokens: int = 0
     mc_correct: int = 0
     mc_total: int = 0
+    mc_by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [correct, total]
     facts_correct: int = 0
     facts_total: int = 0
     counts_correct: int = 0
@@ -53,6 +55,7 @@ class Report:
             "video_tokens": self.video_tokens,
             "mc_accuracy": self.mc_correct / max(self.mc_total, 1),
             "mc_questions": self.mc_total,
+            "mc_accuracy_by_kind": {k: c / t for k, (c, t) in self.mc_by_kind.items()},
             "caption_fact_accuracy": self.facts_correct / max(self.facts_total, 1),
             "caption_count_accuracy": self.counts_correct / max(self.samples, 1),
             "tau": {name: sum(v) / len(v) for name, v in self.tau.items()},
@@ -83,16 +86,20 @@ def caption_score(caption: str, sample) -> tuple[int, int, bool]:
     return correct, len(FACTS) * len(sample.objects), stated["count"] == len(sample.objects)
 
 
-def evaluate(samples: int, frames: int, max_new_tokens: int = 200, questions_per_video: int = 4) -> Report:
+def evaluate(samples: int, frames: int, max_new_tokens: int = 200) -> Report:
     engine = SpecVLM.from_pretrained(checkpoint("target"), draft=checkpoint("draft"), num_draft_tokens=5)
     side = engine.target.config.vision_config.image_size
     report = Report(samples=samples, frames=frames)
     for i in range(samples):
         sample = synthetic.generate_sample(HELD_OUT_SEED + i, num_frames=frames, height=side, width=side)
-        for q in sample.questions[:questions_per_video]:
+        for q in sample.questions:  # every question: colour, shape, motion per object, count, order
             answer = engine.generate(video=sample.frames, prompt=synthetic.question_prompt(q), max_new_tokens=3, method="ar")
-            report.mc_correct += int(letter_of(answer.text) == q.answer_letter)
+            ok = int(letter_of(answer.text) == q.answer_letter)
+            report.mc_correct += ok
             report.mc_total += 1
+            kind = report.mc_by_kind.setdefault(q.kind, [0, 0])
+            kind[0] += ok
+            kind[1] += 1
         inputs = engine.build_inputs(sample.frames, synthetic.CAPTION_PROMPT)
         plain = engine.generate(inputs=inputs, max_new_tokens=max_new_tokens, method="ar")
         report.video_tokens = plain.stats.video_tokens

@@ -1,14 +1,23 @@
 """Train the embedded tiny target/draft pair on the synthetic video-QA task (CPU, fixed seed).
 
-    python -m specvlm.zoo.train [--out DIR] [--steps N] [--seed S]
+    python -m specvlm.zoo.train [--out DIR] [--steps N] [--vision-steps N] [--seed S] [--stage3-from DIR]
 
 Both models are stock ``LlavaOnevisionForConditionalGeneration`` (SigLIP vision tower, Qwen2 text
 model) with a stock ``LlavaOnevisionProcessor`` and a word-level tokenizer over the generator's
-closed vocabulary. Each training sequence is one synthetic video followed by several user/assistant
-turns in random order (the detailed caption and multiple-choice questions); the loss covers the
-assistant answers only. Single-turn prompts, as used at inference, are the case where the first turn
-follows the video directly. The draft is trained on the same batches, and on a share of them sees
-only a random subset of the video tokens at their original positions, as it will after pruning.
+closed vocabulary. Three stages:
+
+1. the target's vision tower and projector learn a dense per-cell probe of the scene (which object's
+   centre lies in each video-token cell: colour, shape, size, position in the cell; which colours
+   cover it) through a training-only linear head; the draft then starts from the same vision tower;
+2. both models learn language modelling on sequences of one video followed by user/assistant turns:
+   questions in multiple-choice form (answered with the letter) or open form (answered with the
+   option's words), then the caption last, so that no answer can be copied from it; the probe loss is
+   kept and the vision towers train at a tenth of the learning rate; the draft sees, half the time,
+   only a random, object-biased subset of the video tokens at their original positions, as after pruning;
+3. a short pass in which half the sequences are the single-turn caption request.
+
+The loss covers the assistant answers only. ``--stage3-from DIR`` runs stage 3 alone on checkpoints
+saved after stages 1-2 (stage 3 draws from its own seeded generators, so the result is the same).
 
 What this module deliberately does not do: use GPUs, mixed precision or any data besides the
 synthetic generator.
@@ -44,8 +53,10 @@ CHAT_TEMPLATE = (
 )
 
 
+PROBE_SEED = (1 << 30) + (1 << 20)  # held-out seeds for the in-training check, apart from evaluation's
 IMAGE_SIZE = 64  # frames are generated at this resolution: the processor's resize is the identity
 PATCH_SIZE = 8  # 8 x 8 patches, pooled to 4 x 4 = 16 video tokens per frame
+GRID = math.ceil((IMAGE_SIZE // PATCH_SIZE) / 2)  # pooled video tokens per frame side
 _COMMON = dict(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_heads=4, vision_mlp_ratio=4, max_positions=4096)
 TARGET = TinySpec(hidden_size=256, num_layers=6, num_heads=4, num_kv_heads=2, intermediate_size=768,
                   vision_hidden_size=128, vision_layers=2, **_COMMON)  # fmt: skip
@@ -60,10 +71,18 @@ class TrainConfig:
     lr: float = 2e-3
     warmup: int = 200
     frames_choices: tuple[int, ...] = (8, 16, 16)  # drawn uniformly
-    turns: int = 8  # caption + questions per sequence
+    turns: int = 10  # questions + the caption per sequence
     draft_pruned_share: float = 0.5  # share of steps where the draft sees a subset of the video tokens
     draft_keep_min: float = 0.05
     draft_keep_max: float = 0.3
+    vision_steps: int = 2000  # stage 1: the target's vision tower learns the per-cell probe alone
+    vision_batch: int = 4
+    vision_lr: float = 1e-3
+    aux_weight: float = 0.5  # vision probe loss weight during stage 2
+    vision_lr_scale: float = 0.1  # stage 2: the vision towers move slowly, keeping what stage 1 taught them
+    probe_every: int = 500  # held-out multiple-choice check interval (0: never)
+    single_turn_steps: int = 600  # stage 3
+    single_turn_lr: float = 5e-4
 
 
 def build_tokenizer():
@@ -99,20 +118,28 @@ def pixel_values(frames: np.ndarray, processor) -> torch.Tensor:
     return ((x - mean) / std).unsqueeze(0)
 
 
-def conversation(sample, rng: np.random.Generator, turns: int) -> list[tuple[str, str]]:
-    """(user text, assistant text) turns: the caption and questions in random order."""
-    pairs = [(synthetic.CAPTION_PROMPT, sample.caption)]
-    pairs += [(synthetic.question_prompt(q), q.answer_letter) for q in sample.questions]
-    order = rng.permutation(len(pairs))[:turns]
-    return [pairs[i] for i in order]
+def conversation(sample, rng: np.random.Generator, turns: int, caption_first: bool = False) -> list[tuple[str, str]]:
+    """(user text, assistant text) turns: questions in random order, then the caption last.
+
+    Each question appears in its multiple-choice form (answered with the letter) or, as often, in its
+    open form (the question alone, answered with the option's words), which ties the video to the
+    answer words directly. The caption comes last so that no answer can be copied from a caption
+    earlier in the sequence: answers have to be read from the video, as at inference.
+    ``caption_first``: the caption alone, right after the video (the single-turn caption request).
+    """
+    if caption_first:
+        return [(synthetic.CAPTION_PROMPT, sample.caption)]
+    pool = [(synthetic.question_prompt(q), q.answer_letter) for q in sample.questions]
+    pool += [(q.question, q.answer_text) for q in sample.questions]
+    order = rng.permutation(len(pool))[: turns - 1]
+    return [pool[i] for i in order] + [(synthetic.CAPTION_PROMPT, sample.caption)]
 
 
-def encode(sample, processor, rng, turns: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(sample, processor, rng, turns: int, caption_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids (1, L), labels (1, L)) for one multi-turn sequence; labels are -100 outside answers."""
     tok = processor.tokenizer
     frames = sample.frames.shape[0]
-    side = math.ceil((IMAGE_SIZE // PATCH_SIZE) / 2)
-    video = ["<video>"] * (frames * side * side + 1)
+    video = ["<video>"] * (frames * GRID * GRID + 1)
     ids: list[int] = []
     labels: list[int] = []
 
@@ -121,7 +148,7 @@ def encode(sample, processor, rng, turns: int) -> tuple[torch.Tensor, torch.Tens
         ids.extend(new)
         labels.extend(new if train else [-100] * len(new))
 
-    for i, (user, answer) in enumerate(conversation(sample, rng, turns)):
+    for i, (user, answer) in enumerate(conversation(sample, rng, turns, caption_first)):
         add(["<|im_start|>", "user"] + (video if i == 0 else []) + user.split() + ["<|im_end|>", "<|im_start|>", "assistant"], False)
         add(answer.split() + ["<|im_end|>"], True)
     unknown = tok.convert_tokens_to_ids("<unk>")
@@ -130,13 +157,66 @@ def encode(sample, processor, rng, turns: int) -> tuple[torch.Tensor, torch.Tens
     return torch.tensor([ids]), torch.tensor([labels])
 
 
-def lm_loss(model, input_ids, labels, pixels, keep: torch.Tensor | None = None) -> torch.Tensor:
+AUX_OUTPUTS = (len(synthetic.COLOURS) + 1, len(synthetic.SHAPES) + 1, len(synthetic.SIZES) + 1, 2, len(synthetic.COLOURS))
+
+
+def cell_targets(sample) -> dict[str, torch.Tensor]:
+    """Per video token (frame-major, then row-major over the GRID x GRID cells) ground truth for the vision probe.
+
+    ``colour``/``shape``/``size``: class + 1 of the object whose centre lies in the cell (0: none);
+    ``offset``: that centre's position inside the cell in [-1, 1]^2; ``present``: which colours cover
+    any pixel of the cell.
+    """
+    frames = sample.frames
+    t, height, width, _ = frames.shape
+    cell_h, cell_w = height / GRID, width / GRID
+    n = t * GRID * GRID
+    colour = torch.zeros(n, dtype=torch.long)
+    shape = torch.full((n,), -100, dtype=torch.long)
+    size = torch.full((n,), -100, dtype=torch.long)
+    offset = torch.zeros(n, 2)
+    present = torch.zeros(n, len(synthetic.COLOURS))
+    colours = list(synthetic.COLOURS)
+    for obj in sample.objects:
+        for k in range(obj.start, min(obj.end, t)):
+            x, y = obj.position(k)
+            row, col = min(int(y // cell_h), GRID - 1), min(int(x // cell_w), GRID - 1)
+            i = (k * GRID + row) * GRID + col
+            colour[i] = colours.index(obj.colour) + 1
+            shape[i] = synthetic.SHAPES.index(obj.shape) + 1
+            size[i] = synthetic.SIZES.index(obj.size) + 1
+            offset[i, 0] = 2 * (x / cell_w - col) - 1
+            offset[i, 1] = 2 * (y / cell_h - row) - 1
+    cells = torch.from_numpy(frames).reshape(t, GRID, height // GRID, GRID, width // GRID, 3).permute(0, 1, 3, 2, 4, 5)
+    cells = cells.reshape(n, -1, 3)
+    for j, name in enumerate(colours):
+        rgb = torch.tensor(synthetic.COLOURS[name], dtype=cells.dtype)
+        present[:, j] = ((cells == rgb).all(-1).sum(-1) > 0).float()
+    return {"colour": colour, "shape": shape, "size": size, "offset": offset, "present": present}
+
+
+def video_features(model, pixels: torch.Tensor) -> torch.Tensor:
+    """(T * GRID**2 + 1, hidden): the projected, pooled video tokens plus the trailing newline, as the stock forward feeds them."""
+    return model.get_video_features(pixel_values_videos=pixels).pooler_output.flatten(0, 1)
+
+
+def aux_loss(head: torch.nn.Linear, feats: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Dense vision-probe loss on the video tokens (the probe is a training-only linear head)."""
+    out = head(feats[:-1]).float().split(AUX_OUTPUTS, dim=-1)
+    ce = torch.nn.functional.cross_entropy
+    has = targets["colour"] > 0
+    loss = ce(out[0], targets["colour"]) + ce(out[1], targets["shape"]) + ce(out[2], targets["size"])
+    if has.any():
+        loss = loss + 4 * torch.nn.functional.mse_loss(out[3][has], targets["offset"][has])
+    return loss + torch.nn.functional.binary_cross_entropy_with_logits(out[4], targets["present"])
+
+
+def lm_loss(model, input_ids, labels, feats, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token loss; with ``keep`` (sorted positions) only those tokens are fed, at their original positions."""
     embeds = model.get_input_embeddings()(input_ids)
-    feats = model.get_video_features(pixel_values_videos=pixels).pooler_output.flatten(0, 1)
     slots = (input_ids[0] == model.config.video_token_id).nonzero().squeeze(-1)
     embeds = embeds.clone()
-    embeds[0, slots] = feats
+    embeds[0, slots] = feats.to(embeds.dtype)
     positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
     if keep is not None:
         embeds, positions, labels = embeds[:, keep], positions[:, keep], labels[:, keep]
@@ -145,13 +225,113 @@ def lm_loss(model, input_ids, labels, pixels, keep: torch.Tensor | None = None) 
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
 
 
-def draft_subset(input_ids: torch.Tensor, video_token_id: int, keep_share: float, gen: torch.Generator) -> torch.Tensor:
-    """Sorted positions: every non-video token plus a random ``keep_share`` of the video tokens."""
+def draft_subset(
+    input_ids: torch.Tensor, video_token_id: int, keep_share: float, gen: torch.Generator, salient: torch.Tensor
+) -> torch.Tensor:
+    """Sorted positions: every non-video token plus ``keep_share`` of the video tokens.
+
+    The kept video tokens favour ``salient`` ones (cells an object covers), as a verifier's attention
+    does, with a random share of background: the draft learns to work from what pruning leaves it.
+    """
     is_video = input_ids[0] == video_token_id
     video = is_video.nonzero().squeeze(-1)
     k = max(1, int(video.numel() * keep_share))
-    chosen = video[torch.randperm(video.numel(), generator=gen)[:k]]
+    score = torch.rand(video.numel(), generator=gen)
+    boost = torch.zeros(video.numel())
+    boost[: salient.numel()] = salient.float() * 2 * torch.rand(1, generator=gen).item()
+    chosen = video[(score + boost).topk(k).indices]
     return torch.cat([(~is_video).nonzero().squeeze(-1), chosen]).sort().values
+
+
+@torch.no_grad()
+def probe_accuracy(model, processor, samples) -> float:
+    """Teacher-forced multiple-choice accuracy (single-turn question after the video) on ``samples``."""
+    tok = processor.tokenizer
+    letters = tok.convert_tokens_to_ids(list(synthetic.OPTION_LETTERS))
+    video = ["<video>"] * (GRID * GRID * samples[0].frames.shape[0] + 1)
+    correct = total = 0
+    for sample in samples:
+        feats = video_features(model, pixel_values(sample.frames, processor))
+        for q in sample.questions:
+            words = ["<|im_start|>", "user"] + video + synthetic.question_prompt(q).split()
+            words += ["<|im_end|>", "<|im_start|>", "assistant"]
+            ids = torch.tensor([tok.convert_tokens_to_ids(words)])
+            embeds = model.get_input_embeddings()(ids).clone()
+            embeds[0, 2 : 2 + len(video)] = feats
+            hidden = model.model.language_model(inputs_embeds=embeds).last_hidden_state
+            guess = model.lm_head(hidden[0, -1])[letters].argmax().item()
+            correct += int(guess == q.answer)
+            total += 1
+    return correct / max(total, 1)
+
+
+def lm_step(target, draft, processor, optimizer, params, sample, config, rng, gen, lr, heads=None, caption_first=False):
+    """One optimiser step of both models on one multi-turn sequence; returns (target, draft, probe) losses."""
+    input_ids, labels = encode(sample, processor, rng, config.turns, caption_first)
+    pixels = pixel_values(sample.frames, processor)
+    targets = cell_targets(sample)
+    feats_t, feats_d = video_features(target, pixels), video_features(draft, pixels)
+    loss_t = lm_loss(target, input_ids, labels, feats_t)
+    keep = None
+    if rng.random() < config.draft_pruned_share:
+        share = float(rng.uniform(config.draft_keep_min, config.draft_keep_max))
+        keep = draft_subset(input_ids, draft.config.video_token_id, share, gen, targets["present"].any(-1))
+    loss_d = lm_loss(draft, input_ids, labels, feats_d, keep)
+    aux = torch.zeros(())
+    if heads is not None:
+        aux = aux_loss(heads[target], feats_t, targets) + aux_loss(heads[draft], feats_d, targets)
+    for group, scale in zip(optimizer.param_groups, (config.vision_lr_scale, 1.0)):
+        group["lr"] = scale * lr
+    optimizer.zero_grad(set_to_none=True)
+    (loss_t + loss_d + config.aux_weight * aux).backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return float(loss_t), float(loss_d), float(aux)
+
+
+def _param_groups(target, draft, extra=()):
+    """(vision tower parameters, the rest) of both models, plus ``extra`` in the rest."""
+    vision = [p for m in (target, draft) for p in m.model.vision_tower.parameters()]
+    vision_ids = {id(p) for p in vision}
+    rest = [p for m in (target, draft) for p in m.parameters() if id(p) not in vision_ids] + list(extra)
+    return vision, rest
+
+
+def single_turn_stage(target, draft, processor, config: "TrainConfig") -> None:
+    """Stage 3: a short pass where half the sequences are the single-turn caption request.
+
+    Stage 2 always puts the caption last (so no answer can be copied from it); this stage teaches the
+    caption right after the video, as users ask for it. It draws from its own seeded generators, so
+    running it on saved stage-2 checkpoints (``--stage3-from``) gives what one full run gives.
+    """
+    rng = np.random.default_rng(config.seed + 3)
+    gen = torch.Generator().manual_seed(config.seed + 3)
+    vision, rest = _param_groups(target, draft)
+    optimizer = torch.optim.AdamW([{"params": vision}, {"params": rest}], weight_decay=0.01, betas=(0.9, 0.98))
+    target.train()
+    draft.train()
+    start = time.perf_counter()
+    history = []
+    for step in range(config.single_turn_steps):
+        sample = synthetic.generate_sample(
+            int(rng.integers(1 << 30)), num_frames=int(rng.choice(config.frames_choices)), height=IMAGE_SIZE, width=IMAGE_SIZE
+        )
+        lr = config.single_turn_lr * (1 - step / max(config.single_turn_steps, 1))
+        first = bool(rng.random() < 0.5)
+        history.append(lm_step(target, draft, processor, optimizer, vision + rest, sample, config, rng, gen, lr, caption_first=first))
+        if step % 50 == 0 or step == config.single_turn_steps - 1:
+            recent = np.mean(history[-50:], axis=0)
+            logger.info("single-turn step %d/%d loss target %.3f draft %.3f (%.0f s)",
+                        step, config.single_turn_steps, recent[0], recent[1], time.perf_counter() - start)  # fmt: skip
+    target.eval()
+    draft.eval()
+
+
+def save(out: Path, target, draft, processor) -> None:
+    for name, model in (("target", target), ("draft", draft)):
+        path = out / CHECKPOINTS[name]
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
 
 
 def train(out: Path, config: TrainConfig) -> dict:
@@ -161,8 +341,16 @@ def train(out: Path, config: TrainConfig) -> dict:
     tokenizer = build_tokenizer()
     target, processor = build_model(TARGET, tokenizer)
     draft, _ = build_model(DRAFT, tokenizer)
-    params = list(target.parameters()) + list(draft.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    heads = {m: torch.nn.Linear(m.config.text_config.hidden_size, sum(AUX_OUTPUTS)) for m in (target, draft)}
+    vision, rest = _param_groups(target, draft, [p for h in heads.values() for p in h.parameters()])
+    params = vision + rest
+    optimizer = torch.optim.AdamW(
+        [{"params": vision}, {"params": rest}],
+        lr=config.lr, weight_decay=0.01, betas=(0.9, 0.98),
+    )  # fmt: skip
+    held_out = [
+        synthetic.generate_sample(PROBE_SEED + i, num_frames=16, height=IMAGE_SIZE, width=IMAGE_SIZE) for i in range(3)
+    ]
 
     def lr_at(step: int) -> float:
         if step < config.warmup:
@@ -170,42 +358,51 @@ def train(out: Path, config: TrainConfig) -> dict:
         progress = (step - config.warmup) / max(config.steps - config.warmup, 1)
         return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
+    def draw(frames: int):
+        return synthetic.generate_sample(int(rng.integers(1 << 30)), num_frames=frames, height=IMAGE_SIZE, width=IMAGE_SIZE)
+
     target.train()
     draft.train()
     start = time.perf_counter()
-    history = []
-    for step in range(config.steps):
-        frames = int(rng.choice(config.frames_choices))
-        sample = synthetic.generate_sample(
-            int(rng.integers(1 << 30)), num_frames=frames, height=IMAGE_SIZE, width=IMAGE_SIZE
-        )
-        input_ids, labels = encode(sample, processor, rng, config.turns)
-        pixels = pixel_values(sample.frames, processor)
-        loss_t = lm_loss(target, input_ids, labels, pixels)
-        keep = None
-        if rng.random() < config.draft_pruned_share:
-            share = float(rng.uniform(config.draft_keep_min, config.draft_keep_max))
-            keep = draft_subset(input_ids, draft.config.video_token_id, share, gen)
-        loss_d = lm_loss(draft, input_ids, labels, pixels, keep)
+    for step in range(config.vision_steps):  # stage 1: the target's vision tower and projector learn the scene
+        batch = [draw(min(config.frames_choices)) for _ in range(config.vision_batch)]
+        loss = sum(
+            aux_loss(heads[target], video_features(target, pixel_values(s.frames, processor)), cell_targets(s))
+            for s in batch
+        ) / len(batch)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = config.vision_lr
         optimizer.zero_grad(set_to_none=True)
-        (loss_t + loss_d).backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        history.append((float(loss_t), float(loss_d)))
+        if step % 100 == 0 or step == config.vision_steps - 1:
+            logger.info("vision step %d/%d probe loss %.3f (%.0f s)", step, config.vision_steps, loss.item(), time.perf_counter() - start)
+    # the draft starts from the same (identically shaped) vision tower; both keep training separately
+    draft.model.vision_tower.load_state_dict(target.model.vision_tower.state_dict())
+
+    history = []
+    for step in range(config.steps):  # stage 2: language modelling on the video, probe loss kept
+        sample = draw(int(rng.choice(config.frames_choices)))
+        losses = lm_step(target, draft, processor, optimizer, params, sample, config, rng, gen, lr_at(step), heads)
+        history.append(losses)
         if step % 50 == 0 or step == config.steps - 1:
             recent = np.mean(history[-50:], axis=0)
             logger.info(
-                "step %d/%d loss target %.3f draft %.3f (%.0f s)",
-                step, config.steps, recent[0], recent[1], time.perf_counter() - start,
+                "step %d/%d loss target %.3f draft %.3f probe %.3f (%.0f s)",
+                step, config.steps, *recent, time.perf_counter() - start,
             )  # fmt: skip
-    target.eval()
-    draft.eval()
-    for name, model in (("target", target), ("draft", draft)):
-        path = out / CHECKPOINTS[name]
-        model.save_pretrained(path)
-        processor.save_pretrained(path)
+        if config.probe_every and (step + 1) % config.probe_every == 0:
+            target.eval()
+            draft.eval()
+            logger.info(
+                "held-out multiple-choice accuracy (teacher-forced): target %.3f draft %.3f",
+                probe_accuracy(target, processor, held_out), probe_accuracy(draft, processor, held_out),
+            )  # fmt: skip
+            target.train()
+            draft.train()
+    single_turn_stage(target, draft, processor, config)
+    save(out, target, draft, processor)
     return {"seconds": time.perf_counter() - start, "final_loss": np.mean(history[-50:], axis=0).tolist()}
 
 
@@ -213,13 +410,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m specvlm.zoo.train", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT, help="where to write the checkpoints (default: the package)")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--vision-steps", type=int, default=TrainConfig.vision_steps)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--stage3-from", type=Path, default=None,
+                        help="run only stage 3 on the checkpoints saved in this directory by stages 1-2")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = train(args.out, TrainConfig(steps=args.steps, seed=args.seed))
+    config = TrainConfig(steps=args.steps, vision_steps=args.vision_steps, seed=args.seed)
+    if args.stage3_from is not None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        start = time.perf_counter()
+        target, draft = (
+            AutoModelForImageTextToText.from_pretrained(args.stage3_from / CHECKPOINTS[n], dtype=torch.float32) for n in ("target", "draft")
+        )
+        processor = AutoProcessor.from_pretrained(args.stage3_from / CHECKPOINTS["target"])
+        single_turn_stage(target, draft, processor, config)
+        save(args.out, target, draft, processor)
+        logger.info("stage 3 done in %.0f s", time.perf_counter() - start)
+        return 0
+    report = train(args.out, config)
     logger.info("done in %.0f s; final losses %s", report["seconds"], report["final_loss"])
     return 0
 
