@@ -83,6 +83,8 @@ class AttentionContext:
     # True when `local` is known to be the square lower triangle (a causal chunk): lets a fused causal
     # kernel handle the local block. Set by causal_context; never inferred (that would sync the device).
     _local_causal: bool = field(default=False, repr=False, compare=False)
+    # dense masks already built for this forward, by (dtype, device): every layer asks for the same one
+    _dense: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         if self.mask is not None and (self.prefix is not None or self.local is not None):
@@ -131,10 +133,13 @@ class AttentionContext:
             return self.mask.to(dtype=dtype, device=device if device is not None else self.mask.device)
         if self.prefix is None or self.local is None:
             return None
-        local = self.local if device is None else self.local.to(device)
-        q = local.shape[0]
-        allowed = torch.cat([torch.ones(q, self.prefix, dtype=torch.bool, device=local.device), local], dim=1)
-        return additive(allowed, dtype)[None, None]
+        key = (dtype, str(device))
+        if key not in self._dense:
+            local = self.local if device is None else self.local.to(device)
+            q = local.shape[0]
+            allowed = torch.cat([torch.ones(q, self.prefix, dtype=torch.bool, device=local.device), local], dim=1)
+            self._dense[key] = additive(allowed, dtype)[None, None]
+        return self._dense[key]
 
     def _bias(self, q_len: int, kv_len: int, rows: slice, cols: torch.Tensor | None, device) -> torch.Tensor | None:
         """Additive float32 bias of the query rows ``rows`` over the key columns ``cols`` (all when None).

@@ -103,8 +103,9 @@ def machine_description(device: torch.device) -> str:
 
 
 class _ForwardClock:
-    """Times the model forwards of the given adapters that run inside the decode loop
-    (``specvlm.engine.decode``), synchronising the device around each one; prefill forwards are not counted."""
+    """Times the model calls (``forward_ids``: embedding lookup + decoder + head) of the given adapters
+    that run inside the decode loop (``specvlm.engine.decode``), synchronising the device around each
+    one; prefill forwards are not counted."""
 
     def __init__(self, adapters):
         self.adapters = [a for a in adapters if a is not None]
@@ -116,7 +117,7 @@ class _ForwardClock:
         from specvlm import engine as engine_module
 
         for adapter in self.adapters:
-            original = adapter.forward
+            original = adapter.forward_ids
 
             def timed(*args, _original=original, _device=adapter.device, **kwargs):
                 if not self.decoding:
@@ -129,10 +130,10 @@ class _ForwardClock:
                     synchronize(_device)
                     self.seconds += time.perf_counter() - start
 
-            had_own = "forward" in vars(adapter)
-            adapter.forward = timed
+            had_own = "forward_ids" in vars(adapter)
+            adapter.forward_ids = timed
             self._restore.append(
-                lambda a=adapter, f=original, own=had_own: setattr(a, "forward", f) if own else vars(a).pop("forward")
+                lambda a=adapter, f=original, own=had_own: setattr(a, "forward_ids", f) if own else vars(a).pop("forward_ids")
             )
         loop = engine_module.decode
 
@@ -334,12 +335,12 @@ def bench_pair(
         report.runs["hf-assisted"] = best
         logger.info("hf-assisted: decode %.3f s", best.decode_s)
 
-    # per-step costs at the real contexts (first decoded position), medians of 3 * repeats forwards
+    # per-step costs at the real contexts (first decoded position), medians of at least 30 forwards
     target = prefill_target(engine._target, inputs, capture_scores=True)
     config = engine.config.replace(drop_rate=drop_rate)
     draft_seq, kept = engine._prefill_draft("specvlm", config, inputs, target)
     full_seq, _ = engine._prefill_draft("sd", config, inputs, target)
-    n = 3 * repeats
+    n = max(30, 10 * repeats)
     shapes = structures()
     costs = {"context_target": target.seq.prefix, "context_draft_pruned": draft_seq.prefix, "video_tokens": target.layout.num_tokens}
     costs["plain_step"] = forward_cost(target.seq, None, n)
@@ -396,6 +397,9 @@ class _TextAdapter:
 
     def embed_tokens(self, token_ids):
         return self.model.get_input_embeddings()(token_ids.to(self.device))
+
+    def forward_ids(self, token_ids, pos, cache, ctx, logits_to_keep=0):
+        return self.forward(self.embed_tokens(token_ids), pos, cache, ctx, logits_to_keep)
 
     def forward(self, embeds, pos, cache, ctx, logits_to_keep=0):
         out = self.model.model(inputs_embeds=embeds, position_ids=pos, attention_mask={"full_attention": None},

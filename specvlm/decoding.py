@@ -77,9 +77,7 @@ class Sequence:
         """Feed ``token_ids`` (n,) at positions ``next_pos + offsets`` (n,) under the attention context
         ``ctx`` (what each new token sees of the cache and of the others); returns logits (n or logits_to_keep, V)."""
         pos = self.adapter.continuation(self.next_pos, offsets, self.axes).to(self.adapter.device)
-        embeds = self.adapter.embed_tokens(token_ids.unsqueeze(0))
-        logits = self.adapter.forward(embeds, pos, self.cache, ctx, logits_to_keep)
-        return logits[0]
+        return self.adapter.forward_ids(token_ids.unsqueeze(0), pos, self.cache, ctx, logits_to_keep)[0]
 
     def rollback(self, decoded: int) -> None:
         """Keep only the first ``decoded`` decoded tokens."""

@@ -147,6 +147,12 @@ class ModelAdapter:
             hidden = hidden[:, -logits_to_keep:]
         return self.model.lm_head(hidden)
 
+    def forward_ids(
+        self, token_ids: torch.Tensor, pos: torch.Tensor, cache: DynamicCache, ctx: AttentionContext, logits_to_keep: int = 0
+    ) -> torch.Tensor:
+        """:meth:`forward` over the embeddings of ``token_ids`` (1, n): one decode-time model call."""
+        return self.forward(self.embed_tokens(token_ids), pos, cache, ctx, logits_to_keep)
+
     def language_model(self):
         return self.model.model.language_model
 
