@@ -7,6 +7,9 @@ Reported, all measured by this command:
 
 * target multiple-choice accuracy over every question of each video (single-turn question right after
   the video, greedy, first letter), overall and per question kind;
+* video reliance of those answers: each question is asked again with another held-out video in place
+  of its own; the accuracy with the swapped video, and the share of answers the swap leaves
+  unchanged (1.0: the answers ignore the video);
 * caption fact accuracy: the share of (object, attribute) facts - size, colour, shape, direction,
   speed - that the target's greedy caption states correctly, plus the share of correct object counts;
 * tau (tokens committed per target step, bonus included) of chain drafting (5 tokens) while the
@@ -42,6 +45,8 @@ class Report:
     mc_correct: int = 0
     mc_total: int = 0
     mc_by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [correct, total]
+    mc_swapped_correct: int = 0  # correct with another video in place of the question's own
+    mc_unchanged_by_swap: int = 0  # answers (letters) identical with the own and the swapped video
     facts_correct: int = 0
     facts_total: int = 0
     counts_correct: int = 0
@@ -56,6 +61,8 @@ class Report:
             "mc_accuracy": self.mc_correct / max(self.mc_total, 1),
             "mc_questions": self.mc_total,
             "mc_accuracy_by_kind": {k: c / t for k, (c, t) in self.mc_by_kind.items()},
+            "mc_accuracy_swapped_video": self.mc_swapped_correct / max(self.mc_total, 1),
+            "mc_answers_unchanged_by_video_swap": self.mc_unchanged_by_swap / max(self.mc_total, 1),
             "caption_fact_accuracy": self.facts_correct / max(self.facts_total, 1),
             "caption_count_accuracy": self.counts_correct / max(self.samples, 1),
             "tau": {name: sum(v) / len(v) for name, v in self.tau.items()},
@@ -92,9 +99,15 @@ def evaluate(samples: int, frames: int, max_new_tokens: int = 200) -> Report:
     report = Report(samples=samples, frames=frames)
     for i in range(samples):
         sample = synthetic.generate_sample(HELD_OUT_SEED + i, num_frames=frames, height=side, width=side)
+        # another held-out video (seeds past the evaluated ones), for the video-reliance check
+        other = synthetic.generate_sample(HELD_OUT_SEED + samples + i, num_frames=frames, height=side, width=side)
         for q in sample.questions:  # every question: colour, shape, motion per object, count, order
-            answer = engine.generate(video=sample.frames, prompt=synthetic.question_prompt(q), max_new_tokens=3, method="ar")
-            ok = int(letter_of(answer.text) == q.answer_letter)
+            prompt = synthetic.question_prompt(q)
+            letter = letter_of(engine.generate(video=sample.frames, prompt=prompt, max_new_tokens=3, method="ar").text)
+            swapped = letter_of(engine.generate(video=other.frames, prompt=prompt, max_new_tokens=3, method="ar").text)
+            ok = int(letter == q.answer_letter)
+            report.mc_swapped_correct += int(swapped == q.answer_letter)
+            report.mc_unchanged_by_swap += int(swapped == letter)
             report.mc_correct += ok
             report.mc_total += 1
             kind = report.mc_by_kind.setdefault(q.kind, [0, 0])
