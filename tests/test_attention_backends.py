@@ -11,7 +11,8 @@ from transformers import AutoModelForImageTextToText, DynamicCache
 from transformers.integrations.sdpa_attention import repeat_kv
 
 from specvlm import SpecVLM
-from specvlm import attention
+from specvlm import attention, attention_backends
+from specvlm.attention_backends import merge_attention
 from specvlm.attention import (
     ATTENTION_BACKENDS,
     BACKENDS,
@@ -19,7 +20,6 @@ from specvlm.attention import (
     ScoreCapture,
     causal_context,
     causal_mask,
-    merge_attention,
     resolve_backend,
     specvlm_attention,
     tree_context,
@@ -201,7 +201,7 @@ def test_cpu_fused_kernel_returns_natural_log_lse():
     """The aten kernel with LSE exists on CPU in this torch and its LSE is the natural-log row normaliser."""
     assert hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
     _, query, key, value = _qkv(3, 13, heads=2, kv_heads=2)
-    res = attention._kernel_with_lse(query, key, value, 0.3, causal=False)
+    res = attention_backends._kernel_with_lse(query, key, value, 0.3, causal=False)
     assert res is not None
     out, lse = res
     logits = query @ key.transpose(-1, -2) * 0.3
@@ -212,9 +212,9 @@ def test_cpu_fused_kernel_returns_natural_log_lse():
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_with_lse_folds_grouped_heads(causal):
     _, query, key, value = _qkv(5, 5, heads=6, kv_heads=2)
-    out, lse = attention._attention_with_lse(query, key, value, 0.3, causal=causal)
+    out, lse = attention_backends._attention_with_lse(query, key, value, 0.3, causal=causal)
     allowed = torch.ones(5, 5, dtype=torch.bool).tril() if causal else None
-    ref_out, ref_lse = attention._explicit_attention(query, key, value, 0.3, allowed)
+    ref_out, ref_lse = attention_backends._explicit_attention(query, key, value, 0.3, allowed)
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5)
     expected, _ = _reference(query, key, value, causal_mask(5, 5, torch.float32, "cpu") if causal else None, 0.3)
@@ -390,12 +390,12 @@ def test_resolve_backend_on_cpu():
 
 
 def test_resolve_backend_on_cuda_follows_the_package(monkeypatch):
-    monkeypatch.setattr(attention, "_flash_attn_module", lambda: None)
+    monkeypatch.setattr(attention_backends, "_flash_attn_module", lambda: None)
     assert resolve_backend("auto", "cuda") == "cascade"
     assert resolve_backend("cascade", "cuda:0") == "cascade"
     with pytest.raises(ImportError, match="needs the flash-attn package"):
         resolve_backend("flash_attn", "cuda")
-    monkeypatch.setattr(attention, "_flash_attn_module", lambda: types.SimpleNamespace())
+    monkeypatch.setattr(attention_backends, "_flash_attn_module", lambda: types.SimpleNamespace())
     assert resolve_backend("auto", "cuda") == "flash_attn"
     assert resolve_backend("flash_attn", "cuda") == "flash_attn"
 
@@ -440,8 +440,8 @@ def _fake_flash_attn(calls):
 def test_flash_attn_backend_plumbing_with_a_stand_in(monkeypatch):
     """Layouts, the cascade split and the LSE hand-off of the flash_attn backend, on CPU with a stand-in kernel."""
     calls = []
-    monkeypatch.setattr(attention, "_flash_attn_module", lambda: _fake_flash_attn(calls))
-    monkeypatch.setattr(attention, "_check_flash_inputs", lambda query: None)
+    monkeypatch.setattr(attention_backends, "_flash_attn_module", lambda: _fake_flash_attn(calls))
+    monkeypatch.setattr(attention_backends, "_check_flash_inputs", lambda query: None)
     allowed, _ = _random_tree(5, seed=9)
     cases = [
         # (context, q, kv, dense reference mask, expected kernel calls (q, k, causal))
@@ -561,7 +561,7 @@ def test_cuda_cascade_matches_dense_sdpa(dtype, q_len, kv_len):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_fused_kernel_lse_shape_and_values(dtype):
     _, query, key, value = _qkv(5, 77, heads=4, kv_heads=4, dim=64, dtype=dtype, device="cuda")
-    res = attention._kernel_with_lse(query, key, value, 0.125, causal=False)
+    res = attention_backends._kernel_with_lse(query, key, value, 0.125, causal=False)
     assert res is not None, "no fused CUDA kernel with LSE ran"
     out, lse = res
     assert lse.shape == (1, 4, 5) and lse.dtype == torch.float32  # the efficient kernel pads its LSE: trimmed
@@ -570,7 +570,7 @@ def test_cuda_fused_kernel_lse_shape_and_values(dtype):
 
 
 @pytest.mark.skipif(
-    not torch.cuda.is_available() or attention._flash_attn_module() is None, reason="needs CUDA and the flash-attn package"
+    not torch.cuda.is_available() or attention_backends._flash_attn_module() is None, reason="needs CUDA and the flash-attn package"
 )
 @pytest.mark.parametrize("q_len,kv_len", [(1, 300), (5, 300), (64, 64)])
 def test_cuda_flash_attn_backend_matches_dense_sdpa(q_len, kv_len):
