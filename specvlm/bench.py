@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from specvlm import cache as kv
+from specvlm.adapters.base import ModelAdapter
 from specvlm.attention import causal_context, tree_context
 from specvlm.timing import Timer, synchronize
 from specvlm.trees import SPECVLM_25, TreeStructure, chain, from_paths
@@ -384,30 +385,13 @@ REAL_SHAPES = {  # Qwen2-family text decoders (random weights: costs depend on s
 }  # fmt: skip
 
 
-class _TextAdapter:
-    """The slice of the model-adapter interface a decoding Sequence needs, for a stock causal LM."""
+class _TextAdapter(ModelAdapter):
+    """The model adapter for a stock text-only causal LM: the decode loop's interface, no video hooks."""
 
-    def __init__(self, model):
-        from specvlm.adapters.base import ModelAdapter
+    family = "text"
 
-        self.model = model
-        self.device = model.get_input_embeddings().weight.device
-        self.dtype = model.get_input_embeddings().weight.dtype
-        self.continuation = ModelAdapter.continuation
-
-    def embed_tokens(self, token_ids):
-        return self.model.get_input_embeddings()(token_ids.to(self.device))
-
-    def forward_ids(self, token_ids, pos, cache, ctx, logits_to_keep=0):
-        return self.forward(self.embed_tokens(token_ids), pos, cache, ctx, logits_to_keep)
-
-    def forward(self, embeds, pos, cache, ctx, logits_to_keep=0):
-        out = self.model.model(inputs_embeds=embeds, position_ids=pos, attention_mask={"full_attention": None},
-                               past_key_values=cache, use_cache=True, specvlm_ctx=ctx)  # fmt: skip
-        hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        return self.model.lm_head(hidden)
+    def language_model(self):
+        return self.model.model
 
 
 def build_text_model(shape: str, device, dtype):
