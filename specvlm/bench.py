@@ -74,6 +74,7 @@ class BenchReport:
     settings: dict
     runs: dict[str, RunResult] = field(default_factory=dict)
     step_costs_ms: dict[str, float] = field(default_factory=dict)
+    draft_over_target: dict[str, float] = field(default_factory=dict)  # per-token decode cost ratios
 
     def speedups(self) -> dict[str, dict[str, float]]:
         """Decode-time ratios: baseline time / run time, for baselines ``ar`` and ``hf-assisted``."""
@@ -91,6 +92,7 @@ class BenchReport:
             "runs": {n: {**asdict(r), "overhead": r.overhead} for n, r in self.runs.items()},
             "speedup_over": self.speedups(),
             "step_costs_ms": self.step_costs_ms,
+            "draft_over_target": self.draft_over_target,
         }
 
 
@@ -278,6 +280,19 @@ def draft_cost(seq, structure: TreeStructure, repeats: int) -> float:
     return total
 
 
+def decode_macs(text_config, context: int) -> int:
+    """Multiply-accumulates of one decode step (one new token) of a Llama/Qwen2-style decoder at
+    ``context`` cached tokens: the attention and MLP projections, attention over ``context + 1`` keys,
+    and the LM head (embedding lookup, norms and activations are negligible and not counted)."""
+    c = text_config
+    d, heads, kv_heads = c.hidden_size, c.num_attention_heads, c.num_key_value_heads
+    head_dim = getattr(c, "head_dim", None) or d // heads
+    projections = d * heads * head_dim + 2 * d * kv_heads * head_dim + heads * head_dim * d
+    mlp = 3 * d * c.intermediate_size
+    attention = 2 * heads * head_dim * (context + 1)
+    return c.num_hidden_layers * (projections + mlp + attention) + d * c.vocab_size
+
+
 def project(tau: float, plain_ms: float, verify_ms: float, draft_ms: float) -> float:
     """Decode speedup over plain decoding when each step commits ``tau`` tokens on average:
     ``tau * plain / (verify + draft)`` (one target verification plus the drafting per step)."""
@@ -352,6 +367,12 @@ def bench_pair(
     for name, st in shapes.items():
         costs[f"draft_{name}_pruned"] = draft_cost(draft_seq, st, n)
     report.step_costs_ms = costs
+    context = target.seq.prefix
+    report.draft_over_target = {
+        "time": costs["draft_step_full"] / costs["plain_step"],
+        "arithmetic": decode_macs(engine.draft.config.get_text_config(), context)
+        / decode_macs(engine.target.config.get_text_config(), context),
+    }
     return report
 
 
@@ -370,6 +391,12 @@ def format_report(report: BenchReport) -> str:
         )
     lines.append("")
     lines.append("per-step costs (ms, medians): " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.step_costs_ms.items()))
+    if report.draft_over_target:
+        ratio = report.draft_over_target
+        lines.append(
+            f"draft decode step / target decode step at the target's context: {100 * ratio['time']:.0f}% of the time, "
+            f"{100 * ratio['arithmetic']:.1f}% of the multiply-accumulates"
+        )
     return "\n".join(lines)
 
 

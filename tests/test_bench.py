@@ -74,8 +74,22 @@ def test_bench_pair_reports_every_method(engine):
     assert speed["ar"]["sd"] == pytest.approx(report.runs["ar"].decode_s / report.runs["sd"].decode_s)
     data = report.to_dict()
     json.dumps(data)
-    assert set(data) == {"machine", "settings", "runs", "speedup_over", "step_costs_ms"}
-    assert "specvlm-tree" in bench.format_report(report)
+    assert set(data) == {"machine", "settings", "runs", "speedup_over", "step_costs_ms", "draft_over_target"}
+    ratio = report.draft_over_target
+    assert ratio["time"] == pytest.approx(costs["draft_step_full"] / costs["plain_step"])
+    assert 0 < ratio["arithmetic"] < 1  # the embedded draft is the smaller model
+    text = bench.format_report(report)
+    assert "specvlm-tree" in text and "multiply-accumulates" in text
+
+
+def test_decode_macs_counts_projections_mlp_attention_and_head():
+    from transformers import Qwen2Config
+
+    c = Qwen2Config(hidden_size=8, intermediate_size=12, num_hidden_layers=3, num_attention_heads=2,
+                    num_key_value_heads=1, vocab_size=10)  # fmt: skip
+    # per layer: q 8x8, k and v 8x4 each, o 8x8 -> 192; MLP 3 * 8 * 12 = 288; attention 2 * 8 * (5 + 1) = 96
+    assert bench.decode_macs(c, context=5) == 3 * (192 + 288 + 96) + 8 * 10
+    assert bench.decode_macs(c, context=6) - bench.decode_macs(c, context=5) == 3 * 2 * 8
 
 
 def test_bench_shapes_on_cpu_tiny():
