@@ -135,7 +135,7 @@ _MIN_WORDS, _MAX_WORDS = 60, 150
 # --------------------------------------------------------------------------- text templates
 
 CAPTION_PROMPT = "describe the video in detail ."
-_ANSWER_SUFFIX = ". answer with the letter ."
+_ANSWER_SUFFIX = ". answer with the option ."
 
 _INTRO = (
     "the video shows a textured grey background .",
@@ -350,6 +350,31 @@ def question_prompt(question: Question) -> str:
     """The question followed by its lettered options and the answer instruction, all in :data:`VOCABULARY`."""
     opts = " ".join(f"{letter} : {option}" for letter, option in zip(OPTION_LETTERS, question.options))
     return f"{question.question} {opts} {_ANSWER_SUFFIX}"
+
+
+def spoken_answer(question: Question) -> str:
+    """The answer in words, as the trained pair gives it: the question's key, then the correct option.
+
+    ``what shape is the red object ?`` -> ``red square``; ``what colour is the large square ?`` ->
+    ``large square red``; ``which direction does the red square move ?`` -> ``red square left``;
+    ``which object appears second ?`` -> ``second the blue circle``; counts -> ``three``. Repeating
+    the key right before the answer lets a small model look the answer up in the video from the token
+    it has just written. The answer names exactly one option (score it with the option text).
+    """
+    words = question.question.split()
+    if question.kind == "colour":  # "... is the {ref} ?"
+        key = words[words.index("the") + 1 : words.index("?")]
+    elif question.kind == "shape":
+        key = [w for w in words if w in COLOURS]
+    elif question.kind == "motion":  # "... the {colour} {shape} move ?"
+        key = words[words.index("the") + 1 : words.index("move")]
+    elif question.kind == "order":
+        key = [w for w in words if w in _ORDINALS or w == "last"]
+    else:
+        key = []
+    if question.kind in ("colour", "shape", "motion", "order") and not key:
+        raise ValueError(f"cannot find the key of the {question.kind} question {question.question!r}")
+    return " ".join(key + [question.answer_text])
 
 
 @dataclass

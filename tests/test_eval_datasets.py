@@ -146,7 +146,7 @@ def test_synthetic_both_modes_and_limit(layouts):
     bench = [s for s in samples if s.prompt_mode == "benchmark"]
     caption = [s for s in samples if s.prompt_mode == "caption"]
     assert len(bench) == 2 and len(caption) == 2  # one question per video (rotating kinds), one caption per video
-    assert all(s.answer in "ABCD" and len(s.options) == 4 and s.prompt.endswith(". answer with the letter .") for s in bench)
+    assert all(s.answer in "ABCD" and len(s.options) == 4 and s.prompt.endswith(". answer with the option .") for s in bench)
     assert bench[0].sample_id.endswith("-q0") and bench[1].sample_id.endswith("-q1")
     assert all(s.prompt == CAPTION_PROMPT and s.reference for s in caption)
     limited = _load("synthetic", layouts["synthetic"], prompt_modes=["benchmark", "caption"], limit=1)

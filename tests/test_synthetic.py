@@ -28,8 +28,10 @@ from specvlm.synthetic import (
     ObjectTrack,
     Question,
     caption_facts,
+    check_text,
     generate_sample,
     question_prompt,
+    spoken_answer,
     read_dataset,
     write_dataset,
 )
@@ -127,12 +129,41 @@ def test_question_prompt_format():
                  options=("red", "blue", "green", "yellow"), answer=1)
     assert q.answer_letter == "B" and q.answer_text == "blue"
     assert question_prompt(q) == (
-        "what colour is the square ? A : red B : blue C : green D : yellow . answer with the letter ."
+        "what colour is the square ? A : red B : blue C : green D : yellow . answer with the option ."
     )
     with pytest.raises(ValueError, match="distinct"):
         Question(kind="colour", question="what colour is the square ?", options=("red", "red", "green", "blue"), answer=0)
     with pytest.raises(ValueError, match="VOCABULARY"):
         Question(kind="colour", question="what hue is the square ?", options=("red", "blue", "green", "yellow"), answer=0)
+
+
+def test_spoken_answer_repeats_the_key_then_names_exactly_the_correct_option():
+    q = Question(kind="colour", question="what colour is the large square ?",
+                 options=("red", "blue", "green", "yellow"), answer=1)  # fmt: skip
+    assert spoken_answer(q) == "large square blue"
+    q = Question(kind="shape", question="which shape does the red object have ?",
+                 options=("circle", "square", "triangle", "diamond"), answer=2)  # fmt: skip
+    assert spoken_answer(q) == "red triangle"
+    q = Question(kind="motion", question="in which direction does the red square move ?",
+                 options=("left", "right", "up", "down"), answer=3)  # fmt: skip
+    assert spoken_answer(q) == "red square down"
+    q = Question(kind="order", question="which object appears last in the video ?",
+                 options=("the red square", "the blue circle", "the green diamond", "the yellow circle"), answer=1)
+    assert spoken_answer(q) == "last the blue circle"
+    q = Question(kind="count", question="how many objects appear in the video ?",
+                 options=("two", "three", "four", "one"), answer=2)  # fmt: skip
+    assert spoken_answer(q) == "four"
+    q = Question(kind="shape", question="which shape does the object have ?",
+                 options=("circle", "square", "triangle", "diamond"), answer=2)  # fmt: skip
+    with pytest.raises(ValueError, match="key"):
+        spoken_answer(q)  # names no colour to look the object up by
+    for seed in range(40):
+        for q in generate_sample(seed, **SMALL).questions:
+            said = spoken_answer(q)
+            assert check_text(said) == said
+            named = [o for o in q.options if f" {o} " in f" {said} "]
+            assert named == [q.answer_text], (q, said)
+            assert said.endswith(q.answer_text)
 
 
 # --------------------------------------------------------------------------- determinism

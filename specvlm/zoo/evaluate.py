@@ -6,7 +6,8 @@ Held-out videos use generator seeds at and above 2**30, outside the range traini
 Reported, all measured by this command:
 
 * target multiple-choice accuracy over every question of each video (single-turn question right after
-  the video, greedy, first letter), overall and per question kind;
+  the video, greedy; the option the answer picks, by letter or by naming exactly one option's text),
+  overall and per question kind;
 * video reliance of those answers: each question is asked again with another held-out video in place
   of its own; the accuracy with the swapped video, and the share of answers the swap leaves
   unchanged (1.0: the answers ignore the video);
@@ -33,6 +34,7 @@ from specvlm.zoo import checkpoint
 logger = logging.getLogger(__name__)
 
 HELD_OUT_SEED = 1 << 30
+MC_NEW_TOKENS = 12  # room for the longest spoken answer ("object that appears second orange") and EOS
 FACTS = ("size", "colour", "shape", "direction", "speed")
 PRUNING_RUNS = (("specvlm", 0.9), ("uniform", 0.9), ("random", 0.9), ("specvlm", 0.95), ("uniform", 0.95), ("random", 0.95))
 
@@ -74,11 +76,12 @@ class Report:
         return out
 
 
-def letter_of(text: str) -> str | None:
-    for token in text.split():
-        if token in synthetic.OPTION_LETTERS:
-            return token
-    return None
+def chosen_letter(text: str, question) -> str | None:
+    """The option letter an answer picks (a letter, or the text of exactly one option, as the
+    evaluation CLI scores it), or ``None``."""
+    from eval.metrics import extract_choice
+
+    return extract_choice(text, len(question.options), tuple(question.options))
 
 
 def caption_score(caption: str, sample) -> tuple[int, int, bool]:
@@ -103,8 +106,11 @@ def evaluate(samples: int, frames: int, max_new_tokens: int = 200) -> Report:
         other = synthetic.generate_sample(HELD_OUT_SEED + samples + i, num_frames=frames, height=side, width=side)
         for q in sample.questions:  # every question: colour, shape, motion per object, count, order
             prompt = synthetic.question_prompt(q)
-            letter = letter_of(engine.generate(video=sample.frames, prompt=prompt, max_new_tokens=3, method="ar").text)
-            swapped = letter_of(engine.generate(video=other.frames, prompt=prompt, max_new_tokens=3, method="ar").text)
+            own = engine.generate(video=sample.frames, prompt=prompt, max_new_tokens=MC_NEW_TOKENS, method="ar")
+            letter = chosen_letter(own.text, q)
+            swapped = chosen_letter(
+                engine.generate(video=other.frames, prompt=prompt, max_new_tokens=MC_NEW_TOKENS, method="ar").text, q
+            )
             ok = int(letter == q.answer_letter)
             report.mc_swapped_correct += int(swapped == q.answer_letter)
             report.mc_unchanged_by_swap += int(swapped == letter)

@@ -1,6 +1,6 @@
 """Train the embedded tiny target/draft pair on the synthetic video-QA task (CPU, fixed seed).
 
-    python -m specvlm.zoo.train [--out DIR] [--steps N] [--vision-steps N] [--seed S] [--stage3-from DIR]
+    python -m specvlm.zoo.train [--out DIR] [--steps N] [--vision-steps N] [--batch B] [--seed S] [--stage3-from DIR]
 
 Both models are stock ``LlavaOnevisionForConditionalGeneration`` (SigLIP vision tower, Qwen2 text
 model) with a stock ``LlavaOnevisionProcessor`` and a word-level tokenizer over the generator's
@@ -9,11 +9,15 @@ closed vocabulary. Three stages:
 1. the target's vision tower and projector learn a dense per-cell probe of the scene (which object's
    centre lies in each video-token cell: colour, shape, size, position in the cell; which colours
    cover it) through a training-only linear head; the draft then starts from the same vision tower;
-2. both models learn language modelling on sequences of one video followed by user/assistant turns:
-   questions in multiple-choice form (answered with the letter) or open form (answered with the
-   option's words), then the caption last, so that no answer can be copied from it; the probe loss is
-   kept and the vision towers train at a tenth of the learning rate; the draft sees, half the time,
-   only a random, object-biased subset of the video tokens at their original positions, as after pruning;
+2. both models learn language modelling, a batch of sequences per optimiser step, each one video
+   followed by user/assistant turns: questions in multiple-choice form (with the lettered options) or
+   open form, then the caption last, so that no answer can be copied from it; every answer is the
+   question's key followed by the correct option (:func:`synthetic.spoken_answer`: "what shape is the
+   red object ?" -> "red square"), so the answer word is looked up in the video from the token just
+   written, which a small model learns quickly (an answer word right after the question's closing
+   tokens needs a second hop it does not learn at this budget); the probe loss is kept and the vision
+   towers train at a tenth of the learning rate; the draft sees, half the time, only a random,
+   object-biased subset of the video tokens at their original positions, as after pruning;
 3. a short pass in which half the sequences are the single-turn caption request.
 
 The loss covers the assistant answers only. ``--stage3-from DIR`` runs stage 3 alone on checkpoints
@@ -66,23 +70,24 @@ DRAFT = TinySpec(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1, int
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 6000
+    steps: int = 360
+    batch: int = 16  # sequences per optimiser step (stages 2 and 3)
     seed: int = 0
-    lr: float = 2e-3
-    warmup: int = 200
-    frames_choices: tuple[int, ...] = (8, 16, 16)  # drawn uniformly
+    lr: float = 3e-3
+    warmup: int = 50
+    frames_choices: tuple[int, ...] = (8, 16)  # drawn uniformly, one per batch
     turns: int = 10  # questions + the caption per sequence
-    draft_pruned_share: float = 0.5  # share of steps where the draft sees a subset of the video tokens
+    draft_pruned_share: float = 0.5  # share of sequences where the draft sees a subset of the video tokens
     draft_keep_min: float = 0.05
     draft_keep_max: float = 0.3
-    vision_steps: int = 2000  # stage 1: the target's vision tower learns the per-cell probe alone
+    vision_steps: int = 1500  # stage 1: the target's vision tower learns the per-cell probe alone
     vision_batch: int = 4
     vision_lr: float = 1e-3
     aux_weight: float = 0.5  # vision probe loss weight during stage 2
     vision_lr_scale: float = 0.1  # stage 2: the vision towers move slowly, keeping what stage 1 taught them
-    probe_every: int = 500  # held-out multiple-choice check interval (0: never)
-    single_turn_steps: int = 600  # stage 3
-    single_turn_lr: float = 5e-4
+    probe_every: int = 100  # held-out multiple-choice check interval (0: never)
+    single_turn_steps: int = 40  # stage 3
+    single_turn_lr: float = 1e-3
 
 
 def build_tokenizer():
@@ -121,16 +126,16 @@ def pixel_values(frames: np.ndarray, processor) -> torch.Tensor:
 def conversation(sample, rng: np.random.Generator, turns: int, caption_first: bool = False) -> list[tuple[str, str]]:
     """(user text, assistant text) turns: questions in random order, then the caption last.
 
-    Each question appears in its multiple-choice form (answered with the letter) or, as often, in its
-    open form (the question alone, answered with the option's words), which ties the video to the
-    answer words directly. The caption comes last so that no answer can be copied from a caption
-    earlier in the sequence: answers have to be read from the video, as at inference.
-    ``caption_first``: the caption alone, right after the video (the single-turn caption request).
+    Each question appears in its multiple-choice form (with the lettered options) or, as often, in its
+    open form (the question alone); either way the answer is :func:`synthetic.spoken_answer`, the
+    question's key followed by the correct option. The caption comes last so that no answer can be
+    copied from a caption earlier in the sequence: answers have to be read from the video, as at
+    inference. ``caption_first``: the caption alone, right after the video (the single-turn caption request).
     """
     if caption_first:
         return [(synthetic.CAPTION_PROMPT, sample.caption)]
-    pool = [(synthetic.question_prompt(q), q.answer_letter) for q in sample.questions]
-    pool += [(q.question, q.answer_text) for q in sample.questions]
+    pool = [(synthetic.question_prompt(q), synthetic.spoken_answer(q)) for q in sample.questions]
+    pool += [(q.question, synthetic.spoken_answer(q)) for q in sample.questions]
     order = rng.permutation(len(pool))[: turns - 1]
     return [pool[i] for i in order] + [(synthetic.CAPTION_PROMPT, sample.caption)]
 
@@ -196,8 +201,10 @@ def cell_targets(sample) -> dict[str, torch.Tensor]:
 
 
 def video_features(model, pixels: torch.Tensor) -> torch.Tensor:
-    """(T * GRID**2 + 1, hidden): the projected, pooled video tokens plus the trailing newline, as the stock forward feeds them."""
-    return model.get_video_features(pixel_values_videos=pixels).pooler_output.flatten(0, 1)
+    """(B, T * GRID**2 + 1, hidden) for pixels (B, T, 3, H, W): the projected, pooled video tokens plus
+    the trailing newline of each video, as the stock forward feeds them."""
+    out = model.get_video_features(pixel_values_videos=pixels).pooler_output
+    return out.reshape(pixels.shape[0], -1, out.shape[-1])
 
 
 def aux_loss(head: torch.nn.Linear, feats: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -211,15 +218,31 @@ def aux_loss(head: torch.nn.Linear, feats: torch.Tensor, targets: dict[str, torc
     return loss + torch.nn.functional.binary_cross_entropy_with_logits(out[4], targets["present"])
 
 
-def lm_loss(model, input_ids, labels, feats, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """Next-token loss; with ``keep`` (sorted positions) only those tokens are fed, at their original positions."""
-    embeds = model.get_input_embeddings()(input_ids)
-    slots = (input_ids[0] == model.config.video_token_id).nonzero().squeeze(-1)
-    embeds = embeds.clone()
-    embeds[0, slots] = feats.to(embeds.dtype)
-    positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
-    if keep is not None:
-        embeds, positions, labels = embeds[:, keep], positions[:, keep], labels[:, keep]
+def lm_loss(model, rows: list[tuple[torch.Tensor, torch.Tensor]], feats: torch.Tensor, keeps=None) -> torch.Tensor:
+    """Next-token loss over a batch, averaged over the answer tokens of all rows.
+
+    ``rows``: (input_ids (1, L), labels (1, L)) per sequence; ``feats`` (B, video tokens, hidden) go
+    into each row's video slots; ``keeps`` (per row None or sorted positions): only those tokens are
+    fed, at their original positions. Rows are right-padded (causal attention: padding sees the
+    sequence, never the other way round, and carries no labels).
+    """
+    embed = model.get_input_embeddings()
+    parts = []
+    for b, (input_ids, labels) in enumerate(rows):
+        embeds = embed(input_ids[0]).clone()
+        slots = (input_ids[0] == model.config.video_token_id).nonzero().squeeze(-1)
+        embeds[slots] = feats[b].to(embeds.dtype)
+        positions = torch.arange(input_ids.shape[1])
+        keep = None if keeps is None else keeps[b]
+        if keep is not None:
+            embeds, positions, labels = embeds[keep], positions[keep], labels[:, keep]
+        parts.append((embeds, positions, labels[0]))
+    length = max(p[0].shape[0] for p in parts)
+    embeds = feats.new_zeros(len(parts), length, parts[0][0].shape[-1])
+    positions = torch.zeros(len(parts), length, dtype=torch.long)
+    labels = torch.full((len(parts), length), -100, dtype=torch.long)
+    for b, (e, p, y) in enumerate(parts):
+        embeds[b, : e.shape[0]], positions[b, : p.shape[0]], labels[b, : y.shape[0]] = e, p, y
     hidden = model.model.language_model(inputs_embeds=embeds, position_ids=positions).last_hidden_state
     logits = model.lm_head(hidden[:, :-1]).float()
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
@@ -245,48 +268,57 @@ def draft_subset(
 
 @torch.no_grad()
 def probe_accuracy(model, processor, samples) -> float:
-    """Teacher-forced multiple-choice accuracy (single-turn question after the video) on ``samples``."""
+    """Teacher-forced multiple-choice accuracy on ``samples``: each question alone after its video,
+    counted correct when every token of its spoken answer is the model's top choice."""
     tok = processor.tokenizer
-    letters = tok.convert_tokens_to_ids(list(synthetic.OPTION_LETTERS))
     video = ["<video>"] * (GRID * GRID * samples[0].frames.shape[0] + 1)
     correct = total = 0
     for sample in samples:
-        feats = video_features(model, pixel_values(sample.frames, processor))
+        feats = video_features(model, pixel_values(sample.frames, processor))[0]
         for q in sample.questions:
-            words = ["<|im_start|>", "user"] + video + synthetic.question_prompt(q).split()
-            words += ["<|im_end|>", "<|im_start|>", "assistant"]
-            ids = torch.tensor([tok.convert_tokens_to_ids(words)])
+            prompt = ["<|im_start|>", "user"] + video + synthetic.question_prompt(q).split()
+            prompt += ["<|im_end|>", "<|im_start|>", "assistant"]
+            answer = tok.convert_tokens_to_ids(synthetic.spoken_answer(q).split())
+            ids = torch.tensor([tok.convert_tokens_to_ids(prompt) + answer])
             embeds = model.get_input_embeddings()(ids).clone()
             embeds[0, 2 : 2 + len(video)] = feats
             hidden = model.model.language_model(inputs_embeds=embeds).last_hidden_state
-            guess = model.lm_head(hidden[0, -1])[letters].argmax().item()
-            correct += int(guess == q.answer)
+            guesses = model.lm_head(hidden[0, len(prompt) - 1 : -1]).argmax(-1)
+            correct += int(guesses.tolist() == answer)
             total += 1
     return correct / max(total, 1)
 
 
-def lm_step(target, draft, processor, optimizer, params, sample, config, rng, gen, lr, heads=None, caption_first=False):
-    """One optimiser step of both models on one multi-turn sequence; returns (target, draft, probe) losses."""
-    input_ids, labels = encode(sample, processor, rng, config.turns, caption_first)
-    pixels = pixel_values(sample.frames, processor)
-    targets = cell_targets(sample)
+def lm_step(target, draft, processor, optimizer, params, samples, config, rng, gen, lr, heads=None, caption_first=0.0):
+    """One optimiser step of both models on a batch of multi-turn sequences (one per sample, all with
+    the same frame count); ``caption_first``: the share of sequences that are the single-turn caption
+    request. Returns the (target, draft, probe) losses."""
+    rows = [encode(s, processor, rng, config.turns, bool(rng.random() < caption_first)) for s in samples]
+    pixels = torch.cat([pixel_values(s.frames, processor) for s in samples])
     feats_t, feats_d = video_features(target, pixels), video_features(draft, pixels)
-    loss_t = lm_loss(target, input_ids, labels, feats_t)
-    keep = None
-    if rng.random() < config.draft_pruned_share:
-        share = float(rng.uniform(config.draft_keep_min, config.draft_keep_max))
-        keep = draft_subset(input_ids, draft.config.video_token_id, share, gen, targets["present"].any(-1))
-    loss_d = lm_loss(draft, input_ids, labels, feats_d, keep)
+    loss_t = lm_loss(target, rows, feats_t)
+    keeps = []
+    for (input_ids, _), sample in zip(rows, samples):
+        keep = None
+        if rng.random() < config.draft_pruned_share:
+            share = float(rng.uniform(config.draft_keep_min, config.draft_keep_max))
+            salient = cell_targets(sample)["present"].any(-1)
+            keep = draft_subset(input_ids, draft.config.video_token_id, share, gen, salient)
+        keeps.append(keep)
+    loss_d = lm_loss(draft, rows, feats_d, keeps)
     aux = torch.zeros(())
     if heads is not None:
-        aux = aux_loss(heads[target], feats_t, targets) + aux_loss(heads[draft], feats_d, targets)
+        for b, sample in enumerate(samples):
+            targets = cell_targets(sample)
+            aux = aux + aux_loss(heads[target], feats_t[b], targets) + aux_loss(heads[draft], feats_d[b], targets)
+        aux = aux / len(samples)
     for group, scale in zip(optimizer.param_groups, (config.vision_lr_scale, 1.0)):
         group["lr"] = scale * lr
     optimizer.zero_grad(set_to_none=True)
     (loss_t + loss_d + config.aux_weight * aux).backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
-    return float(loss_t), float(loss_d), float(aux)
+    return loss_t.item(), loss_d.item(), aux.item()
 
 
 def _param_groups(target, draft, extra=()):
@@ -313,13 +345,14 @@ def single_turn_stage(target, draft, processor, config: "TrainConfig") -> None:
     start = time.perf_counter()
     history = []
     for step in range(config.single_turn_steps):
-        sample = synthetic.generate_sample(
-            int(rng.integers(1 << 30)), num_frames=int(rng.choice(config.frames_choices)), height=IMAGE_SIZE, width=IMAGE_SIZE
-        )
+        frames = int(rng.choice(config.frames_choices))
+        samples = [
+            synthetic.generate_sample(int(rng.integers(1 << 30)), num_frames=frames, height=IMAGE_SIZE, width=IMAGE_SIZE)
+            for _ in range(config.batch)
+        ]
         lr = config.single_turn_lr * (1 - step / max(config.single_turn_steps, 1))
-        first = bool(rng.random() < 0.5)
-        history.append(lm_step(target, draft, processor, optimizer, vision + rest, sample, config, rng, gen, lr, caption_first=first))
-        if step % 50 == 0 or step == config.single_turn_steps - 1:
+        history.append(lm_step(target, draft, processor, optimizer, vision + rest, samples, config, rng, gen, lr, caption_first=0.5))
+        if step % 10 == 0 or step == config.single_turn_steps - 1:
             recent = np.mean(history[-50:], axis=0)
             logger.info("single-turn step %d/%d loss target %.3f draft %.3f (%.0f s)",
                         step, config.single_turn_steps, recent[0], recent[1], time.perf_counter() - start)  # fmt: skip
@@ -367,7 +400,7 @@ def train(out: Path, config: TrainConfig) -> dict:
     for step in range(config.vision_steps):  # stage 1: the target's vision tower and projector learn the scene
         batch = [draw(min(config.frames_choices)) for _ in range(config.vision_batch)]
         loss = sum(
-            aux_loss(heads[target], video_features(target, pixel_values(s.frames, processor)), cell_targets(s))
+            aux_loss(heads[target], video_features(target, pixel_values(s.frames, processor))[0], cell_targets(s))
             for s in batch
         ) / len(batch)
         for group in optimizer.param_groups:
@@ -383,10 +416,11 @@ def train(out: Path, config: TrainConfig) -> dict:
 
     history = []
     for step in range(config.steps):  # stage 2: language modelling on the video, probe loss kept
-        sample = draw(int(rng.choice(config.frames_choices)))
-        losses = lm_step(target, draft, processor, optimizer, params, sample, config, rng, gen, lr_at(step), heads)
+        frames = int(rng.choice(config.frames_choices))
+        samples = [draw(frames) for _ in range(config.batch)]
+        losses = lm_step(target, draft, processor, optimizer, params, samples, config, rng, gen, lr_at(step), heads)
         history.append(losses)
-        if step % 50 == 0 or step == config.steps - 1:
+        if step % 10 == 0 or step == config.steps - 1:
             recent = np.mean(history[-50:], axis=0)
             logger.info(
                 "step %d/%d loss target %.3f draft %.3f probe %.3f (%.0f s)",
@@ -411,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT, help="where to write the checkpoints (default: the package)")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--vision-steps", type=int, default=TrainConfig.vision_steps)
+    parser.add_argument("--single-turn-steps", type=int, default=TrainConfig.single_turn_steps)
+    parser.add_argument("--batch", type=int, default=TrainConfig.batch, help="sequences per optimiser step (stages 2-3)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--stage3-from", type=Path, default=None,
@@ -419,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig(steps=args.steps, vision_steps=args.vision_steps, seed=args.seed)
+    config = TrainConfig(
+        steps=args.steps, vision_steps=args.vision_steps, single_turn_steps=args.single_turn_steps,
+        batch=args.batch, seed=args.seed,
+    )  # fmt: skip
     if args.stage3_from is not None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
