@@ -59,6 +59,14 @@ class RunResult:
     forward_s: float | None = None  # time inside model forwards during decoding
     host_syncs_per_step: float | None = None
     target_steps: int | None = None
+    decode_runs_s: list[float] = field(default_factory=list)  # every timed run; ``decode_s`` is the fastest
+
+    @property
+    def spread(self) -> float | None:
+        """Slowest timed run over the fastest, minus one (run-to-run variation of the decode time)."""
+        if len(self.decode_runs_s) < 2 or min(self.decode_runs_s) <= 0:
+            return None
+        return max(self.decode_runs_s) / min(self.decode_runs_s) - 1.0
 
     @property
     def overhead(self) -> float | None:
@@ -89,7 +97,7 @@ class BenchReport:
         return {
             "machine": self.machine,
             "settings": self.settings,
-            "runs": {n: {**asdict(r), "overhead": r.overhead} for n, r in self.runs.items()},
+            "runs": {n: {**asdict(r), "overhead": r.overhead, "spread": r.spread} for n, r in self.runs.items()},
             "speedup_over": self.speedups(),
             "step_costs_ms": self.step_costs_ms,
             "draft_over_target": self.draft_over_target,
@@ -309,6 +317,15 @@ def structures() -> dict[str, TreeStructure]:
 # ---------------------------------------------------------------------------------------------- CPU / trained pair
 
 
+def fastest(runs: list[RunResult]) -> RunResult:
+    """The fastest of ``runs`` (at least one), carrying every run's decode time in ``decode_runs_s``."""
+    if not runs:
+        raise ValueError("need at least one timed run (repeats >= 1)")
+    best = min(runs, key=lambda r: r.decode_s)
+    best.decode_runs_s = [r.decode_s for r in runs]
+    return best
+
+
 def bench_pair(
     engine,
     *,
@@ -332,22 +349,20 @@ def bench_pair(
     )  # fmt: skip
     ar_ids = None
     for name in RUNS:
-        best = None
+        timed = []
         for attempt in range(repeats + 1):  # the first run warms up
             run, ids = run_engine(engine, inputs, name, max_new_tokens, drop_rate, ar_ids)
-            if attempt and (best is None or run.decode_s < best.decode_s):
-                best = run
+            if attempt:
+                timed.append(run)
+        best = fastest(timed)
         if name == "ar":
             ar_ids = ids
             best.identical_to_ar = True
         report.runs[name] = best
         logger.info("%s: decode %.3f s, tau %s", name, best.decode_s, best.tau)
     if hf_assisted:
-        best = None
-        for attempt in range(repeats + 1):
-            run = run_hf_assisted(engine, inputs, max_new_tokens, ar_ids)
-            if attempt and (best is None or run.decode_s < best.decode_s):
-                best = run
+        runs = [run_hf_assisted(engine, inputs, max_new_tokens, ar_ids) for _ in range(repeats + 1)]
+        best = fastest(runs[1:])  # the first run warms up
         report.runs["hf-assisted"] = best
         logger.info("hf-assisted: decode %.3f s", best.decode_s)
 
@@ -378,7 +393,7 @@ def bench_pair(
 
 def format_report(report: BenchReport) -> str:
     lines = [f"machine: {report.machine}", f"settings: {json.dumps(report.settings)}", ""]
-    lines.append(f"{'method':<15}{'decode s':>10}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'overhead':>10}{'syncs/step':>12}  identical")
+    lines.append(f"{'method':<15}{'decode s':>10}{'spread':>8}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'overhead':>10}{'syncs/step':>12}  identical")
     speed = report.speedups()
     for name, r in report.runs.items():
         over_ar = speed.get("ar", {}).get(name, 1.0 if name == "ar" else float("nan"))
@@ -386,8 +401,9 @@ def format_report(report: BenchReport) -> str:
         tau = f"{r.tau:.2f}" if r.tau is not None else "-"
         overhead = f"{100 * r.overhead:.1f}%" if r.overhead is not None else "-"
         syncs = f"{r.host_syncs_per_step:.2f}" if r.host_syncs_per_step is not None else "-"
+        spread = f"+{100 * r.spread:.0f}%" if r.spread is not None else "-"
         lines.append(
-            f"{name:<15}{r.decode_s:>10.3f}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}{overhead:>10}{syncs:>12}  {r.identical_to_ar}"
+            f"{name:<15}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}{overhead:>10}{syncs:>12}  {r.identical_to_ar}"
         )
     lines.append("")
     lines.append("per-step costs (ms, medians): " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.step_costs_ms.items()))

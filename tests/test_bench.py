@@ -55,8 +55,20 @@ def test_level_widths_and_projection():
     assert bench.project(4.0, plain_ms=10.0, verify_ms=12.0, draft_ms=8.0) == pytest.approx(2.0)
 
 
+def test_fastest_keeps_every_timed_run():
+    runs = [bench.RunResult(name="ar", decode_s=t, new_tokens=4, tau=1.0, identical_to_ar=True) for t in (0.5, 0.4, 0.6)]
+    best = bench.fastest(runs)
+    assert best is runs[1]
+    assert best.decode_runs_s == [0.5, 0.4, 0.6]
+    assert best.spread == pytest.approx(0.6 / 0.4 - 1)
+    assert bench.fastest(runs[:1]).spread is None  # one run: no variation to report
+    with pytest.raises(ValueError, match="at least one"):
+        bench.fastest([])
+
+
 def test_bench_pair_reports_every_method(engine):
-    report = bench.bench_pair(engine, max_new_tokens=12, min_video_tokens=100, repeats=1)
+    report = bench.bench_pair(engine, max_new_tokens=12, min_video_tokens=100, repeats=2)
+    assert all(len(r.decode_runs_s) == 2 and r.decode_s == min(r.decode_runs_s) for r in report.runs.values())
     assert set(report.runs) == {"ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted"}
     assert all(r.identical_to_ar for r in report.runs.values())
     assert all(r.new_tokens == 12 for r in report.runs.values())
