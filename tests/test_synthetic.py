@@ -137,22 +137,22 @@ def test_question_prompt_format():
         Question(kind="colour", question="what hue is the square ?", options=("red", "blue", "green", "yellow"), answer=0)
 
 
+@pytest.mark.parametrize(
+    "kind, question, options, answer, said",
+    [
+        ("colour", "what colour is the large square ?", ("red", "blue", "green", "yellow"), 1, "large square blue"),
+        ("shape", "which shape does the red object have ?", ("circle", "square", "triangle", "diamond"), 2, "red triangle"),
+        ("motion", "in which direction does the red square move ?", ("left", "right", "up", "down"), 3, "red square down"),
+        ("order", "which object appears last in the video ?",
+         ("the red square", "the blue circle", "the green diamond", "the yellow circle"), 1, "last the blue circle"),
+        ("count", "how many objects appear in the video ?", ("two", "three", "four", "one"), 2, "four"),
+    ],
+)  # fmt: skip
+def test_spoken_answer_examples(kind, question, options, answer, said):
+    assert spoken_answer(Question(kind=kind, question=question, options=options, answer=answer)) == said
+
+
 def test_spoken_answer_repeats_the_key_then_names_exactly_the_correct_option():
-    q = Question(kind="colour", question="what colour is the large square ?",
-                 options=("red", "blue", "green", "yellow"), answer=1)  # fmt: skip
-    assert spoken_answer(q) == "large square blue"
-    q = Question(kind="shape", question="which shape does the red object have ?",
-                 options=("circle", "square", "triangle", "diamond"), answer=2)  # fmt: skip
-    assert spoken_answer(q) == "red triangle"
-    q = Question(kind="motion", question="in which direction does the red square move ?",
-                 options=("left", "right", "up", "down"), answer=3)  # fmt: skip
-    assert spoken_answer(q) == "red square down"
-    q = Question(kind="order", question="which object appears last in the video ?",
-                 options=("the red square", "the blue circle", "the green diamond", "the yellow circle"), answer=1)
-    assert spoken_answer(q) == "last the blue circle"
-    q = Question(kind="count", question="how many objects appear in the video ?",
-                 options=("two", "three", "four", "one"), answer=2)  # fmt: skip
-    assert spoken_answer(q) == "four"
     q = Question(kind="shape", question="which shape does the object have ?",
                  options=("circle", "square", "triangle", "diamond"), answer=2)  # fmt: skip
     with pytest.raises(ValueError, match="key"):

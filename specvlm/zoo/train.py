@@ -297,20 +297,19 @@ def lm_step(target, draft, processor, optimizer, params, samples, config, rng, g
     pixels = torch.cat([pixel_values(s.frames, processor) for s in samples])
     feats_t, feats_d = video_features(target, pixels), video_features(draft, pixels)
     loss_t = lm_loss(target, rows, feats_t)
+    targets = [cell_targets(s) for s in samples]
     keeps = []
-    for (input_ids, _), sample in zip(rows, samples):
+    for (input_ids, _), cells in zip(rows, targets):
         keep = None
         if rng.random() < config.draft_pruned_share:
             share = float(rng.uniform(config.draft_keep_min, config.draft_keep_max))
-            salient = cell_targets(sample)["present"].any(-1)
-            keep = draft_subset(input_ids, draft.config.video_token_id, share, gen, salient)
+            keep = draft_subset(input_ids, draft.config.video_token_id, share, gen, cells["present"].any(-1))
         keeps.append(keep)
     loss_d = lm_loss(draft, rows, feats_d, keeps)
     aux = torch.zeros(())
     if heads is not None:
-        for b, sample in enumerate(samples):
-            targets = cell_targets(sample)
-            aux = aux + aux_loss(heads[target], feats_t[b], targets) + aux_loss(heads[draft], feats_d[b], targets)
+        for b, cells in enumerate(targets):
+            aux = aux + aux_loss(heads[target], feats_t[b], cells) + aux_loss(heads[draft], feats_d[b], cells)
         aux = aux / len(samples)
     for group, scale in zip(optimizer.param_groups, (config.vision_lr_scale, 1.0)):
         group["lr"] = scale * lr
