@@ -149,6 +149,31 @@ def test_verification_trees_match_dense_sdpa(backend, prefix, seed):
             torch.testing.assert_close(out[0, root], repeat_kv(value, 2)[0, :, root], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (6, 2), (4, 1)])
+@pytest.mark.parametrize("form", ["tree", "dense", "dense_broadcast_rows"])
+def test_sdpa_masked_grouped_query_folds_heads_instead_of_copying_the_cache(monkeypatch, heads, kv_heads, form):
+    """A masked forward with grouped key/value heads equals the stock SDPA path over repeated heads, and
+    never repeats (copies) the key/value cache."""
+    from transformers.integrations import sdpa_attention
+
+    n, prefix = 6, 30
+    allowed, _ = _random_tree(n, heads + kv_heads)
+    module, query, key, value = _qkv(n, prefix + n, heads, kv_heads, seed=heads)
+    mask = tree_mask(prefix, allowed, torch.float32)
+    if form == "dense_broadcast_rows":  # one mask row for every query
+        mask = torch.zeros(1, 1, 1, prefix + n).masked_fill(torch.arange(prefix + n) % 5 == 0, torch.finfo(torch.float32).min)
+    stock, _ = sdpa_attention.sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the key/value heads were repeated")
+
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", no_copy)
+    ctx = tree_context(prefix, allowed) if form == "tree" else AttentionContext(mask=mask)
+    out, _ = specvlm_attention(module, query, key, value, None, scaling=0.3, specvlm_ctx=ctx)
+    assert out.shape == (1, n, heads, 8) and out.is_contiguous()
+    torch.testing.assert_close(out, stock, rtol=1e-6, atol=1e-6)
+
+
 def test_tree_differs_from_a_causal_chunk():
     """The masks matter: the same tensors under a tree and under a causal chunk give different outputs."""
     allowed, _ = _random_tree(6, seed=1)
