@@ -151,7 +151,8 @@ class _Level:
     rows: torch.Tensor  # (r,) tree rows (parent + 1) of the logits rows, for the draft distribution q
     expand: torch.Tensor  # (e,) nodes of this level that have children, fed after the level is drawn
     fed_before: int  # nodes fed to the draft cache before this level's expanded nodes
-    local: torch.Tensor  # (e, fed_before + e) bool: each expanded node sees its fed ancestors and itself
+    local: torch.Tensor | None  # (e, fed_before + e) bool: each expanded node sees its fed ancestors and
+    # itself; None where that is every fed key (a chain): the forward then needs no mask at all
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def _static_plan(paths: tuple[tuple[int, ...], ...], max_depth: int, device: str
                 rows=as_long([e + 1 for e in prev_expand]),
                 expand=as_long(expand),
                 fed_before=count,
-                local=local.to(device),
+                local=None if bool(local.all()) else local.to(device),
             )
         )
         count += len(expand)
@@ -211,7 +212,10 @@ def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampl
         if level.expand.numel():
             forwards += 1
             offsets = torch.full((level.expand.numel(),), base - draft.prefix - 1 + depth, dtype=torch.long, device=device)
-            ctx = AttentionContext(prefix=base, local=level.local, backend=draft.backend)
+            if level.local is None:  # every key visible: plain attention over the whole cache
+                ctx = AttentionContext(prefix=base + level.fed_before + level.expand.numel(), backend=draft.backend)
+            else:
+                ctx = AttentionContext(prefix=base, local=level.local, backend=draft.backend)
             logits = draft.feed(tokens[level.expand], offsets, ctx)[:, :vocab]
     tree = DraftTree(
         tokens=tokens, parents=plan.structure.parents, depths=plan.structure.depths, q=q_full, structure=plan.structure
