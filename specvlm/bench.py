@@ -336,7 +336,8 @@ def bench_pair(
     seed: int = 1 << 30,
     hf_assisted: bool = True,
 ) -> BenchReport:
-    """Every method on one held-out video, after one warm-up run each; the fastest of ``repeats`` runs counts."""
+    """Every method on one held-out video: a warm-up round, then ``repeats`` rounds of every method in
+    turn; each method's fastest run counts, and it is identical only when every run was."""
     from specvlm.decoding import prefill_target
 
     if engine.draft is None:
@@ -347,24 +348,27 @@ def bench_pair(
         settings=dict(max_new_tokens=max_new_tokens, drop_rate=drop_rate, repeats=repeats, seed=seed,
                       hf_assistant_tokens=HF_ASSISTANT_TOKENS, ignore_eos=True),
     )  # fmt: skip
+    # Rounds: every method once per round, the first round warming up. Interleaving the methods means a
+    # slow spell of the machine hits them all alike instead of one method's consecutive runs.
+    names = list(RUNS) + (["hf-assisted"] if hf_assisted else [])
+    timed: dict[str, list[RunResult]] = {name: [] for name in names}
     ar_ids = None
-    for name in RUNS:
-        timed = []
-        for attempt in range(repeats + 1):  # the first run warms up
-            run, ids = run_engine(engine, inputs, name, max_new_tokens, drop_rate, ar_ids)
+    for attempt in range(repeats + 1):
+        for name in names:
+            if name == "hf-assisted":
+                run = run_hf_assisted(engine, inputs, max_new_tokens, ar_ids)
+            else:
+                run, ids = run_engine(engine, inputs, name, max_new_tokens, drop_rate, ar_ids)
+                if name == "ar":
+                    ar_ids = ids if ar_ids is None else ar_ids
+                    run.identical_to_ar = ids == ar_ids
             if attempt:
-                timed.append(run)
-        best = fastest(timed)
-        if name == "ar":
-            ar_ids = ids
-            best.identical_to_ar = True
+                timed[name].append(run)
+    for name in names:
+        best = fastest(timed[name])
+        best.identical_to_ar = all(r.identical_to_ar for r in timed[name])
         report.runs[name] = best
         logger.info("%s: decode %.3f s, tau %s", name, best.decode_s, best.tau)
-    if hf_assisted:
-        runs = [run_hf_assisted(engine, inputs, max_new_tokens, ar_ids) for _ in range(repeats + 1)]
-        best = fastest(runs[1:])  # the first run warms up
-        report.runs["hf-assisted"] = best
-        logger.info("hf-assisted: decode %.3f s", best.decode_s)
 
     # per-step costs at the real contexts (first decoded position), medians of at least 30 forwards
     target = prefill_target(engine._target, inputs, capture_scores=True)

@@ -94,6 +94,32 @@ def test_bench_pair_reports_every_method(engine):
     assert "specvlm-tree" in text and "multiply-accumulates" in text
 
 
+def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
+    """A warm-up round, then every method once per round (a slow spell of the machine hits all methods
+    alike); the fastest timed run of each counts, and one non-identical run marks the method."""
+    calls = []
+    real_engine, real_hf = bench.run_engine, bench.run_hf_assisted
+
+    def run_engine(engine_, inputs, name, *args):
+        calls.append(name)
+        run, ids = real_engine(engine_, inputs, name, *args)
+        if name == "sd" and calls.count("sd") == 2:  # the first timed sd run goes wrong
+            run.identical_to_ar = False
+        return run, ids
+
+    def run_hf(*args):
+        calls.append("hf-assisted")
+        return real_hf(*args)
+
+    monkeypatch.setattr(bench, "run_engine", run_engine)
+    monkeypatch.setattr(bench, "run_hf_assisted", run_hf)
+    report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=2)
+    methods = ["ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted"]
+    assert calls == methods * 3
+    assert not report.runs["sd"].identical_to_ar
+    assert all(report.runs[m].identical_to_ar for m in methods if m != "sd")
+
+
 def test_decode_macs_counts_projections_mlp_attention_and_head():
     from transformers import Qwen2Config
 
