@@ -72,6 +72,16 @@ def test_acceptance_floor_on_held_out_videos(engine):
     assert mean["specvlm"] >= 0.85 * mean["sd"], taus
 
 
+def test_acceptance_floor_on_a_long_held_out_video(engine):
+    """At the bench's length (64 frames, 1,024 video tokens) the caption still drafts well, pruned or not."""
+    inputs = engine.build_inputs(_sample(engine, 0, frames=64).frames, synthetic.CAPTION_PROMPT, num_frames=64)
+    assert int((inputs["input_ids"] == engine.target.config.video_token_id).sum()) >= 1024
+    for method in ("sd", "specvlm"):
+        result = engine.generate(inputs=inputs, max_new_tokens=128, method=method, drop_rate=0.9)
+        assert result.stats.new_tokens > 40
+        assert result.stats.mean_accepted_tokens >= 3.0, (method, result.stats.mean_accepted_tokens)
+
+
 def test_multiple_choice_answers_beat_chance_and_follow_the_video(engine):
     """On a few held-out videos the target picks the right option well above chance (25%), and
     asking the same questions about another video changes many of its answers."""

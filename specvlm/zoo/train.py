@@ -18,7 +18,9 @@ closed vocabulary. Three stages:
    tokens needs a second hop it does not learn at this budget); the probe loss is kept and the vision
    towers train at a tenth of the learning rate; the draft sees, half the time, only a random,
    object-biased subset of the video tokens at their original positions, as after pruning;
-3. a short pass in which half the sequences are the single-turn caption request.
+3. a short pass in which half the sequences are the single-turn caption request, on videos of 8, 16
+   and 64 frames: the long ones (1,024 video tokens) teach both models to read a video at the
+   length the bench uses, where a pair trained on short clips only loses its captions.
 
 The loss covers the assistant answers only. ``--stage3-from DIR`` runs stage 3 alone on checkpoints
 saved after stages 1-2 (stage 3 draws from its own seeded generators, so the result is the same).
@@ -88,6 +90,7 @@ class TrainConfig:
     probe_every: int = 100  # held-out multiple-choice check interval (0: never)
     single_turn_steps: int = 40  # stage 3
     single_turn_lr: float = 1e-3
+    single_turn_frames: tuple[int, ...] = (8, 16, 64)  # stage 3 adds long videos (64 frames: 1,024 video tokens)
 
 
 def build_tokenizer():
@@ -329,7 +332,8 @@ def _param_groups(target, draft, extra=()):
 
 
 def single_turn_stage(target, draft, processor, config: "TrainConfig") -> None:
-    """Stage 3: a short pass where half the sequences are the single-turn caption request.
+    """Stage 3: a short pass where half the sequences are the single-turn caption request, on short
+    and long videos (``config.single_turn_frames``).
 
     Stage 2 always puts the caption last (so no answer can be copied from it); this stage teaches the
     caption right after the video, as users ask for it. It draws from its own seeded generators, so
@@ -344,7 +348,7 @@ def single_turn_stage(target, draft, processor, config: "TrainConfig") -> None:
     start = time.perf_counter()
     history = []
     for step in range(config.single_turn_steps):
-        frames = int(rng.choice(config.frames_choices))
+        frames = int(rng.choice(config.single_turn_frames))
         samples = [
             synthetic.generate_sample(int(rng.integers(1 << 30)), num_frames=frames, height=IMAGE_SIZE, width=IMAGE_SIZE)
             for _ in range(config.batch)
