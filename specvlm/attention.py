@@ -77,7 +77,8 @@ class AttentionContext:
     # True when `local` is known to be the square lower triangle (a causal chunk): lets a fused causal
     # kernel handle the local block. Set by causal_context; never inferred (that would sync the device).
     _local_causal: bool = field(default=False, repr=False, compare=False)
-    # dense masks already built for this forward, by (dtype, device): every layer asks for the same one
+    # dense masks already built for this forward, by (dtype, device), and their tiles for grouped heads:
+    # every layer asks for the same ones
     _dense: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):

@@ -215,20 +215,25 @@ def _reject_unsupported(name: str, dropout: float, kwargs: dict) -> None:
 # query (B, H, q, D); key/value (B, H_kv, kv, D); ctx already checked against the shapes.
 
 
-def _fold_grouped_heads(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None) -> tuple | None:
+def _fold_grouped_heads(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, cache: dict) -> tuple | None:
     """(query (B, H_kv, G * q, D), mask (1, 1, G * q, kv)) for a masked grouped-query forward, or None.
 
     The G query heads that share a key/value head become G blocks of rows over that head (row
     g * q + i is head g's query i), with the mask tiled to match: exactly the same attention, without
     the copy of the whole key/value cache that repeating its heads makes (about a third of a 6-query
     verification at 1k context on CPU). None where there is nothing to fold (one group, no mask, or a
-    mask with its own head axis).
+    mask with its own head axis). ``cache``: where the tiled mask is kept for the forward's other layers.
     """
     groups = query.shape[1] // key.shape[1]
     if groups == 1 or mask is None or mask.dim() != 4 or mask.shape[:2] != (1, 1):
         return None
     b, _, q_len, d = query.shape
-    folded_mask = mask if mask.shape[2] == 1 else mask.repeat(1, 1, groups, 1)
+    folded_mask = mask
+    if mask.shape[2] > 1:
+        tiled = ("tiled", groups, mask.dtype, str(mask.device))
+        if tiled not in cache:
+            cache[tiled] = mask.repeat(1, 1, groups, 1)
+        folded_mask = cache[tiled]
     return query.reshape(b, key.shape[1], groups * q_len, d), folded_mask
 
 
@@ -240,7 +245,7 @@ def _sdpa_backend(module, query, key, value, ctx, scaling, dropout, need_lse, **
     else:
         mask, is_causal = None, q_len > 1
     plain_kernel = kwargs.get("position_bias") is None and kwargs.get("softcap") is None
-    folded = _fold_grouped_heads(query, key, mask) if plain_kernel else None
+    folded = _fold_grouped_heads(query, key, mask, ctx._dense) if plain_kernel else None
     if folded is not None:
         fq, fmask = folded
         out = torch.nn.functional.scaled_dot_product_attention(fq, key, value, attn_mask=fmask, dropout_p=dropout, scale=scaling)
