@@ -1,6 +1,7 @@
 """Train the embedded tiny target/draft pair on the synthetic video-QA task (CPU, fixed seed).
 
-    python -m specvlm.zoo.train [--out DIR] [--steps N] [--vision-steps N] [--batch B] [--seed S] [--stage3-from DIR]
+    python -m specvlm.zoo.train [--out DIR] [--steps N] [--vision-steps N] [--batch B] [--seed S]
+                                [--save-stage2 DIR] [--stage3-from DIR]
 
 Both models are stock ``LlavaOnevisionForConditionalGeneration`` (SigLIP vision tower, Qwen2 text
 model) with a stock ``LlavaOnevisionProcessor`` and a word-level tokenizer over the generator's
@@ -22,8 +23,9 @@ closed vocabulary. Three stages:
    and 64 frames: the long ones (1,024 video tokens) teach both models to read a video at the
    length the bench uses, where a pair trained on short clips only loses its captions.
 
-The loss covers the assistant answers only. ``--stage3-from DIR`` runs stage 3 alone on checkpoints
-saved after stages 1-2 (stage 3 draws from its own seeded generators, so the result is the same).
+The loss covers the assistant answers only. ``--save-stage2 DIR`` also writes the checkpoints as they
+are after stages 1-2; ``--stage3-from DIR`` runs stage 3 alone on such checkpoints (stage 3 draws
+from its own seeded generators, so the result is the same as one full run's).
 
 What this module deliberately does not do: use GPUs, mixed precision or any data besides the
 synthetic generator.
@@ -370,7 +372,7 @@ def save(out: Path, target, draft, processor) -> None:
         processor.save_pretrained(path)
 
 
-def train(out: Path, config: TrainConfig) -> dict:
+def train(out: Path, config: TrainConfig, save_stage2: Path | None = None) -> dict:
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -438,6 +440,9 @@ def train(out: Path, config: TrainConfig) -> dict:
             )  # fmt: skip
             target.train()
             draft.train()
+    if save_stage2 is not None:
+        save(save_stage2, target, draft, processor)
+        logger.info("stage 1-2 checkpoints written to %s", save_stage2)
     single_turn_stage(target, draft, processor, config)
     save(out, target, draft, processor)
     return {"seconds": time.perf_counter() - start, "final_loss": np.mean(history[-50:], axis=0).tolist()}
@@ -452,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=TrainConfig.batch, help="sequences per optimiser step (stages 2-3)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--save-stage2", type=Path, default=None,
+                        help="also write the checkpoints after stages 1-2 to this directory (for --stage3-from)")
     parser.add_argument("--stage3-from", type=Path, default=None,
                         help="run only stage 3 on the checkpoints saved in this directory by stages 1-2")  # fmt: skip
     args = parser.parse_args(argv)
@@ -474,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         save(args.out, target, draft, processor)
         logger.info("stage 3 done in %.0f s", time.perf_counter() - start)
         return 0
-    report = train(args.out, config)
+    report = train(args.out, config, save_stage2=args.save_stage2)
     logger.info("done in %.0f s; final losses %s", report["seconds"], report["final_loss"])
     return 0
 
