@@ -359,8 +359,9 @@ def bench_pair(
                 run = run_hf_assisted(engine, inputs, max_new_tokens, ar_ids)
             else:
                 run, ids = run_engine(engine, inputs, name, max_new_tokens, drop_rate, ar_ids)
-                if name == "ar":
-                    ar_ids = ids if ar_ids is None else ar_ids
+                if name == "ar":  # the warm-up round's ids are the reference every later run is held to
+                    if ar_ids is None:
+                        ar_ids = ids
                     run.identical_to_ar = ids == ar_ids
             if attempt:
                 timed[name].append(run)
