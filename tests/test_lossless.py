@@ -126,3 +126,19 @@ def test_video_file_through_decord_and_pyav_matches_stock(checkpoints, video_fil
     result = engine.generate(video=video_file, prompt="What moves?", num_frames=8, max_new_tokens=24)
     assert result.token_ids == ref
     assert result.stats.video_tokens > 0 and 0 < result.stats.kept_video_tokens < result.stats.video_tokens
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decoding_uses_no_deprecated_transformers_argument(checkpoints, references, family):
+    """The loop calls the stock text model with the argument names the installed transformers declares:
+    a deprecated name would warn on every forward (and stop working when it is removed)."""
+    import warnings
+
+    inputs, expected = references[family]
+    engine = _engine(checkpoints, family, "separate")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = engine.generate(inputs=inputs, max_new_tokens=8, method="specvlm", drop_rate=0.5)
+    assert result.token_ids == expected[:8]
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert deprecated == []

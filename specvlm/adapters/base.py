@@ -15,6 +15,7 @@ drafting and verification.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,10 @@ class ModelAdapter:
             raise ValueError(
                 f"{self.family}: layer types {sorted(set(layer_types))} are not supported; only full attention is"
             )
+        # transformers 5.24 renamed the text models' ``past_key_values`` argument to ``cache`` (the old
+        # name still works there, with a FutureWarning on every call); earlier 5.x only know the old one
+        parameters = inspect.signature(self.language_model().forward).parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
 
     # ---- properties the loop reads -------------------------------------------------------------
     @property
@@ -138,9 +143,9 @@ class ModelAdapter:
             inputs_embeds=embeds,
             position_ids=self.as_position_ids(pos),
             attention_mask=masks,
-            past_key_values=cache,
             use_cache=True,
             specvlm_ctx=ctx,
+            **{self._cache_kwarg: cache},
         )
         hidden = out.last_hidden_state
         if logits_to_keep:
