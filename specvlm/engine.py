@@ -320,25 +320,39 @@ class SpecVLM:
         """(draft sequence or None, kept video tokens) for ``method``."""
         if method == "ar":
             return None, 0
+        keep, kept = self._draft_keep(method, config, target)
+        draft = prefill_draft(self._draft, inputs, target, keep, positions=config.positions)
+        return draft, kept
+
+    def _draft_keep(self, method, config, target) -> tuple[torch.Tensor, int]:
+        """(sorted prompt positions the draft is prefilled with, kept video tokens) for "sd" or "specvlm"."""
         layout = target.layout
         length = target.seq.prefix
         if method == "sd":
-            keep = torch.arange(length)
-            kept = layout.num_tokens
-        else:
-            result = pruning.select(
-                config.pruning,
-                target.scores,
-                layout.grid,
-                config.drop_rate,
-                stage1_mass=config.stage1_mass,
-                seed=config.seed,
-                window=config.window,
-            )
-            keep = pruning.keep_sequence_indices(length, layout.positions, result.kept.cpu())
-            kept = int(result.kept.numel())
-        draft = prefill_draft(self._draft, inputs, target, keep, positions=config.positions)
-        return draft, kept
+            return torch.arange(length), layout.num_tokens
+        result = pruning.select(
+            config.pruning,
+            target.scores,
+            layout.grid,
+            config.drop_rate,
+            stage1_mass=config.stage1_mass,
+            seed=config.seed,
+            window=config.window,
+        )
+        keep = pruning.keep_sequence_indices(length, layout.positions, result.kept.cpu())
+        return keep, int(result.kept.numel())
+
+    def draft_keep(self, inputs, method: str = "specvlm", **overrides) -> torch.Tensor:
+        """The sorted prompt positions (long, on CPU) the draft is prefilled with for ``inputs``: every
+        text token plus the video tokens ``method`` keeps ("sd": all; "specvlm": the pruning chosen by
+        the settings, ``overrides`` as in :meth:`generate`). Runs the target's prefill to score them."""
+        if method not in ("sd", "specvlm"):
+            raise ValueError(f"draft_keep needs method 'sd' or 'specvlm', got {method!r}")
+        config = self.config.replace(**overrides) if overrides else self.config
+        capture = method == "specvlm" and pruning.needs_scores(config.pruning)
+        backend = resolve_backend(config.attn_backend, self._target.device)
+        target = prefill_target(self._target, inputs, capture_scores=capture, backend=backend)
+        return self._draft_keep(method, config, target)[0]
 
     def _check_context(self, next_pos: int, max_new_tokens: int) -> None:
         """Raise before decoding if a position id would pass the target's ``max_position_embeddings``.

@@ -142,3 +142,21 @@ def test_decoding_uses_no_deprecated_transformers_argument(checkpoints, referenc
     assert result.token_ids == expected[:8]
     deprecated = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
     assert deprecated == []
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_draft_keep_is_what_the_draft_is_prefilled_with(checkpoints, references, family):
+    """``draft_keep`` returns every text token plus the video tokens the pruning keeps: all of the
+    prompt for "sd", the count ``generate`` reports for "specvlm"; ar has no draft to keep for."""
+    inputs, _ = references[family]
+    engine = _engine(checkpoints, family, "separate")
+    length = int(inputs["input_ids"].shape[1])
+    assert torch.equal(engine.draft_keep(inputs, "sd"), torch.arange(length))
+    keep = engine.draft_keep(inputs, drop_rate=0.75)
+    video = engine._target.layout(inputs).positions
+    kept_video = int(torch.isin(keep, video).sum())
+    result = engine.generate(inputs=inputs, max_new_tokens=2, method="specvlm", drop_rate=0.75)
+    assert kept_video == result.stats.kept_video_tokens < video.numel()
+    assert keep.numel() == length - video.numel() + kept_video and torch.equal(keep, keep.sort().values)
+    with pytest.raises(ValueError, match="'sd' or 'specvlm'"):
+        engine.draft_keep(inputs, "ar")
