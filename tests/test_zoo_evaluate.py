@@ -80,3 +80,22 @@ def test_answers_that_ignore_the_video_are_flagged(monkeypatch):
     assert summary["mc_accuracy_swapped_video"] == pytest.approx(share_c)
     assert summary["tau"]["sd"] == 2.0
     assert summary["identical_to_ar"]["sd"] == "2/2"
+
+
+def test_checkpoints_option_measures_a_training_runs_output(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="specvlm-tiny-target.*--out of the training command"):
+        ev.pair_paths(tmp_path)
+    for name in ev.CHECKPOINTS.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    assert ev.pair_paths(tmp_path) == (tmp_path / "specvlm-tiny-target", tmp_path / "specvlm-tiny-draft")
+    assert ev.pair_paths(None) == (ev.checkpoint("target"), ev.checkpoint("draft"))
+    loaded = []
+
+    def load(cls, target, draft=None, **kwargs):
+        loaded.append((target, draft))
+        return ScriptedEngine(1, grounded=True)
+
+    monkeypatch.setattr(ev.SpecVLM, "from_pretrained", classmethod(load))
+    assert ev.main(["--checkpoints", str(tmp_path), "--samples", "1", "--frames", str(FRAMES)]) == 0
+    assert loaded == [(tmp_path / "specvlm-tiny-target", tmp_path / "specvlm-tiny-draft")]

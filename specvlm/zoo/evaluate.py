@@ -1,6 +1,9 @@
 """Measure the embedded pair on held-out synthetic videos: accuracy, caption facts, tau per pruning.
 
-    python -m specvlm.zoo.evaluate [--samples N] [--frames T] [--json FILE]
+    python -m specvlm.zoo.evaluate [--samples N] [--frames T] [--json FILE] [--checkpoints DIR]
+
+``--checkpoints DIR`` measures the pair a training run wrote there (``python -m specvlm.zoo.train
+--out DIR``) instead of the embedded one.
 
 Held-out videos use generator seeds at and above 2**30, outside the range training draws from.
 Reported, all measured by this command:
@@ -26,10 +29,11 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from specvlm import synthetic
 from specvlm.engine import SpecVLM
-from specvlm.zoo import checkpoint
+from specvlm.zoo import CHECKPOINTS, checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +100,20 @@ def caption_score(caption: str, sample) -> tuple[int, int, bool]:
     return correct, len(FACTS) * len(sample.objects), stated["count"] == len(sample.objects)
 
 
-def evaluate(samples: int, frames: int, max_new_tokens: int = 200) -> Report:
-    engine = SpecVLM.from_pretrained(checkpoint("target"), draft=checkpoint("draft"), num_draft_tokens=5)
+def pair_paths(root: str | Path | None = None) -> tuple[Path, Path]:
+    """(target, draft) directories: the embedded pair, or the one a training run wrote under ``root``."""
+    if root is None:
+        return checkpoint("target"), checkpoint("draft")
+    paths = tuple(Path(root) / CHECKPOINTS[name] for name in ("target", "draft"))
+    missing = [str(p) for p in paths if not (p / "config.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"no checkpoint at {', '.join(missing)}; --checkpoints takes the --out of the training command")
+    return paths
+
+
+def evaluate(samples: int, frames: int, max_new_tokens: int = 200, root: str | Path | None = None) -> Report:
+    target, draft = pair_paths(root)
+    engine = SpecVLM.from_pretrained(target, draft=draft, num_draft_tokens=5)
     side = engine.target.config.vision_config.image_size
     report = Report(samples=samples, frames=frames)
     for i in range(samples):
@@ -142,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--json", default=None, help="also write the summary to this file")
+    parser.add_argument("--checkpoints", default=None, help="the --out directory of a training run (default: the embedded pair)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = evaluate(args.samples, args.frames, args.max_new_tokens).summary()
+    summary = evaluate(args.samples, args.frames, args.max_new_tokens, root=args.checkpoints).summary()
     text = json.dumps(summary, indent=2)
     sys.stdout.write(text + "\n")
     if args.json:
