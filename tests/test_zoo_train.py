@@ -1,5 +1,5 @@
 """The training command end to end on a minimal budget: checkpoints that load with the stock classes,
-and stage 3 run alone on saved stage 1-2 checkpoints gives exactly what one full run gives."""
+and stages 3-4 run alone on saved stage 1-2 checkpoints give exactly what one full run gives."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from specvlm.zoo import CHECKPOINTS
 from specvlm.zoo.train import main
 
-TINY_BUDGET = ["--steps", "1", "--vision-steps", "1", "--single-turn-steps", "1", "--batch", "2"]
+TINY_BUDGET = ["--steps", "1", "--vision-steps", "1", "--single-turn-steps", "1", "--distill-samples", "3", "--batch", "2"]
 
 
 def _weights(root):
@@ -31,3 +31,50 @@ def test_training_command_writes_loadable_checkpoints_and_stage3_alone_matches(t
         assert final[name].keys() == again[name].keys()
         assert all(torch.equal(final[name][k], again[name][k]) for k in final[name])
         assert any(not torch.equal(final[name][k], before[name][k]) for k in final[name])  # stage 3 trained
+
+
+def _tiny_pair_parts():
+    import numpy as np
+
+    from specvlm import synthetic
+    from specvlm.zoo import train
+
+    tokenizer = train.build_tokenizer()
+    model, processor = train.build_model(train.DRAFT, tokenizer)
+    sample = synthetic.generate_sample(3, num_frames=8, height=train.IMAGE_SIZE, width=train.IMAGE_SIZE)
+    return train, tokenizer, model.eval(), processor, sample, np.random.default_rng(0)
+
+
+def test_packed_turns_see_only_the_video_prefix_at_single_turn_positions():
+    """Each turn of a packed training row computes exactly what the single-turn prompt computes alone."""
+    train, _, model, processor, sample, rng = _tiny_pair_parts()
+    rows = [train.encode(sample, processor, rng, turns=4)]
+    ids, labels, branch = rows[0]
+    assert branch.unique().tolist() == [0, 1, 2, 3, 4]
+    assert (labels[0][branch == 0] == -100).all()
+    with torch.no_grad():
+        feats = train.video_features(model, train.pixel_values(sample.frames, processor))
+        hidden, packed_labels = train.packed_forward(model, rows, feats)
+        assert torch.equal(packed_labels[0], labels[0])
+        embed = model.get_input_embeddings()
+        for turn in range(1, 5):
+            index = ((branch == 0) | (branch == turn)).nonzero().squeeze(-1)
+            alone = embed(ids[0, index]).clone()
+            alone[ids[0, index] == model.config.video_token_id] = feats[0]
+            reference = model.model.language_model(inputs_embeds=alone[None]).last_hidden_state[0]
+            torch.testing.assert_close(hidden[0, index], reference, rtol=1e-4, atol=1e-5)
+
+
+def test_probe_scores_attributes_against_the_word_embeddings():
+    """A video token that points the way ``red`` + ``square`` + ``large`` do is scored as that object."""
+    train, tokenizer, model, _, _, _ = _tiny_pair_parts()
+    probe = train.Probe(model.config.text_config.hidden_size, tokenizer)
+    weight = model.get_input_embeddings().weight.detach()
+    word = {w: weight[tokenizer.convert_tokens_to_ids(w)] for w in ("red", "square", "large", "blue", "circle", "small")}
+    feats = torch.stack([word["red"] + word["square"] + word["large"], word["blue"] + word["circle"] + word["small"]])
+    with torch.no_grad():
+        (colour, shape, size), offset, present = probe(feats, weight)
+    names = [list(words) for words in train.PROBE_WORDS]
+    picked = [[names[a][int(logits[i, 1:].argmax())] for a, logits in enumerate((colour, shape, size))] for i in range(2)]
+    assert picked == [["red", "square", "large"], ["blue", "circle", "small"]]
+    assert offset.shape == (2, 2) and present.shape == (2, len(names[0]))
