@@ -287,9 +287,7 @@ class SpecVLM:
         stats = GenerationStats(method=method)
         timer = Timer(self._target.device)
         with timer("prefill"):
-            capture = method == "specvlm" and pruning.needs_scores(config.pruning)
-            backend = resolve_backend(config.attn_backend, self._target.device)
-            target = prefill_target(self._target, inputs, capture_scores=capture, backend=backend)
+            target = self._prefill_target(method, config, inputs)
             self._check_context(target.seq.next_pos, max_new_tokens)
             draft, kept = self._prefill_draft(method, config, inputs, target)
         stats.video_tokens = target.layout.num_tokens
@@ -349,10 +347,13 @@ class SpecVLM:
         if method not in ("sd", "specvlm"):
             raise ValueError(f"draft_keep needs method 'sd' or 'specvlm', got {method!r}")
         config = self.config.replace(**overrides) if overrides else self.config
+        return self._draft_keep(method, config, self._prefill_target(method, config, inputs))[0]
+
+    def _prefill_target(self, method, config, inputs):
+        """The target's prefill, scoring the video tokens when ``method``'s pruning reads the scores."""
         capture = method == "specvlm" and pruning.needs_scores(config.pruning)
         backend = resolve_backend(config.attn_backend, self._target.device)
-        target = prefill_target(self._target, inputs, capture_scores=capture, backend=backend)
-        return self._draft_keep(method, config, target)[0]
+        return prefill_target(self._target, inputs, capture_scores=capture, backend=backend)
 
     def _check_context(self, next_pos: int, max_new_tokens: int) -> None:
         """Raise before decoding if a position id would pass the target's ``max_position_embeddings``.

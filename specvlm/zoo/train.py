@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from specvlm import synthetic
+from specvlm.engine import SpecVLM
 from specvlm.tiny import TinySpec, llava_onevision
 from specvlm.zoo import CHECKPOINTS, ROOT
 
@@ -466,8 +467,6 @@ def distill_stage(target, draft, processor, config: "TrainConfig") -> None:
     by agreement with the target, right or wrong, so this is what raises tau. Own seeded generators,
     like stage 3.
     """
-    from specvlm.engine import SpecVLM
-
     if config.distill_samples < 1 or config.distill_epochs < 1:
         return
     rng = np.random.default_rng(config.seed + 4)
