@@ -88,16 +88,17 @@ def truncate(cache: DynamicCache, new_length: int) -> None:
         cache.crop(new_length - current)  # a negative count removes that many trailing positions
 
 
-def keep(cache: DynamicCache, start: int, indices: torch.Tensor) -> None:
+def keep(cache: DynamicCache, start: int, indices: torch.Tensor | list[int]) -> None:
     """Keep positions ``[0, start)`` plus ``start + indices`` and drop the rest (in place).
 
-    Used after verification: ``indices`` (n,) sorted, are the committed nodes' offsets in the verified
-    block. A contiguous run ``0..n-1`` (a chain's accepted prefix) is a plain crop; otherwise the kept
+    Used after verification: ``indices`` (sorted; a list, or an (n,) tensor) are the committed nodes'
+    offsets in the verified block. A contiguous run ``0..n-1`` (a chain's accepted prefix) is a plain crop; otherwise the kept
     rows are gathered and written back at ``start`` before cropping, so the prefix is never copied.
     """
-    indices = indices.to(torch.long).cpu()
-    n = int(indices.numel())
-    contiguous = bool(torch.equal(indices, torch.arange(n)))
+    values = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+    n = len(values)
+    contiguous = values == list(range(n))
+    indices = None if contiguous else torch.tensor(values, dtype=torch.long)
     for layer in _layers(cache):
         if layer.keys is None or layer.keys.numel() == 0:
             continue

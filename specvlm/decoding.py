@@ -201,11 +201,11 @@ def decode(
         committed_before = len(out)
         # target cache: keep the pending (root) token and the accepted nodes; the bonus token is pending
         start = kv.length(tseq.cache) - drafted.size - 1
-        kv.keep(tseq.cache, start, torch.tensor([0] + [i + 1 for i in path], dtype=torch.long))
+        kv.keep(tseq.cache, start, [0] + [i + 1 for i in path])
         if proposal is not None:
             # draft cache: everything committed before this step + accepted nodes it has already fed
             fed = [proposal.fed[i] for i in path if proposal.fed[i] >= 0]
-            kv.keep(draft.cache, proposal.base, torch.tensor(fed, dtype=torch.long))
+            kv.keep(draft.cache, proposal.base, fed)
         new = [drafted.host_tokens[i] for i in path] + [bonus]
         for token in new:
             out.append(token)

@@ -205,7 +205,10 @@ def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampl
     logits = root_logits  # rows: the previous level's expanded nodes (the root first)
     forwards = 1
     for depth, level in enumerate(plan.levels, start=1):
-        picked, q, _ = _children(logits, level.width, sampling, generator)
+        if sampling is None:  # the top-ranked children; their log-probabilities are not needed here
+            picked, q = (logits.argmax(-1, keepdim=True) if level.width == 1 else logits.topk(level.width, dim=-1).indices), None
+        else:
+            picked, q, _ = _children(logits, level.width, sampling, generator)
         tokens[level.nodes] = picked[level.src_row, level.rank]
         if q_full is not None:
             q_full[level.rows] = q

@@ -160,3 +160,20 @@ def test_draft_keep_is_what_the_draft_is_prefilled_with(checkpoints, references,
     assert keep.numel() == length - video.numel() + kept_video and torch.equal(keep, keep.sort().values)
     with pytest.raises(ValueError, match="'sd' or 'specvlm'"):
         engine.draft_keep(inputs, "ar")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adapter_follows_its_model_when_the_model_moves(family):
+    """The adapter keeps a handle on the input embeddings; moving the model (here to float64) moves what
+    the loop reads: its dtype and the embeddings it looks up."""
+    from specvlm.adapters import adapter_for
+    from specvlm.tiny import TinySpec, build_tiny
+
+    model, _ = build_tiny(TinySpec(family=family, num_layers=1))
+    adapter = adapter_for(model)
+    assert adapter.dtype == torch.float32
+    model.to(torch.float64)
+    ids = torch.tensor([[1, 2, 3]])
+    assert adapter.dtype == torch.float64 and adapter.device == model.device
+    assert torch.equal(adapter.embed_tokens(ids), model.get_input_embeddings()(ids))
+    assert adapter.embed_tokens(ids).dtype == torch.float64

@@ -70,15 +70,19 @@ class ModelAdapter:
         # name still works there, with a FutureWarning on every call); earlier 5.x only know the old one
         parameters = inspect.signature(self.language_model().forward).parameters
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        # the stock ``get_input_embeddings()`` searches the module tree on every call (about 20 us here,
+        # several times per decode step); the module stays the same object when the model moves (build the
+        # engine after any resize_token_embeddings, which replaces it)
+        self._input_embeddings = model.get_input_embeddings()
 
     # ---- properties the loop reads -------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return self._input_embeddings.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.get_input_embeddings().weight.dtype
+        return self._input_embeddings.weight.dtype
 
     @property
     def vocab_size(self) -> int:
@@ -99,7 +103,7 @@ class ModelAdapter:
         input_ids = inputs["input_ids"].to(self.device)
         if input_ids.shape[0] != 1:
             raise ValueError(f"batch size {input_ids.shape[0]} is not supported; SpecVLM decodes one prompt at a time")
-        embeds = self.model.get_input_embeddings()(input_ids)
+        embeds = self._input_embeddings(input_ids)
         slots = (input_ids[0] == self.video_token_id).nonzero().squeeze(-1)  # (N_slots,)
         features = self.video_features(inputs)  # (N_features, D)
         if features.shape[0] != slots.numel():
@@ -112,7 +116,7 @@ class ModelAdapter:
 
     def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
         """(1, n) token ids -> (1, n, D) embeddings."""
-        return self.model.get_input_embeddings()(token_ids.to(self.device))
+        return self._input_embeddings(token_ids.to(self.device))
 
     # ---- positions ----------------------------------------------------------------------------
     def as_position_ids(self, pos: torch.Tensor) -> torch.Tensor:
