@@ -83,6 +83,8 @@ class BenchReport:
     runs: dict[str, RunResult] = field(default_factory=dict)
     step_costs_ms: dict[str, float] = field(default_factory=dict)
     draft_over_target: dict[str, float] = field(default_factory=dict)  # per-token decode cost ratios
+    step_profile_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # step -> operator group -> ms
+    weight_mb: dict[str, float] = field(default_factory=dict)  # model -> MB of weights read per decode step
 
     def speedups(self) -> dict[str, dict[str, float]]:
         """Decode-time ratios: baseline time / run time, for baselines ``ar`` and ``hf-assisted``."""
@@ -101,6 +103,8 @@ class BenchReport:
             "speedup_over": self.speedups(),
             "step_costs_ms": self.step_costs_ms,
             "draft_over_target": self.draft_over_target,
+            "step_profile_ms": self.step_profile_ms,
+            "weight_mb": self.weight_mb,
         }
 
 
@@ -238,10 +242,9 @@ def _median_ms(fn, repeats: int, device) -> float:
     return 1e3 * statistics.median(times)
 
 
-def forward_cost(seq, structure: TreeStructure | None, repeats: int) -> float:
-    """Median ms of one forward of ``seq`` (a decoding Sequence) over a root token plus the nodes of
-    ``structure`` under its tree mask (``None``: the root alone, a plain decode step); the cache is
-    rolled back after each forward."""
+def _step(seq, structure: TreeStructure | None):
+    """A closure running one forward of ``seq`` over a root token plus the nodes of ``structure`` under
+    its tree mask (``None``: the root alone, a plain decode step), then rolling the cache back."""
     adapter = seq.adapter
     device = adapter.device
     decoded = seq.decoded
@@ -249,7 +252,6 @@ def forward_cost(seq, structure: TreeStructure | None, repeats: int) -> float:
     ids = torch.zeros(n + 1, dtype=torch.long, device=device)
     depths = torch.zeros(1, dtype=torch.long) if structure is None else torch.cat([torch.zeros(1, dtype=torch.long), structure.depths])
     offsets = (decoded + depths).to(device)
-
     verify_mask = None if structure is None else structure.verify_mask.to(device)
 
     def run():
@@ -261,9 +263,52 @@ def forward_cost(seq, structure: TreeStructure | None, repeats: int) -> float:
         seq.feed(ids, offsets, ctx, logits_to_keep=0)
         seq.rollback(decoded)
 
+    return run
+
+
+def forward_cost(seq, structure: TreeStructure | None, repeats: int) -> float:
+    """Median ms of one forward of ``seq`` (a decoding Sequence) over a root token plus the nodes of
+    ``structure`` under its tree mask (``None``: the root alone, a plain decode step); the cache is
+    rolled back after each forward."""
+    run = _step(seq, structure)
     with torch.no_grad():
         run()  # warm-up
-        return _median_ms(run, repeats, device)
+        return _median_ms(run, repeats, seq.adapter.device)
+
+
+#: Operator groups of :func:`step_profile`: aten operator names containing any of these substrings.
+OP_GROUPS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm"), "attention": ("scaled_dot_product", "_efficient_attention", "_flash_attention")}
+
+
+def step_profile(seq, structure: TreeStructure | None, repeats: int) -> dict[str, float]:
+    """Where one forward's time goes (:func:`forward_cost`'s step): self CPU time per forward (ms) of the
+    operators in each :data:`OP_GROUPS` group and of all other operators, under ``torch.profiler``.
+
+    The profiler adds a little to every operator, so the groups sum to somewhat more than an
+    unprofiled step; the shares are what it shows.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    run = _step(seq, structure)
+    with torch.no_grad():
+        run()  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                run()
+    out = dict.fromkeys([*OP_GROUPS, "other ops"], 0.0)
+    for event in prof.key_averages():
+        group = next((g for g, names in OP_GROUPS.items() if any(n in event.key for n in names)), "other ops")
+        out[group] += event.self_cpu_time_total / 1e3 / repeats  # microseconds -> ms per forward
+    return out
+
+
+def weight_bytes(adapter: ModelAdapter) -> int:
+    """Bytes of the weights one decode step reads: the language model's decoder and the LM head (the
+    input embedding table only when the head shares it: a step looks up one of its rows)."""
+    embedding = {id(p) for p in adapter.language_model().get_input_embeddings().parameters()}
+    params = {id(p): p for p in adapter.language_model().parameters() if id(p) not in embedding}
+    params.update({id(p): p for p in adapter.model.lm_head.parameters()})
+    return sum(p.numel() * p.element_size() for p in params.values())
 
 
 def level_widths(structure: TreeStructure) -> list[int]:
@@ -335,9 +380,12 @@ def bench_pair(
     repeats: int = 3,
     seed: int = 1 << 30,
     hf_assisted: bool = True,
+    profile: bool = False,
 ) -> BenchReport:
     """Every method on one held-out video: a warm-up round, then ``repeats`` rounds of every method in
-    turn; each method's fastest run counts, and it is identical only when every run was."""
+    turn; each method's fastest run counts, and it is identical only when every run was. ``profile``:
+    also break the plain step, the chain verification and the draft step down by operator group
+    (:func:`step_profile`) and report the weights each model reads per decode step."""
     from specvlm.decoding import prefill_target
 
     if engine.draft is None:
@@ -393,6 +441,15 @@ def bench_pair(
         "arithmetic": decode_macs(engine.draft.config.get_text_config(), context)
         / decode_macs(engine.target.config.get_text_config(), context),
     }
+    if not profile:
+        return report
+    chain_name = f"verify_chain_{shapes['chain'].parents.numel() + 1}_tokens"
+    report.step_profile_ms = {
+        "plain_step": step_profile(target.seq, None, n),
+        chain_name: step_profile(target.seq, shapes["chain"], n),
+        "draft_step_pruned": step_profile(draft_seq, None, n),
+    }
+    report.weight_mb = {"target": weight_bytes(target.seq.adapter) / 2**20, "draft": weight_bytes(draft_seq.adapter) / 2**20}
     return report
 
 
@@ -418,6 +475,19 @@ def format_report(report: BenchReport) -> str:
             f"draft decode step / target decode step at the target's context: {100 * ratio['time']:.0f}% of the time, "
             f"{100 * ratio['arithmetic']:.1f}% of the multiply-accumulates"
         )
+    if report.step_profile_ms:
+        lines.append("where a step's time goes (ms per forward, operators' self time under torch.profiler):")
+        for step, groups in report.step_profile_ms.items():
+            total = sum(groups.values())
+            parts = ", ".join(f"{g} {ms:.2f} ({100 * ms / total:.0f}%)" for g, ms in groups.items())
+            lines.append(f"  {step}: {parts}")
+    if report.weight_mb:
+        text = ", ".join(f"{m} {mb:.1f} MB" for m, mb in report.weight_mb.items())
+        plain = report.step_profile_ms.get("plain_step", {}).get("matmul")
+        if plain and "target" in report.weight_mb:
+            rate = report.weight_mb["target"] * 2**20 / (plain / 1e3) / 1e9
+            text += f" (the target's, over its plain step's matmul time: {rate:.1f} GB/s)"
+        lines.append("weights read per decode step: " + text)
     return "\n".join(lines)
 
 

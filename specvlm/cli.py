@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--drop-rate", type=float, default=0.9)
     bench.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up (fastest counts)")
     bench.add_argument("--no-hf-assisted", action="store_true", help="skip transformers' assisted generation")
+    bench.add_argument("--profile", action="store_true",
+                       help="also break a plain step, a chain verification and a draft step down by operator (torch.profiler)")
     bench.add_argument("--attn-backend", default="auto", help="auto | sdpa | cascade | flash_attn (default: auto)")
     bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target shape")
     bench.add_argument("--draft-shape", default="qwen2-0.5b", help="cuda mode: draft shape")
@@ -146,7 +148,7 @@ def _bench(args) -> int:
         engine = SpecVLM.from_pretrained(target, draft=draft, torch_dtype=torch.float32, attn_backend=args.attn_backend)
         report = bench.bench_pair(
             engine, max_new_tokens=args.max_new_tokens, min_video_tokens=args.min_video_tokens,
-            drop_rate=args.drop_rate, repeats=args.repeats, hf_assisted=not args.no_hf_assisted,
+            drop_rate=args.drop_rate, repeats=args.repeats, hf_assisted=not args.no_hf_assisted, profile=args.profile,
         )  # fmt: skip
         figures = report.to_dict()
         text = bench.format_report(report)

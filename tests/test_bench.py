@@ -86,12 +86,28 @@ def test_bench_pair_reports_every_method(engine):
     assert speed["ar"]["sd"] == pytest.approx(report.runs["ar"].decode_s / report.runs["sd"].decode_s)
     data = report.to_dict()
     json.dumps(data)
-    assert set(data) == {"machine", "settings", "runs", "speedup_over", "step_costs_ms", "draft_over_target"}
+    assert set(data) == {"machine", "settings", "runs", "speedup_over", "step_costs_ms", "draft_over_target", "step_profile_ms", "weight_mb"}
+    assert data["step_profile_ms"] == {} and data["weight_mb"] == {}  # only with profile=True
     ratio = report.draft_over_target
     assert ratio["time"] == pytest.approx(costs["draft_step_full"] / costs["plain_step"])
     assert 0 < ratio["arithmetic"] < 1  # the embedded draft is the smaller model
     text = bench.format_report(report)
     assert "specvlm-tree" in text and "multiply-accumulates" in text
+
+
+def test_bench_pair_profile_breaks_steps_down_by_operator(engine):
+    report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=1, hf_assisted=False, profile=True)
+    assert set(report.step_profile_ms) == {"plain_step", "verify_chain_6_tokens", "draft_step_pruned"}
+    for groups in report.step_profile_ms.values():
+        assert set(groups) == {"matmul", "attention", "other ops"}
+        assert groups["matmul"] > 0 and groups["attention"] > 0 and groups["other ops"] > 0
+    target = engine.target
+    head = target.lm_head.weight  # counted once whether or not it shares the input embedding table
+    decoder = sum(p.numel() for n, p in target.model.language_model.named_parameters() if "embed_tokens" not in n)
+    assert report.weight_mb["target"] == pytest.approx((decoder + head.numel()) * 4 / 2**20)
+    assert report.weight_mb["draft"] < report.weight_mb["target"]
+    text = bench.format_report(report)
+    assert "where a step's time goes" in text and "GB/s" in text
 
 
 def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
