@@ -103,7 +103,7 @@ class TrainConfig:
     single_turn_steps: int = 60  # stage 3
     single_turn_lr: float = 1e-3
     single_turn_frames: tuple[int, ...] = (8, 16, 32, 64)  # stage 3 adds longer videos (64 frames: 1,024 video tokens)
-    distill_samples: int = 400  # stage 4: the target's own outputs the draft learns from
+    distill_samples: int = 800  # stage 4: the target's own outputs the draft learns from
     distill_epochs: int = 6
     distill_lr: float = 1e-3
     distill_frames: tuple[int, ...] = (8, 16, 64)
