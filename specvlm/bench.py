@@ -277,7 +277,10 @@ def forward_cost(seq, structure: TreeStructure | None, repeats: int) -> float:
 
 
 #: Operator groups of :func:`step_profile`: aten operator names containing any of these substrings.
-OP_GROUPS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm"), "attention": ("scaled_dot_product", "_efficient_attention", "_flash_attention")}
+OP_GROUPS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "attention": ("scaled_dot_product", "_efficient_attention", "_flash_attention"),
+}
 
 
 def step_profile(seq, structure: TreeStructure | None, repeats: int) -> dict[str, float]:
@@ -285,7 +288,8 @@ def step_profile(seq, structure: TreeStructure | None, repeats: int) -> dict[str
     operators in each :data:`OP_GROUPS` group and of all other operators, under ``torch.profiler``.
 
     The profiler adds a little to every operator, so the groups sum to somewhat more than an
-    unprofiled step; the shares are what it shows.
+    unprofiled step; the shares are what it shows. These are host (CPU) times: on a GPU they are the
+    operators' launch costs, not their kernels'.
     """
     from torch.profiler import ProfilerActivity, profile
 

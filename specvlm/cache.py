@@ -92,8 +92,9 @@ def keep(cache: DynamicCache, start: int, indices: torch.Tensor | list[int]) -> 
     """Keep positions ``[0, start)`` plus ``start + indices`` and drop the rest (in place).
 
     Used after verification: ``indices`` (sorted; a list, or an (n,) tensor) are the committed nodes'
-    offsets in the verified block. A contiguous run ``0..n-1`` (a chain's accepted prefix) is a plain crop; otherwise the kept
-    rows are gathered and written back at ``start`` before cropping, so the prefix is never copied.
+    offsets in the verified block. A contiguous run ``0..n-1`` (a chain's accepted prefix) is a plain
+    crop; otherwise the kept rows are gathered and written back at ``start`` before cropping, so the
+    prefix is never copied.
     """
     values = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
     n = len(values)

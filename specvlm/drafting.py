@@ -90,6 +90,11 @@ def _children(logits: torch.Tensor, k: int, sampling: Sampling | None, generator
     return tokens, q, torch.log(q.gather(-1, tokens))
 
 
+def _top_children(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(rows, k) each row's k top-ranked tokens: greedy static drafting needs no log-probabilities."""
+    return logits.argmax(-1, keepdim=True) if k == 1 else logits.topk(k, dim=-1).indices
+
+
 def _ancestor_block(parents: list[int], fed: list[int], nodes: list[int], fed_before: int) -> torch.Tensor:
     """(len(nodes), fed_before + len(nodes)) bool: which fed tree nodes each of ``nodes`` sees (its fed
     ancestors and itself) when they are fed after ``fed_before`` others; records their ``fed`` offsets."""
@@ -205,8 +210,8 @@ def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampl
     logits = root_logits  # rows: the previous level's expanded nodes (the root first)
     forwards = 1
     for depth, level in enumerate(plan.levels, start=1):
-        if sampling is None:  # the top-ranked children; their log-probabilities are not needed here
-            picked, q = (logits.argmax(-1, keepdim=True) if level.width == 1 else logits.topk(level.width, dim=-1).indices), None
+        if sampling is None:
+            picked, q = _top_children(logits, level.width), None
         else:
             picked, q, _ = _children(logits, level.width, sampling, generator)
         tokens[level.nodes] = picked[level.src_row, level.rank]
