@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from specvlm.attention import BACKENDS as ATTENTION_BACKENDS
+from specvlm.engine import COMPILE_MODES
 
 BENCHMARKS = ("synthetic", "videodetailcaption", "mvbench", "mlvu", "longvideobench", "videomme")
 PROMPT_MODES = ("benchmark", "caption")
@@ -133,6 +134,8 @@ class ModelConfig:
     models on this process's GPU (``cuda:<LOCAL_RANK>``) when CUDA is available, else on the CPU;
     ``"auto"`` spreads a large target over all visible GPUs; anything else is passed to ``from_pretrained``.
     ``attn_backend``: the attention kernels of the SpecVLM loop (``auto``, ``sdpa``, ``cascade``, ``flash_attn``).
+    ``compile``: run decode-time forwards through ``torch.compile`` (``off``, ``draft``: the draft's
+    steps, ``all``: the target's too, plain decoding included); see ``specvlm.SpecVLM.from_pretrained``.
     """
 
     target: str
@@ -141,6 +144,7 @@ class ModelConfig:
     device_map: str | dict | None = None
     tiny_cache: str | None = None
     attn_backend: str = "auto"
+    compile: str = "off"
 
     def __post_init__(self):
         _str("model.target", self.target)
@@ -150,6 +154,7 @@ class ModelConfig:
             raise ConfigError(f"model.device_map={self.device_map!r} must be null, a string such as 'auto' or a mapping")
         _str("model.tiny_cache", self.tiny_cache, optional=True)
         _choice("model.attn_backend", self.attn_backend, ("auto",) + ATTENTION_BACKENDS)
+        _choice("model.compile", self.compile, COMPILE_MODES)
 
 
 @dataclass(frozen=True)

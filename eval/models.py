@@ -117,6 +117,7 @@ def load_engine(config: ModelConfig, output: Path, local_rank: int = 0, ignore_e
         torch_dtype=torch_dtype(config.torch_dtype),
         device_map=device_map_for(config, local_rank),
         attn_backend=config.attn_backend,
+        compile=config.compile,
     )
     if ignore_eos:
         engine.target.generation_config.eos_token_id = None

@@ -398,7 +398,7 @@ def bench_pair(
     report = BenchReport(
         machine=machine_description(engine._target.device),
         settings=dict(max_new_tokens=max_new_tokens, drop_rate=drop_rate, repeats=repeats, seed=seed,
-                      hf_assistant_tokens=HF_ASSISTANT_TOKENS, ignore_eos=True),
+                      hf_assistant_tokens=HF_ASSISTANT_TOKENS, ignore_eos=True, compile=engine.config.compile),
     )  # fmt: skip
     # Rounds: every method once per round, the first round warming up. Interleaving the methods means a
     # slow spell of the machine hits them all alike instead of one method's consecutive runs.
@@ -428,6 +428,8 @@ def bench_pair(
     config = engine.config.replace(drop_rate=drop_rate)
     draft_seq, kept = engine._prefill_draft("specvlm", config, inputs, target)
     full_seq, _ = engine._prefill_draft("sd", config, inputs, target)
+    engine._mark_compiled(config, target.seq, draft_seq)
+    engine._mark_compiled(config, target.seq, full_seq)
     n = max(30, 10 * repeats)
     shapes = structures()
     costs = {"context_target": target.seq.prefix, "context_draft_pruned": draft_seq.prefix, "video_tokens": target.layout.num_tokens}

@@ -20,42 +20,98 @@ from transformers.cache_utils import DynamicLayer
 
 
 class GrowingLayer(DynamicLayer):
-    """A stock ``DynamicLayer`` whose ``keys``/``values`` are prefix views of larger buffers.
+    """A stock ``DynamicLayer`` that keeps its rows in larger buffers and writes new rows in place.
 
     The stock layer concatenates on every update, copying the whole cache each forward; this one
     writes the new rows into spare capacity (``reserve`` rows, or half the length when larger, added
-    whenever it runs out). Cropping and :func:`keep` leave prefix views of the same buffers, so the
-    next update writes in place again.
+    whenever it runs out). Cropping and :func:`keep` only move the row count, so the next update writes
+    in place again.
+
+    ``keys`` / ``values`` are properties: the buffers' first ``rows`` rows. Assigning either (as the
+    stock offloading, beam reordering and batch selection do) hands the rows over to plain tensors
+    and drops the buffers; the next update copies them into new ones. An update reads and writes only
+    the buffers and the row count, so a compiled decode step takes no view of them as an input or
+    output (which would make the graph alias its inputs).
     """
 
     def __init__(self, reserve: int = 256):
+        self._k: torch.Tensor | None = None  # buffers (B, H, capacity, D), or None
+        self._v: torch.Tensor | None = None
+        self._n = 0  # rows in use while the buffers are set
+        self._keys: torch.Tensor | None = None  # the tensors themselves while no buffers are set
+        self._values: torch.Tensor | None = None
         super().__init__()
         self.reserve = reserve
-        self._k: torch.Tensor | None = None
-        self._v: torch.Tensor | None = None
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return self._keys if self._k is None else self._k[..., : self._n, :]
+
+    @keys.setter
+    def keys(self, value: torch.Tensor | None) -> None:
+        self._loosen()
+        self._keys = value
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return self._values if self._v is None else self._v[..., : self._n, :]
+
+    @values.setter
+    def values(self, value: torch.Tensor | None) -> None:
+        self._loosen()
+        self._values = value
+
+    def _loosen(self) -> None:
+        """Hand the rows in use over to plain tensors (views of the buffers) and drop the buffers."""
+        if self._k is not None:
+            self._keys, self._values = self._k[..., : self._n, :], self._v[..., : self._n, :]
+            self._k = self._v = None
+
+    @property
+    def rows(self) -> int:
+        """Cached positions (``keys`` is a 1-D placeholder right after the stock lazy initialisation)."""
+        if self._k is not None:
+            return self._n
+        return self._keys.shape[-2] if self._keys is not None and self._keys.dim() > 1 else 0
+
+    def _allocate(self, rows: int, like_keys: torch.Tensor, like_values: torch.Tensor) -> None:
+        """New buffers for ``rows`` rows plus spare capacity, holding a copy of the current rows."""
+        n = self.rows
+        capacity = rows + max(self.reserve, rows // 2)
+        k = like_keys.new_empty((*like_keys.shape[:-2], capacity, like_keys.shape[-1]))
+        v = like_values.new_empty((*like_values.shape[:-2], capacity, like_values.shape[-1]))
+        if n:
+            k[..., :n, :] = self.keys
+            v[..., :n, :] = self.values
+        self._k, self._v, self._n = k, v, n
+        self._keys = self._values = None
+
+    def ensure_capacity(self, extra: int) -> None:
+        """Allocate now if ``extra`` more rows would not fit, so the next update writes in place (a
+        compiled decode step then never traces the allocation)."""
+        if self.rows and (self._k is None or self.rows + extra > self._k.shape[-2]):
+            self._allocate(self.rows + extra, self.keys, self.values)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        n = self.keys.shape[-2] if self.keys.numel() else 0
+        n = self.rows
         new = n + key_states.shape[-2]
-        fits = self._k is not None and new <= self._k.shape[-2] and (n == 0 or self.keys.data_ptr() == self._k.data_ptr())
-        if not fits:
-            capacity = new + max(self.reserve, new // 2)
-            k = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
-            v = value_states.new_empty((*value_states.shape[:-2], capacity, value_states.shape[-1]))
-            if n:
-                k[..., :n, :] = self.keys
-                v[..., :n, :] = self.values
-            self._k, self._v = k, v
+        if self._k is None or new > self._k.shape[-2]:
+            self._allocate(new, key_states, value_states)
         self._k[..., n:new, :] = key_states
         self._v[..., n:new, :] = value_states
-        self.keys, self.values = self._k[..., :new, :], self._v[..., :new, :]
-        return self.keys, self.values
+        self._n = new
+        return self._k[..., :new, :], self._v[..., :new, :]
 
-    def reset(self) -> None:
-        super().reset()
-        self._k = self._v = None
+    def get_seq_length(self) -> int:
+        return self.rows
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if self._k is None or tokens_to_remove > 0:  # the stock checks and legacy handling
+            super().crop(tokens_to_remove)
+        else:
+            self._n = max(0, self._n - abs(tokens_to_remove))
 
 
 def new_cache(config, reserve: int = 256) -> DynamicCache:
@@ -65,6 +121,13 @@ def new_cache(config, reserve: int = 256) -> DynamicCache:
         raise TypeError("new_cache supports full-attention models only (every layer a DynamicLayer)")
     cache.layers = [GrowingLayer(reserve) for _ in cache.layers]
     return cache
+
+
+def ensure_capacity(cache: DynamicCache, extra: int) -> None:
+    """Make room for ``extra`` more positions in every :class:`GrowingLayer` of ``cache`` (no-op for others)."""
+    for layer in cache.layers:
+        if isinstance(layer, GrowingLayer):
+            layer.ensure_capacity(extra)
 
 
 def _layers(cache: DynamicCache):
@@ -107,8 +170,7 @@ def keep(cache: DynamicCache, start: int, indices: torch.Tensor | list[int]) -> 
             idx = indices.to(layer.keys.device) + start
             layer.keys[..., start : start + n, :] = layer.keys.index_select(-2, idx)
             layer.values[..., start : start + n, :] = layer.values.index_select(-2, idx)
-        layer.keys = layer.keys[..., : start + n, :]
-        layer.values = layer.values[..., : start + n, :]
+        layer.crop(start + n - layer.get_seq_length())  # a negative count removes that many trailing positions
 
 
 def subset(cache: DynamicCache, positions: torch.Tensor) -> DynamicCache:

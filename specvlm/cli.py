@@ -1,4 +1,4 @@
-"""Command line: ``specvlm generate`` and ``specvlm demo``."""
+"""Command line: ``specvlm generate``, ``specvlm demo`` and ``specvlm bench``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from specvlm.engine import METHODS
+from specvlm.engine import COMPILE_MODES, METHODS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default=None, help="torch dtype, e.g. bfloat16 (default: the checkpoint's)")
     gen.add_argument("--device-map", default=None, help='e.g. "auto" or "cuda:0"')
     gen.add_argument("--attn-backend", default="auto", help="auto | sdpa | cascade | flash_attn (default: auto)")
+    gen.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                     help="torch.compile the decode steps: off, draft (the draft's) or all (default: off)")
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
 
     demo = sub.add_parser("demo", help="run plain decoding and SpecVLM on tiny offline models and a synthetic video")
@@ -58,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", action="store_true",
                        help="also break a plain step, a chain verification and a draft step down by operator (torch.profiler)")
     bench.add_argument("--attn-backend", default="auto", help="auto | sdpa | cascade | flash_attn (default: auto)")
+    bench.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                       help="torch.compile the decode steps of every method: off, draft or all (default: off)")
     bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target shape")
     bench.add_argument("--draft-shape", default="qwen2-0.5b", help="cuda mode: draft shape")
     bench.add_argument("--context", type=int, default=16384, help="cuda mode: target context tokens")
@@ -85,6 +89,7 @@ def _generate(args) -> int:
         torch_dtype=dtype,
         device_map=args.device_map,
         attn_backend=args.attn_backend,
+        compile=args.compile,
         tree=tree,
         tree_depth=args.tree_depth,
         tree_top_k=args.tree_top_k,
@@ -145,7 +150,9 @@ def _bench(args) -> int:
             raise ValueError("pass both --target and --draft, or neither (the embedded pair)")
         target = args.target or zoo.checkpoint("target")
         draft = args.draft or zoo.checkpoint("draft")
-        engine = SpecVLM.from_pretrained(target, draft=draft, torch_dtype=torch.float32, attn_backend=args.attn_backend)
+        engine = SpecVLM.from_pretrained(
+            target, draft=draft, torch_dtype=torch.float32, attn_backend=args.attn_backend, compile=args.compile
+        )
         report = bench.bench_pair(
             engine, max_new_tokens=args.max_new_tokens, min_video_tokens=args.min_video_tokens,
             drop_rate=args.drop_rate, repeats=args.repeats, hf_assisted=not args.no_hf_assisted, profile=args.profile,

@@ -57,6 +57,7 @@ class Sequence:
     next_pos: int
     axes: int
     backend: str = "sdpa"  # a concrete attention backend name (specvlm.attention.resolve_backend)
+    compiled: bool = False  # decode-time forwards run through the adapter's compiled step
 
     @property
     def decoded(self) -> int:
@@ -77,7 +78,7 @@ class Sequence:
         """Feed ``token_ids`` (n,) at positions ``next_pos + offsets`` (n,) under the attention context
         ``ctx`` (what each new token sees of the cache and of the others); returns logits (n or logits_to_keep, V)."""
         pos = self.adapter.continuation(self.next_pos, offsets, self.axes).to(self.adapter.device)
-        return self.adapter.forward_ids(token_ids.unsqueeze(0), pos, self.cache, ctx, logits_to_keep)[0]
+        return self.adapter.forward_ids(token_ids.unsqueeze(0), pos, self.cache, ctx, logits_to_keep, compiled=self.compiled)[0]
 
     def rollback(self, decoded: int) -> None:
         """Keep only the first ``decoded`` decoded tokens."""

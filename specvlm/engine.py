@@ -33,6 +33,8 @@ from specvlm.video import DEFAULT_NUM_FRAMES, Video, from_frames, load_video
 logger = logging.getLogger(__name__)
 
 METHODS = ("ar", "sd", "specvlm")
+#: What ``DecodingConfig.compile`` may compile: nothing, the draft's decode step, or every decode step.
+COMPILE_MODES = ("off", "draft", "all")
 POSITION_MODES = ("original", "compact")
 
 
@@ -52,6 +54,7 @@ class DecodingConfig:
     tree_top_k: int = 8
     tree_total_tokens: int = 25
     attn_backend: str = "auto"  # "auto" | "sdpa" | "cascade" | "flash_attn" (specvlm.attention)
+    compile: str = "off"  # "off" | "draft" | "all": decode-time forwards under torch.compile (COMPILE_MODES)
 
     def __post_init__(self):
         if self.pruning not in pruning.available():
@@ -68,6 +71,8 @@ class DecodingConfig:
         self.tree_shape()  # validates the tree and its parameters
         if self.attn_backend != "auto" and self.attn_backend not in BACKENDS:
             raise ValueError(f"attn_backend={self.attn_backend!r}; choose one of {('auto',) + BACKENDS}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile={self.compile!r}; choose one of {COMPILE_MODES}")
 
     def tree_shape(self) -> TreeShape | DynamicTree:
         """The static shape, or the dynamic-tree settings, this config drafts with."""
@@ -79,6 +84,26 @@ class DecodingConfig:
     def replace(self, **changes) -> "DecodingConfig":
         values = {**self.__dict__, **{k: v for k, v in changes.items() if v is not None}}
         return DecodingConfig(**values)
+
+
+def check_compiler(device: torch.device, mode: str = "draft") -> None:
+    """Raise ValueError, before any work is done, when ``torch.compile`` cannot build kernels for
+    ``device`` (it needs a C++ compiler on CPU and Triton on CUDA)."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise ValueError(f"compile={mode!r} needs Triton on CUDA (pip install triton); use compile='off'")
+        return
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as err:
+        raise ValueError(
+            f"compile={mode!r} needs a C++ compiler for torch.compile on {device.type} ({err}); "
+            "install one (e.g. g++) or use compile='off'"
+        ) from err
 
 
 def _load_model(path_or_model, torch_dtype, device_map):
@@ -174,6 +199,7 @@ class SpecVLM:
         tree_top_k: int = 8,
         tree_total_tokens: int = 25,
         attn_backend: str = "auto",
+        compile: str = "off",
     ) -> "SpecVLM":
         """Load the target (path or loaded model), an optional draft, and the target's processor.
 
@@ -182,13 +208,16 @@ class SpecVLM:
         "dynamic" (EAGLE-2 style; ``tree_depth``, ``tree_top_k``, ``tree_total_tokens``) or a list
         of paths of child ranks such as ``[[0], [1], [0, 0]]``. ``attn_backend`` picks the attention
         kernels of the SpecVLM forwards: "auto" (flash_attn or the fused SDPA cascade on CUDA, SDPA on
-        CPU), "sdpa", "cascade" or "flash_attn".
+        CPU), "sdpa", "cascade" or "flash_attn". ``compile`` runs decode-time forwards through
+        ``torch.compile``: "off", "draft" (the draft's steps: a small model's step is bound by the
+        number of operators, which compiling fuses) or "all" (the target's steps too). The first
+        decode of each kind of step compiles it (seconds); outputs are unchanged.
         """
         from transformers import AutoProcessor
 
         config = DecodingConfig(
             pruning, drop_rate, stage1_mass, num_draft_tokens, positions, seed, window,
-            tree, tree_depth, tree_top_k, tree_total_tokens, attn_backend,
+            tree, tree_depth, tree_top_k, tree_total_tokens, attn_backend, compile,
         )  # fmt: skip
         if processor is None:
             if not isinstance(target, (str, os.PathLike)):
@@ -263,7 +292,8 @@ class SpecVLM:
         """Generate an answer; ``method`` is "specvlm" (pruned draft), "sd" (full draft) or "ar" (plain).
 
         ``overrides`` replace decoding settings for this call (pruning, drop_rate, stage1_mass,
-        num_draft_tokens, positions, seed, window, tree, tree_depth, tree_top_k, tree_total_tokens).
+        num_draft_tokens, positions, seed, window, tree, tree_depth, tree_top_k, tree_total_tokens,
+        attn_backend, compile).
         Pass ``inputs`` (from :meth:`build_inputs`) instead of ``video`` + ``prompt`` to reuse processed
         inputs. ``do_sample=True`` samples with ``temperature`` / ``top_p`` / ``top_k`` from a
         ``torch.Generator`` seeded with ``seed``: the output follows the target's own sampling
@@ -284,12 +314,15 @@ class SpecVLM:
             if video is None or prompt is None:
                 raise ValueError("pass `video` and `prompt`, or `inputs` from build_inputs()")
             inputs = self.build_inputs(video, prompt, num_frames=num_frames, fps=fps)
+        if config.compile != "off":
+            check_compiler(self._target.device, config.compile)
         stats = GenerationStats(method=method)
         timer = Timer(self._target.device)
         with timer("prefill"):
             target = self._prefill_target(method, config, inputs)
             self._check_context(target.seq.next_pos, max_new_tokens)
             draft, kept = self._prefill_draft(method, config, inputs, target)
+        self._mark_compiled(config, target.seq, draft)
         stats.video_tokens = target.layout.num_tokens
         stats.kept_video_tokens = kept
         stats.prompt_tokens = stats.target_kv_tokens = target.seq.prefix
@@ -313,6 +346,13 @@ class SpecVLM:
         stats.prefill_s, stats.decode_s = timer.get("prefill"), timer.get("decode")
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
         return GenerationResult(token_ids=tokens, text=text, stats=stats)
+
+    @staticmethod
+    def _mark_compiled(config, target_seq, draft_seq) -> None:
+        """Which decode-time forwards run through the compiled step, per ``config.compile``."""
+        target_seq.compiled = config.compile == "all"
+        if draft_seq is not None:
+            draft_seq.compiled = config.compile != "off"
 
     def _prefill_draft(self, method, config, inputs, target):
         """(draft sequence or None, kept video tokens) for ``method``."""

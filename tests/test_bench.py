@@ -88,6 +88,7 @@ def test_bench_pair_reports_every_method(engine):
     json.dumps(data)
     assert set(data) == {"machine", "settings", "runs", "speedup_over", "step_costs_ms", "draft_over_target", "step_profile_ms", "weight_mb"}
     assert data["step_profile_ms"] == {} and data["weight_mb"] == {}  # only with profile=True
+    assert data["settings"]["compile"] == "off"
     ratio = report.draft_over_target
     assert ratio["time"] == pytest.approx(costs["draft_step_full"] / costs["plain_step"])
     assert 0 < ratio["arithmetic"] < 1  # the embedded draft is the smaller model

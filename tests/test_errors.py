@@ -17,7 +17,7 @@ from specvlm import SpecVLM, VideoDecodeError
 from specvlm import decoding
 from specvlm.adapters import family_of
 from specvlm.cli import main as cli_main
-from specvlm.engine import METHODS, POSITION_MODES
+from specvlm.engine import COMPILE_MODES, METHODS, POSITION_MODES
 from specvlm.tiny import TinySpec, build_tiny, save_tiny
 
 PROMPT = "Describe the video."
@@ -263,6 +263,31 @@ def test_compact_positions_need_a_separate_draft(self_engine, frames, method):
 def test_compact_positions_with_self_draft_rejected_at_load(checkpoints):
     with pytest.raises(ValueError, match="positions='compact'.*separate draft"):
         SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None, positions="compact")
+
+
+def test_unknown_compile_mode(checkpoints, engine, frames):
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], compile="yes")
+    message = str(info.value)
+    assert "compile='yes'" in message and all(repr(m) in message for m in COMPILE_MODES), message
+    with pytest.raises(ValueError, match="compile='yes'"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, compile="yes")
+
+
+def test_compile_without_a_compiler_fails_before_any_work(engine, frames, monkeypatch):
+    import torch._inductor.cpp_builder as cpp_builder
+
+    def missing():
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    calls = []
+    monkeypatch.setattr(engine, "_prefill_target", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError) as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, compile="draft")
+    message = str(info.value)
+    assert "compile='draft'" in message and "C++ compiler" in message and "compile='off'" in message, message
+    assert calls == []
 
 
 def test_unknown_override_is_rejected(engine, frames):

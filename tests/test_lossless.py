@@ -72,23 +72,62 @@ def test_self_draft_without_pruning_accepts_everything(checkpoints, references, 
         assert result.stats.draft_kv_tokens == result.stats.target_kv_tokens
 
 
+@pytest.fixture(scope="module")
+def noisy_drafts(checkpoints, tmp_path_factory):
+    """{family: path}: a draft that is the target plus noise, so acceptance lengths are mixed and every
+    rollback path runs."""
+    out = {}
+    for family in FAMILIES:
+        draft = AutoModelForImageTextToText.from_pretrained(checkpoints[family]["target"]).eval()
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in draft.model.language_model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05 * p.std())
+        path = tmp_path_factory.mktemp("noisy") / family
+        draft.save_pretrained(path)
+        AutoProcessor.from_pretrained(checkpoints[family]["target"]).save_pretrained(path)
+        out[family] = path
+    return out
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_partially_agreeing_draft_is_lossless(checkpoints, references, tmp_path, family):
-    """A draft that is the target plus noise: mixed acceptance lengths exercise every rollback path."""
+def test_partially_agreeing_draft_is_lossless(checkpoints, references, noisy_drafts, family):
     inputs, expected = references[family]
-    draft = AutoModelForImageTextToText.from_pretrained(checkpoints[family]["target"]).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in draft.model.language_model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05 * p.std())
-    draft.save_pretrained(tmp_path / "noisy")
-    AutoProcessor.from_pretrained(checkpoints[family]["target"]).save_pretrained(tmp_path / "noisy")
-    engine = SpecVLM.from_pretrained(checkpoints[family]["target"], draft=tmp_path / "noisy", drop_rate=0.5)
+    engine = SpecVLM.from_pretrained(checkpoints[family]["target"], draft=noisy_drafts[family], drop_rate=0.5)
     engine.target.generation_config.eos_token_id = None
     for method in ("sd", "specvlm"):
         result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method)
         assert result.token_ids == expected
         assert len(set(result.stats.accepted_lengths)) > 1, result.stats.accepted_lengths
+
+
+def _has_cpp_compiler() -> bool:
+    from specvlm.engine import check_compiler
+
+    try:
+        check_compiler(torch.device("cpu"))
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_cpp_compiler(), reason="torch.compile needs a C++ compiler on CPU")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_decode_steps_are_lossless(checkpoints, references, noisy_drafts, family):
+    """compile="draft" compiles only the draft's steps, compile="all" the target's too; chain and tree,
+    with mixed acceptance lengths, the output stays the stock greedy output."""
+    inputs, expected = references[family]
+    engine = SpecVLM.from_pretrained(checkpoints[family]["target"], draft=noisy_drafts[family], drop_rate=0.5)
+    engine.target.generation_config.eos_token_id = None
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", compile="draft")
+    assert result.token_ids == expected
+    assert engine._draft._compiled is not None and engine._target._compiled is None
+    for method, tree in (("ar", "chain"), ("specvlm", "chain"), ("specvlm", "specvlm-25")):
+        result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, tree=tree, compile="all")
+        assert result.token_ids == expected, (method, tree)
+        if method != "ar":
+            assert len(set(result.stats.accepted_lengths)) > 1, result.stats.accepted_lengths
+    assert engine._target._compiled is not None
 
 
 @pytest.mark.parametrize("family", FAMILIES)

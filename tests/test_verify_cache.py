@@ -228,6 +228,53 @@ def test_growing_layer_keep_and_truncate_then_append():
     assert torch.equal(cache.layers[0].keys, torch.cat([data[0][0][:, :, [0, 1, 2, 3, 5]], new], dim=-2))
 
 
+def test_growing_layer_counts_its_rows_through_every_edit():
+    """The row count the layer keeps (what update and get_seq_length read) follows every way the
+    stock cache or this module changes the layer, and an update after each writes in the right place."""
+    cache, data = _growing(length=8, reserve=16)
+    layer = cache.layers[0]
+
+    def check(expected_keys):
+        assert layer.rows == layer.keys.shape[-2] == cache.get_seq_length() == expected_keys.shape[-2]
+        assert torch.equal(layer.keys, expected_keys)
+
+    keys = data[0][0]
+    check(keys)
+    kv.keep(cache, 3, [0, 2, 4])  # non-contiguous: gathered
+    keys = keys[:, :, [0, 1, 2, 3, 5, 7]]
+    check(keys)
+    cache.crop(-2)  # the stock crop
+    keys = keys[:, :, :4]
+    check(keys)
+    new = torch.randn(1, 2, 3, 4)
+    cache.update(new, new, layer_idx=0)
+    keys = torch.cat([keys, new], dim=-2)
+    check(keys)
+    cache.reorder_cache(torch.tensor([0]))  # replaces keys with a copy: the buffers are dropped
+    assert layer._k is None
+    check(keys)
+    cache.update(new, new, layer_idx=0)
+    keys = torch.cat([keys, new], dim=-2)
+    check(keys)
+    assert layer.keys.data_ptr() == layer._k.data_ptr()  # writing into buffers again
+    cache.batch_select_indices(torch.tensor([0]))
+    check(keys)
+    cache.reset()
+    assert layer.rows == 0 and cache.get_seq_length() == 0
+
+
+def test_ensure_capacity_allocates_before_the_update():
+    cache, data = _growing(length=6, reserve=2)
+    layer = cache.layers[0]
+    kv.ensure_capacity(cache, 5)
+    buffer = layer._k.data_ptr()
+    assert layer._k.shape[-2] >= 11 and torch.equal(layer.keys, data[0][0])
+    new = torch.randn(1, 2, 5, 4)
+    cache.update(new, new, layer_idx=0)
+    assert layer._k.data_ptr() == buffer  # written in place: no allocation inside the step
+    assert torch.equal(layer.keys, torch.cat([data[0][0], new], dim=-2))
+
+
 def test_new_cache_and_subset_use_growing_layers(checkpoints):
     from transformers import AutoConfig
 

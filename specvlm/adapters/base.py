@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from specvlm import cache as kv
 from specvlm.attention import AttentionContext
+
+
+#: Graphs torch.compile may keep for the decode step (raised to this when a step is compiled; the default,
+#: 8, is reached by two models with a few kinds of forward each: one token, a masked chunk, a tree level).
+COMPILED_GRAPHS_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class ModelAdapter:
         # several times per decode step); the module stays the same object when the model moves (build the
         # engine after any resize_token_embeddings, which replaces it)
         self._input_embeddings = model.get_input_embeddings()
+        self._compiled = None  # compiled_step(), built on first use
 
     # ---- properties the loop reads -------------------------------------------------------------
     @property
@@ -157,10 +164,39 @@ class ModelAdapter:
         return self.model.lm_head(hidden)
 
     def forward_ids(
-        self, token_ids: torch.Tensor, pos: torch.Tensor, cache: DynamicCache, ctx: AttentionContext, logits_to_keep: int = 0
+        self,
+        token_ids: torch.Tensor,
+        pos: torch.Tensor,
+        cache: DynamicCache,
+        ctx: AttentionContext,
+        logits_to_keep: int = 0,
+        compiled: bool = False,
     ) -> torch.Tensor:
-        """:meth:`forward` over the embeddings of ``token_ids`` (1, n): one decode-time model call."""
-        return self.forward(self.embed_tokens(token_ids), pos, cache, ctx, logits_to_keep)
+        """:meth:`forward` over the embeddings of ``token_ids`` (1, n): one decode-time model call.
+
+        ``compiled``: run it through ``torch.compile`` (:meth:`compiled_step`); the result is the same.
+        """
+        if not compiled:
+            return self.forward(self.embed_tokens(token_ids), pos, cache, ctx, logits_to_keep)
+        kv.ensure_capacity(cache, token_ids.shape[-1])  # allocation stays outside the compiled graph
+        logits = self.compiled_step()(token_ids, pos, cache, ctx)
+        return logits[:, -logits_to_keep:] if logits_to_keep else logits
+
+    def _step(self, token_ids: torch.Tensor, pos: torch.Tensor, cache: DynamicCache, ctx: AttentionContext) -> torch.Tensor:
+        return self.forward(self.embed_tokens(token_ids), pos, cache, ctx)
+
+    def compiled_step(self):
+        """The decode step (embedding lookup, decoder, head; every row's logits) under ``torch.compile``.
+
+        Compiled once per adapter with dynamic shapes (the cache length and the number of new tokens
+        vary); a new kind of forward (one token, or several under a mask) compiles a graph on first use.
+        """
+        if self._compiled is None:
+            # every adapter's compiled step shares one code object, whose graphs count against one limit
+            if torch._dynamo.config.recompile_limit < COMPILED_GRAPHS_LIMIT:
+                torch._dynamo.config.recompile_limit = COMPILED_GRAPHS_LIMIT
+            self._compiled = torch.compile(self._step, dynamic=True)
+        return self._compiled
 
     def language_model(self):
         return self.model.model.language_model
