@@ -78,3 +78,26 @@ def test_probe_scores_attributes_against_the_word_embeddings():
     picked = [[names[a][int(logits[i, 1:].argmax())] for a, logits in enumerate((colour, shape, size))] for i in range(2)]
     assert picked == [["red", "square", "large"], ["blue", "circle", "small"]]
     assert offset.shape == (2, 2) and present.shape == (2, len(names[0]))
+
+
+def test_record_gives_the_targets_greedy_output_its_logits_and_the_draft_keep(checkpoints, frames):
+    """Stage 4's recording (one scored prefill, SpecVLM decoding, the output fed back in one chunk)
+    equals the slow way: stock greedy generate, a full forward over prompt + output, draft_keep."""
+    from specvlm import SpecVLM
+    from specvlm.zoo.train import record
+
+    pair = checkpoints["llava_onevision"]
+    engine = SpecVLM.from_pretrained(pair["target"], draft=pair["draft"], drop_rate=0.5)
+    inputs = engine.build_inputs(frames, "Describe the video.")
+    prompt = inputs["input_ids"].shape[1]
+    for new in (1, 12):
+        tokens, teacher, keep = record(engine, inputs, new)
+        with torch.no_grad():
+            stock = engine.target.generate(**inputs, max_new_tokens=new, do_sample=False, eos_token_id=None)
+            assert tokens == stock[0, prompt:].tolist()
+            full = engine.target(input_ids=stock, attention_mask=torch.ones_like(stock),
+                                 **{k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")})  # fmt: skip
+        expected = full.logits[0, prompt - 1 : -1].float()
+        assert teacher.shape == expected.shape == (new, engine.target.config.get_text_config().vocab_size)
+        torch.testing.assert_close(teacher, expected, rtol=1e-4, atol=1e-4)
+        assert torch.equal(keep, engine.draft_keep(inputs))

@@ -53,7 +53,10 @@ import numpy as np
 import torch
 
 from specvlm import synthetic
+from specvlm.attention import resolve_backend
+from specvlm.decoding import decode, prefill_draft, prefill_target
 from specvlm.engine import SpecVLM
+from specvlm.stats import GenerationStats
 from specvlm.tiny import TinySpec, llava_onevision
 from specvlm.zoo import CHECKPOINTS, ROOT
 
@@ -455,6 +458,33 @@ def single_turn_stage(target, draft, processor, config: "TrainConfig") -> None:
     draft.eval()
 
 
+@torch.no_grad()
+def record(engine: SpecVLM, inputs, max_new_tokens: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """(the target's greedy output, its logits (n, V) float32 over that output, the prompt positions the
+    draft keeps under the engine's pruning) for ``inputs``, decoding ``max_new_tokens`` with EOS ignored.
+
+    One scored target prefill gives the kept positions and starts decoding, which runs SpecVLM with the
+    engine's draft (lossless: the tokens are the target's greedy tokens). The logits come from one
+    stock forward over prompt + output: feeding the output to the decoding cache would be cheaper, but
+    its last bits depend on where the cache's buffers happen to lie, and the training run must be
+    reproducible to the bit (stages 3-4 alone give what a full run gives).
+    """
+    config = engine.config
+    backend = resolve_backend(config.attn_backend, engine._target.device)
+    prefill = prefill_target(engine._target, inputs, capture_scores=True, backend=backend)
+    keep, _ = engine._draft_keep("specvlm", config, prefill)
+    drafter = prefill_draft(engine._draft, inputs, prefill, keep, positions=config.positions)
+    tokens = decode(
+        prefill, drafter, GenerationStats(method="specvlm"), tree=config.tree_shape(), max_new_tokens=max_new_tokens,
+        eos_token_ids=set(), shared_vocab=engine.shared_vocab,
+    )  # fmt: skip
+    prompt = inputs["input_ids"][0]
+    ids = torch.cat([prompt, torch.tensor(tokens, dtype=prompt.dtype)])[None]
+    full = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))
+    teacher = engine.target(**full).logits[0, prompt.numel() - 1 : -1].float()
+    return tokens, teacher, keep
+
+
 def distill_stage(target, draft, processor, config: "TrainConfig") -> None:
     """Stage 4: the draft learns the target's own outputs; the target does not change.
 
@@ -485,17 +515,15 @@ def distill_stage(target, draft, processor, config: "TrainConfig") -> None:
                 q = sample.questions[int(rng.integers(len(sample.questions)))]
                 prompt, new = (synthetic.question_prompt(q) if rng.random() < 0.5 else q.question), new_answer
             inputs = engine.build_inputs(sample.frames, prompt)
-            out = engine.generate(inputs=inputs, max_new_tokens=new, method="ar", ignore_eos=True)
+            tokens, teacher, kept = record(engine, inputs, new)
             prompt_ids = inputs["input_ids"][0]
-            ids = torch.cat([prompt_ids, torch.tensor(out.token_ids)])
-            full = dict(inputs, input_ids=ids[None], attention_mask=torch.ones_like(ids)[None])
-            teacher = target(**full).logits[0, prompt_ids.numel() - 1 : -1].float()
+            ids = torch.cat([prompt_ids, torch.tensor(tokens)])
             row = (ids[None], torch.cat([torch.full_like(prompt_ids, -100), ids[prompt_ids.numel():]])[None],
-                   torch.cat([torch.zeros_like(prompt_ids), torch.ones(len(out.token_ids), dtype=torch.long)]))  # fmt: skip
+                   torch.cat([torch.zeros_like(prompt_ids), torch.ones(len(tokens), dtype=torch.long)]))  # fmt: skip
             keep = None
             if rng.random() < config.distill_pruned_share:
-                keep = torch.cat([engine.draft_keep(inputs), torch.arange(prompt_ids.numel(), ids.numel())])
-            feats = video_features(draft, full["pixel_values_videos"])[0]
+                keep = torch.cat([kept, torch.arange(prompt_ids.numel(), ids.numel())])
+            feats = video_features(draft, inputs["pixel_values_videos"])[0]
             data.append((row, feats, keep, teacher))
             if i % 100 == 0:
                 logger.info("distillation data %d/%d (%.0f s)", i, config.distill_samples, time.perf_counter() - start)
