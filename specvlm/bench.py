@@ -5,7 +5,8 @@ synthetic video with at least ``--min-video-tokens`` video tokens:
 
 * ``ar`` (plain greedy decoding through the same loop), ``sd`` (chain draft on the full video),
   ``specvlm`` with a chain and with the 25-node tree (pruned draft), and transformers' assisted
-  generation (``hf-assisted``: ``target.generate(assistant_model=draft)``, constant 5 assistant tokens);
+  generation (``hf-assisted``: ``target.generate(assistant_model=draft)``, a constant number of
+  assistant tokens equal to the engine's chain length);
 * decode speedups as ratios over ``ar`` and over ``hf-assisted``, tau, token identity with ``ar``;
 * per-step costs at the real contexts: one plain step at context L, target verification of n tokens at
   L (chain and tree), one draft step at the pruned context;
@@ -35,12 +36,12 @@ import torch
 from specvlm import cache as kv
 from specvlm.adapters.base import ModelAdapter
 from specvlm.attention import causal_context, tree_context
+from specvlm.engine import DEFAULT_NUM_DRAFT_TOKENS
 from specvlm.timing import Timer, synchronize
 from specvlm.trees import SPECVLM_25, TreeStructure, chain, from_paths
 
 logger = logging.getLogger(__name__)
 
-HF_ASSISTANT_TOKENS = 5
 RUNS = {  # name -> engine.generate settings
     "ar": dict(method="ar"),
     "sd": dict(method="sd", tree="chain"),
@@ -208,12 +209,14 @@ def run_engine(engine, inputs, name: str, max_new_tokens: int, drop_rate: float,
 
 
 def run_hf_assisted(engine, inputs, max_new_tokens: int, ar_ids) -> RunResult:
+    """transformers' assisted generation with the engine's draft, proposing a constant
+    ``engine.config.num_draft_tokens`` tokens per step (the engine's chain length)."""
     target, draft = engine.target, engine.draft
     batch = inputs.to(target.device)
     prompt_len = int(batch["input_ids"].shape[1])
     gc = draft.generation_config
     saved = (gc.num_assistant_tokens, gc.num_assistant_tokens_schedule)
-    gc.num_assistant_tokens, gc.num_assistant_tokens_schedule = HF_ASSISTANT_TOKENS, "constant"
+    gc.num_assistant_tokens, gc.num_assistant_tokens_schedule = engine.config.num_draft_tokens, "constant"
     timer = Timer(target.device)
     common = dict(do_sample=False, eos_token_id=[], pad_token_id=target.generation_config.pad_token_id)
     try:
@@ -356,11 +359,11 @@ def project(tau: float, plain_ms: float, verify_ms: float, draft_ms: float) -> f
     return tau * plain_ms / (verify_ms + draft_ms)
 
 
-SHAPES = {"chain": chain(5), "specvlm-25": from_paths(SPECVLM_25)}
-
-
-def structures() -> dict[str, TreeStructure]:
-    return {name: TreeStructure.of([int(p) for p in shape.parents]) for name, shape in SHAPES.items()}
+def structures(chain_length: int) -> dict[str, TreeStructure]:
+    """The shapes whose verification and drafting the bench times: a chain of ``chain_length`` draft
+    tokens and the reference's 25-node tree."""
+    shapes = {"chain": chain(chain_length), "specvlm-25": from_paths(SPECVLM_25)}
+    return {name: TreeStructure.of([int(p) for p in shape.parents]) for name, shape in shapes.items()}
 
 
 # ---------------------------------------------------------------------------------------------- CPU / trained pair
@@ -398,7 +401,7 @@ def bench_pair(
     report = BenchReport(
         machine=machine_description(engine._target.device),
         settings=dict(max_new_tokens=max_new_tokens, drop_rate=drop_rate, repeats=repeats, seed=seed,
-                      hf_assistant_tokens=HF_ASSISTANT_TOKENS, ignore_eos=True, compile=engine.config.compile),
+                      num_draft_tokens=engine.config.num_draft_tokens, ignore_eos=True, compile=engine.config.compile),
     )  # fmt: skip
     # Rounds: every method once per round, the first round warming up. Interleaving the methods means a
     # slow spell of the machine hits them all alike instead of one method's consecutive runs.
@@ -431,7 +434,7 @@ def bench_pair(
     engine._mark_compiled(config, target.seq, draft_seq)
     engine._mark_compiled(config, target.seq, full_seq)
     n = max(30, 10 * repeats)
-    shapes = structures()
+    shapes = structures(engine.config.num_draft_tokens)
     costs = {"context_target": target.seq.prefix, "context_draft_pruned": draft_seq.prefix, "video_tokens": target.layout.num_tokens}
     costs["plain_step"] = forward_cost(target.seq, None, n)
     for name, st in shapes.items():
@@ -567,12 +570,14 @@ def bench_shapes(
     device: str = "cuda",
     dtype: torch.dtype = torch.bfloat16,
     repeats: int = 20,
+    chain_length: int = DEFAULT_NUM_DRAFT_TOKENS,
 ) -> dict:
     """Per-step costs of real-shape random-weight models at ``context`` tokens (the draft at
-    ``keep * context``) and the decode speedup they project for ``tau`` tokens per step."""
+    ``keep * context``) and the decode speedup they project for ``tau`` tokens per step (a chain of
+    ``chain_length`` draft tokens, and the 25-node tree)."""
     if not 0 < keep <= 1:
         raise ValueError(f"keep={keep!r} must be in (0, 1]")
-    shapes = structures()
+    shapes = structures(chain_length)
     out: dict = {"target": target_shape, "draft": draft_shape, "context": context, "draft_context": max(1, int(context * keep)),
                  "dtype": str(dtype).replace("torch.", ""), "device": device, "tau": tau}  # fmt: skip
     target = build_text_model(target_shape, device, dtype)

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from specvlm.engine import COMPILE_MODES, METHODS
+from specvlm.engine import COMPILE_MODES, DEFAULT_NUM_DRAFT_TOKENS, METHODS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--pruning", default="specvlm", help="pruning strategy (default: specvlm)")
     gen.add_argument("--drop-rate", type=float, default=0.9)
     gen.add_argument("--stage1-mass", type=float, default=0.4)
-    gen.add_argument("--num-draft-tokens", type=int, default=5)
+    gen.add_argument("--num-draft-tokens", type=int, default=DEFAULT_NUM_DRAFT_TOKENS,
+                     help=f"chain length (default: {DEFAULT_NUM_DRAFT_TOKENS})")
     gen.add_argument("--tree", default="chain", help='"chain", "specvlm-25", "dynamic" or JSON paths like "[[0],[1],[0,0]]"')
     gen.add_argument("--tree-depth", type=int, default=5, help="dynamic tree depth")
     gen.add_argument("--tree-top-k", type=int, default=8, help="dynamic tree expansion width")
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-new-tokens", type=int, default=128)
     bench.add_argument("--min-video-tokens", type=int, default=1024)
     bench.add_argument("--drop-rate", type=float, default=0.9)
+    bench.add_argument("--num-draft-tokens", type=int, default=DEFAULT_NUM_DRAFT_TOKENS,
+                       help=f"chain length of sd, specvlm chain and hf-assisted (default: {DEFAULT_NUM_DRAFT_TOKENS})")
     bench.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up (fastest counts)")
     bench.add_argument("--no-hf-assisted", action="store_true", help="skip transformers' assisted generation")
     bench.add_argument("--profile", action="store_true",
@@ -138,6 +141,7 @@ def _bench(args) -> int:
         figures = bench.bench_shapes(
             args.target_shape, args.draft_shape, context=args.context, keep=args.keep, tau=args.tau,
             device="cuda", dtype=getattr(torch, args.dtype), repeats=max(args.repeats, 5),
+            chain_length=args.num_draft_tokens,
         )  # fmt: skip
         text = json.dumps(figures, indent=2)
     else:
@@ -151,7 +155,8 @@ def _bench(args) -> int:
         target = args.target or zoo.checkpoint("target")
         draft = args.draft or zoo.checkpoint("draft")
         engine = SpecVLM.from_pretrained(
-            target, draft=draft, torch_dtype=torch.float32, attn_backend=args.attn_backend, compile=args.compile
+            target, draft=draft, torch_dtype=torch.float32, attn_backend=args.attn_backend, compile=args.compile,
+            num_draft_tokens=args.num_draft_tokens,
         )
         report = bench.bench_pair(
             engine, max_new_tokens=args.max_new_tokens, min_video_tokens=args.min_video_tokens,

@@ -81,7 +81,8 @@ def test_bench_pair_reports_every_method(engine):
     costs = report.step_costs_ms
     assert costs["video_tokens"] >= 100
     assert costs["context_draft_pruned"] < costs["context_target"]
-    assert all(costs[k] > 0 for k in ("plain_step", "verify_chain_6_tokens", "verify_specvlm-25_26_tokens", "draft_step_pruned"))
+    chain = f"verify_chain_{engine.config.num_draft_tokens + 1}_tokens"  # the chain the engine drafts, bonus included
+    assert all(costs[k] > 0 for k in ("plain_step", chain, "verify_specvlm-25_26_tokens", "draft_step_pruned"))
     speed = report.speedups()
     assert speed["ar"]["sd"] == pytest.approx(report.runs["ar"].decode_s / report.runs["sd"].decode_s)
     data = report.to_dict()
@@ -89,6 +90,7 @@ def test_bench_pair_reports_every_method(engine):
     assert set(data) == {"machine", "settings", "runs", "speedup_over", "step_costs_ms", "draft_over_target", "step_profile_ms", "weight_mb"}
     assert data["step_profile_ms"] == {} and data["weight_mb"] == {}  # only with profile=True
     assert data["settings"]["compile"] == "off"
+    assert data["settings"]["num_draft_tokens"] == engine.config.num_draft_tokens
     ratio = report.draft_over_target
     assert ratio["time"] == pytest.approx(costs["draft_step_full"] / costs["plain_step"])
     assert 0 < ratio["arithmetic"] < 1  # the embedded draft is the smaller model
@@ -98,7 +100,8 @@ def test_bench_pair_reports_every_method(engine):
 
 def test_bench_pair_profile_breaks_steps_down_by_operator(engine):
     report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=1, hf_assisted=False, profile=True)
-    assert set(report.step_profile_ms) == {"plain_step", "verify_chain_6_tokens", "draft_step_pruned"}
+    chain = f"verify_chain_{engine.config.num_draft_tokens + 1}_tokens"
+    assert set(report.step_profile_ms) == {"plain_step", chain, "draft_step_pruned"}
     for groups in report.step_profile_ms.values():
         assert set(groups) == {"matmul", "attention", "other ops"}
         assert groups["matmul"] > 0 and groups["attention"] > 0 and groups["other ops"] > 0
@@ -148,11 +151,13 @@ def test_decode_macs_counts_projections_mlp_attention_and_head():
 
 
 def test_bench_shapes_on_cpu_tiny():
-    out = bench.bench_shapes("tiny", "tiny", context=96, keep=0.25, tau=3.0, device="cpu", dtype=torch.float32, repeats=2)
+    out = bench.bench_shapes("tiny", "tiny", context=96, keep=0.25, tau=3.0, device="cpu", dtype=torch.float32, repeats=2,
+                             chain_length=3)  # fmt: skip
     assert out["draft_context"] == 24
     costs = out["step_costs_ms"]
     assert costs["plain_step"] > 0 and costs["draft_step"] > 0
-    expected = bench.project(3.0, costs["plain_step"], costs["verify_chain_6_tokens"], costs["draft_chain"])
+    assert "verify_chain_4_tokens" in costs and "verify_specvlm-25_26_tokens" in costs
+    expected = bench.project(3.0, costs["plain_step"], costs["verify_chain_4_tokens"], costs["draft_chain"])
     assert out["projected_speedup"]["chain"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="unknown shape"):
         bench.build_text_model("qwen9", "cpu", torch.float32)
@@ -164,6 +169,38 @@ def test_bench_shapes_on_cpu_tiny():
 def test_cli_bench_cuda_without_gpu(capsys):
     assert main(["bench", "--device", "cuda"]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_hf_assisted_proposes_the_engines_chain_length(checkpoints):
+    """The bench's assisted-generation baseline drafts as many tokens per step as the engine's chain,
+    and leaves the draft's generation config as it found it."""
+    pair = checkpoints["llava_onevision"]
+    engine = SpecVLM.from_pretrained(pair["target"], draft=pair["draft"], torch_dtype=torch.float32, num_draft_tokens=3)
+    _, inputs = bench.bench_sample(engine, 100, 1 << 30)
+    seen = []
+    target, gc = engine.target, engine.draft.generation_config
+    before = (gc.num_assistant_tokens, gc.num_assistant_tokens_schedule)
+    real = target.generate
+
+    def spy(*args, **kwargs):
+        if "assistant_model" in kwargs:
+            seen.append((gc.num_assistant_tokens, gc.num_assistant_tokens_schedule))
+        return real(*args, **kwargs)
+
+    target.generate = spy
+    try:
+        run = bench.run_hf_assisted(engine, inputs, 4, None)
+    finally:
+        del target.generate
+    assert seen == [(3, "constant")]
+    assert run.new_tokens == 4
+    assert (gc.num_assistant_tokens, gc.num_assistant_tokens_schedule) == before
+
+
+def test_cli_bench_rejects_a_bad_chain_length(capsys, checkpoints):
+    pair = checkpoints["llava_onevision"]
+    assert main(["bench", "--target", str(pair["target"]), "--draft", str(pair["draft"]), "--num-draft-tokens", "0"]) == 2
+    assert "num_draft_tokens=0" in capsys.readouterr().err
 
 
 def test_cli_bench_needs_both_checkpoints(capsys, checkpoints):

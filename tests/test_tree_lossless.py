@@ -65,7 +65,9 @@ def test_tree_matches_stock_greedy(engines, references, family, draft, tree, dro
     assert result.token_ids == expected
     stats = result.stats
     assert sum(stats.accepted_lengths) == MAX_NEW - 1
-    depth = max(len(p) for p in tree) if isinstance(tree, list) else 5  # chain: num_draft_tokens; others: 5
+    config = engines[family, draft].config.replace(tree=tree)
+    shape = config.tree_shape()  # a static shape, or the dynamic tree's settings
+    depth = config.tree_depth if tree == "dynamic" else shape.depth
     assert max(stats.accepted_lengths) <= depth + 1
     assert stats.draft_steps > 0 and stats.target_steps == len(stats.accepted_lengths)
 
