@@ -243,13 +243,15 @@ def test_bad_stage1_mass(checkpoints, engine, frames, bad):
         engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, stage1_mass=bad)
 
 
-def test_unknown_positions_mode(checkpoints, engine, frames):
+@pytest.mark.parametrize("name, bad, allowed", [("positions", "relative", POSITION_MODES), ("compile", "yes", COMPILE_MODES)])
+def test_unknown_mode_setting(checkpoints, engine, frames, name, bad, allowed):
+    """A mode outside its allowed set is named, with every allowed mode, at load and per call."""
     with pytest.raises(ValueError) as info:
-        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], positions="relative")
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], **{name: bad})
     message = str(info.value)
-    assert "'relative'" in message and all(repr(m) in message for m in POSITION_MODES), message
-    with pytest.raises(ValueError, match="'relative'"):
-        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, positions="relative")
+    assert f"{name}={bad!r}" in message and all(repr(m) in message for m in allowed), message
+    with pytest.raises(ValueError, match=f"{name}={bad!r}"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, **{name: bad})
 
 
 @pytest.mark.parametrize("method", ["sd", "specvlm"])
@@ -263,15 +265,6 @@ def test_compact_positions_need_a_separate_draft(self_engine, frames, method):
 def test_compact_positions_with_self_draft_rejected_at_load(checkpoints):
     with pytest.raises(ValueError, match="positions='compact'.*separate draft"):
         SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None, positions="compact")
-
-
-def test_unknown_compile_mode(checkpoints, engine, frames):
-    with pytest.raises(ValueError) as info:
-        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], compile="yes")
-    message = str(info.value)
-    assert "compile='yes'" in message and all(repr(m) in message for m in COMPILE_MODES), message
-    with pytest.raises(ValueError, match="compile='yes'"):
-        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, compile="yes")
 
 
 def test_compile_without_a_compiler_fails_before_any_work(engine, frames, monkeypatch):
