@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 
 from specvlm import synthetic
 from specvlm.zoo import evaluate as ev
@@ -99,3 +101,76 @@ def test_checkpoints_option_measures_a_training_runs_output(tmp_path, monkeypatc
     monkeypatch.setattr(ev.SpecVLM, "from_pretrained", classmethod(load))
     assert ev.main(["--checkpoints", str(tmp_path), "--samples", "1", "--frames", str(FRAMES)]) == 0
     assert loaded == [(tmp_path / "specvlm-tiny-target", tmp_path / "specvlm-tiny-draft")]
+
+
+# --------------------------------------------------------------------------- motion readout
+
+READOUT_SIDE = 64  # the trained pair's frame size: train.GRID cells of 16 x 16 pixels per side
+
+
+def _readout(monkeypatch, features, fit=6, test=6, frames=FRAMES):
+    """``motion_readout`` with the model's video tokens replaced by ``features(frames) -> (T * GRID**2, d)``."""
+    from specvlm.zoo import train
+
+    config = SimpleNamespace(vision_config=SimpleNamespace(image_size=READOUT_SIDE))
+    model = SimpleNamespace(config=config, eval=lambda: model)
+    monkeypatch.setattr("transformers.AutoModelForImageTextToText.from_pretrained", lambda *a, **k: model)
+    monkeypatch.setattr("transformers.AutoProcessor.from_pretrained", lambda *a, **k: None)
+    monkeypatch.setattr(ev, "checkpoint", lambda name: name)
+    monkeypatch.setattr(train, "pixel_values", lambda frames, processor: frames)
+    monkeypatch.setattr(train, "video_features", lambda m, frames: torch.as_tensor(features(frames))[None])
+    return ev.motion_readout(fit, test, frames)
+
+
+def _centroids(frames: np.ndarray) -> np.ndarray:
+    """A stand-in encoder that sees where the objects are: per cell, the mean (x, y) of its coloured
+    (non-grey) pixels in the frame, and a flag for whether it has any; one trailing newline token."""
+    from specvlm.zoo.train import GRID
+
+    t, h, w, _ = frames.shape
+    coloured = (frames.max(-1).astype(int) - frames.min(-1).astype(int)) > 0
+    ys, xs = np.mgrid[0:h, 0:w]
+    out = np.zeros((t, GRID, GRID, 3))
+    ch, cw = h // GRID, w // GRID
+    for k in range(t):
+        for r in range(GRID):
+            for c in range(GRID):
+                m = coloured[k, r * ch : (r + 1) * ch, c * cw : (c + 1) * cw]
+                if m.any():
+                    out[k, r, c] = (xs[r * ch : (r + 1) * ch, c * cw : (c + 1) * cw][m].mean(),
+                                    ys[r * ch : (r + 1) * ch, c * cw : (c + 1) * cw][m].mean(), 1.0)  # fmt: skip
+    return np.concatenate([out.reshape(-1, 3), np.zeros((1, 3))])
+
+
+def test_motion_readout_reads_tokens_that_carry_positions(monkeypatch):
+    summary = _readout(monkeypatch, _centroids, frames=16)
+    token = summary["token"]
+    # a coloured pixel's centroid is where the object is, up to occlusion and the edge of its cell
+    assert max(token["position_rmse_px"]) < 4.0
+    assert token["direction_accuracy"]["all"] >= 0.9
+    assert set(token["direction_accuracy"]) == {"all", "slowly", "quickly"}
+    assert token["objects"] == sum(
+        len(synthetic.generate_sample(ev.HELD_OUT_SEED + i, num_frames=16, height=READOUT_SIDE, width=READOUT_SIDE).objects)
+        for i in range(6)
+    )
+
+
+def test_motion_readout_of_tokens_without_positions_is_blind(monkeypatch):
+    from specvlm.zoo.train import GRID
+
+    summary = _readout(monkeypatch, lambda frames: np.ones((frames.shape[0] * GRID * GRID + 1, 4)))
+    token = summary["token"]
+    # constant tokens read out one position for every object: no slope, every guess is "left"
+    lefts = sum(
+        o.direction == "left"
+        for i in range(6)
+        for o in synthetic.generate_sample(ev.HELD_OUT_SEED + i, num_frames=FRAMES, height=READOUT_SIDE, width=READOUT_SIDE).objects
+    )
+    assert token["direction_accuracy"]["all"] == pytest.approx(lefts / token["objects"])
+    # the cell's place alone (where the object's centre is, to a cell) is a coarse track
+    assert max(summary["token_and_cell"]["position_rmse_px"]) < max(token["position_rmse_px"])
+
+
+def test_motion_readout_rejects_empty_sample_counts():
+    with pytest.raises(ValueError, match="fit_samples and test_samples must be >= 1, got 0 and 3"):
+        ev.motion_readout(0, 3, FRAMES)
