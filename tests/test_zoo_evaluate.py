@@ -7,6 +7,7 @@ checked exactly without the trained checkpoints.
 from __future__ import annotations
 
 import hashlib
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -174,3 +175,17 @@ def test_motion_readout_of_tokens_without_positions_is_blind(monkeypatch):
 def test_motion_readout_rejects_empty_sample_counts():
     with pytest.raises(ValueError, match="fit_samples and test_samples must be >= 1, got 0 and 3"):
         ev.motion_readout(0, 3, FRAMES)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--motion-readout", "-2"], "--motion-readout takes the number of videos .* got -2"),
+        (["--motion-readout", "4", "--samples", "0"], "fit_samples and test_samples must be >= 1, got 4 and 0"),
+    ],
+)
+def test_motion_readout_cli_rejects_bad_counts(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ev.main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)

@@ -258,8 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.motion_readout < 0:
+        parser.error(f"--motion-readout takes the number of videos to fit the readout on (>= 1; 0: off), got {args.motion_readout}")
     if args.motion_readout:
-        summary = motion_readout(args.motion_readout, args.samples, args.frames, root=args.checkpoints)
+        try:
+            summary = motion_readout(args.motion_readout, args.samples, args.frames, root=args.checkpoints)
+        except ValueError as error:
+            parser.error(str(error))
     else:
         summary = evaluate(args.samples, args.frames, args.max_new_tokens, root=args.checkpoints).summary()
     text = json.dumps(summary, indent=2)
