@@ -165,16 +165,13 @@ def _object_cells(model, processor, sample) -> list[tuple[int, np.ndarray, np.nd
 
     with torch.no_grad():
         feats = train.video_features(model, train.pixel_values(sample.frames, processor))[0].numpy()
-    grid = train.GRID
-    cell_h, cell_w = sample.height / grid, sample.width / grid
     rows = []
     for j, obj in enumerate(sample.objects):
         for k in range(obj.start, min(obj.end, sample.num_frames)):
-            x, y = obj.position(k)
-            row, col = min(int(y // cell_h), grid - 1), min(int(x // cell_w), grid - 1)
-            cell = np.zeros(grid * grid)
-            cell[row * grid + col] = 1.0
-            rows.append((j, feats[(k * grid + row) * grid + col], cell, k))
+            row, col, index = train.centre_cell(obj, k, sample.height, sample.width)
+            cell = np.zeros(train.GRID**2)
+            cell[row * train.GRID + col] = 1.0
+            rows.append((j, feats[index], cell, k))
     return rows
 
 

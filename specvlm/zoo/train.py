@@ -251,6 +251,14 @@ class Probe(torch.nn.Module):
         return logits, free[:, n : n + 2], free[:, n + 2 :]
 
 
+def centre_cell(obj, frame: int, height: int, width: int) -> tuple[int, int, int]:
+    """(row, column, video token index) of the GRID x GRID cell that holds ``obj``'s centre in ``frame``
+    (tokens frame-major, then row-major over the cells, as :func:`video_features` orders them)."""
+    x, y = obj.position(frame)
+    row, col = min(int(y // (height / GRID)), GRID - 1), min(int(x // (width / GRID)), GRID - 1)
+    return row, col, (frame * GRID + row) * GRID + col
+
+
 def cell_targets(sample) -> dict[str, torch.Tensor]:
     """Per video token (frame-major, then row-major over the GRID x GRID cells) ground truth for the vision probe.
 
@@ -271,8 +279,7 @@ def cell_targets(sample) -> dict[str, torch.Tensor]:
     for obj in sample.objects:
         for k in range(obj.start, min(obj.end, t)):
             x, y = obj.position(k)
-            row, col = min(int(y // cell_h), GRID - 1), min(int(x // cell_w), GRID - 1)
-            i = (k * GRID + row) * GRID + col
+            row, col, i = centre_cell(obj, k, height, width)
             colour[i] = colours.index(obj.colour) + 1
             shape[i] = synthetic.SHAPES.index(obj.shape) + 1
             size[i] = synthetic.SIZES.index(obj.size) + 1
