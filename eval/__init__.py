@@ -7,7 +7,9 @@ Modules: ``config`` (typed, validated YAML), ``datasets`` (local benchmark layou
 ``models`` (model references, engine loading), ``methods`` (ar / sd / specvlm / hf-assisted on one
 sample), ``metrics`` (definitions and aggregation), ``results`` (durable, resumable JSONL),
 ``distributed`` (ranks, sharding, barrier), ``runner`` (the loop), ``report`` (tables and plots),
-``cli``. Layering: ``eval`` imports ``specvlm``; ``specvlm`` never imports ``eval``.
+``cli``, and ``bench`` (``specvlm bench``: decode speed of every method in one process). Layering:
+``eval`` imports the core and the zoo; in ``specvlm`` only the command line imports ``eval``
+(tests/test_layout.py checks it).
 """
 
 from eval.config import ConfigError, EvalConfig, load_config

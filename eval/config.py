@@ -28,8 +28,7 @@ from typing import Any
 
 import yaml
 
-from specvlm.attention import BACKENDS as ATTENTION_BACKENDS
-from specvlm.engine import COMPILE_MODES
+from specvlm import config as decoding
 
 BENCHMARKS = ("synthetic", "videodetailcaption", "mvbench", "mlvu", "longvideobench", "videomme")
 PROMPT_MODES = ("benchmark", "caption")
@@ -41,17 +40,15 @@ REFERENCE_CAPTION_PROMPT = (
     "and the background scenes."
 )
 
-# Decoding settings each method accepts (everything else is an error, so no setting is silently ignored).
-_DECODING_FIELDS = (
-    "pruning", "drop_rate", "stage1_mass", "num_draft_tokens", "positions", "window", "seed",
-    "tree", "tree_depth", "tree_top_k", "tree_total_tokens",
-)  # fmt: skip
-_TREE_FIELDS = ("num_draft_tokens", "tree", "tree_depth", "tree_top_k", "tree_total_tokens")
+# Decoding settings each method accepts, from the core's one definition (specvlm.config): everything
+# else is an error, so no setting is silently ignored. The per-model ones (attn_backend, compile) are
+# in the model section.
+_DECODING_FIELDS = decoding.applies_to("specvlm")
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
-    "ar": (),
-    "sd": _TREE_FIELDS,
+    "ar": decoding.applies_to("ar"),
+    "sd": decoding.applies_to("sd"),
     "specvlm": _DECODING_FIELDS,
-    "hf-assisted": ("num_draft_tokens",),
+    "hf-assisted": ("num_draft_tokens",),  # a constant num_assistant_tokens
 }
 # Settings always shown in a method key (the rest appear only when they differ from the default).
 _KEY_FIELDS = {"sd": ("tree",), "specvlm": ("pruning", "drop_rate", "tree")}
@@ -129,7 +126,7 @@ class ModelConfig:
     """Which models to load and how.
 
     ``target`` / ``draft``: a local path or hub id, ``zoo:<name>`` (``specvlm.zoo.checkpoint``) or
-    ``tiny:<family>[:seed][:layers]`` (built offline with ``specvlm.tiny`` into ``tiny_cache``, default
+    ``tiny:<family>[:seed][:layers]`` (built offline with ``specvlm.zoo.tiny`` into ``tiny_cache``, default
     ``<output>/../.tiny-cache``). ``draft: null`` means self-drafting. ``device_map``: ``null`` puts the
     models on this process's GPU (``cuda:<LOCAL_RANK>``) when CUDA is available, else on the CPU;
     ``"auto"`` spreads a large target over all visible GPUs; anything else is passed to ``from_pretrained``.
@@ -153,8 +150,8 @@ class ModelConfig:
         if self.device_map is not None and not isinstance(self.device_map, (str, dict)):
             raise ConfigError(f"model.device_map={self.device_map!r} must be null, a string such as 'auto' or a mapping")
         _str("model.tiny_cache", self.tiny_cache, optional=True)
-        _choice("model.attn_backend", self.attn_backend, ("auto",) + ATTENTION_BACKENDS)
-        _choice("model.compile", self.compile, COMPILE_MODES)
+        _choice("model.attn_backend", self.attn_backend, decoding.allowed("attn_backend"))
+        _choice("model.compile", self.compile, decoding.allowed("compile"))
 
 
 @dataclass(frozen=True)
@@ -180,7 +177,7 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class SyntheticSettings:
-    """How to generate the synthetic benchmark when its directory does not exist (``specvlm.synthetic``).
+    """How to generate the synthetic benchmark when its directory does not exist (``specvlm.zoo.synthetic``).
 
     ``questions_per_video``: in ``benchmark`` mode each video contributes this many of its questions,
     rotating through the question kinds by video index (``null``: all of them).
@@ -206,7 +203,7 @@ class SyntheticSettings:
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """One benchmark read from a local directory laid out like its published dataset (see README).
+    """One benchmark read from a local directory laid out like its published dataset (see docs/evaluation.md).
 
     ``label`` (default: ``name``) names the result group, so one benchmark can appear twice (for
     example at 64 and 128 frames). ``prompt_modes``: ``benchmark`` (the dataset's own question, with
@@ -289,24 +286,28 @@ class MethodConfig:
 
     name: str
     sweep: dict | None = None
-    pruning: str | None = None
-    drop_rate: float | None = None
-    stage1_mass: float | None = None
-    num_draft_tokens: int | None = None
-    positions: str | None = None
-    window: str | None = None
-    seed: int | None = None
-    tree: Any = None
-    tree_depth: int | None = None
-    tree_top_k: int | None = None
-    tree_total_tokens: int | None = None
+    settings: dict = field(default_factory=dict)  # decoding settings (specvlm.config), by name
+
+    @classmethod
+    def from_entry(cls, entry: dict, where: str) -> "MethodConfig":
+        """A method entry as written in YAML: ``name``, optional ``sweep`` and decoding settings."""
+        allowed = ("name", "sweep") + _DECODING_FIELDS
+        unknown = [k for k in entry if k not in allowed]
+        if unknown:
+            raise ConfigError(f"unknown key {where}.{unknown[0]}; allowed keys of {where}: {', '.join(allowed)}")
+        settings = {k: v for k, v in entry.items() if k not in ("name", "sweep") and v is not None}
+        return cls(name=entry["name"], sweep=entry.get("sweep"), settings=settings)
+
+    def to_entry(self) -> dict:
+        """The entry as written in YAML (settings beside the name)."""
+        return {"name": self.name, **({"sweep": _plain(self.sweep)} if self.sweep else {}), **_plain(self.settings)}
 
     def __post_init__(self):
         where = f"methods[{self.name}]"
         _choice("methods[].name", self.name, METHOD_NAMES)
         allowed = METHOD_SETTINGS[self.name]
-        for f in _DECODING_FIELDS:
-            if getattr(self, f) is not None and f not in allowed:
+        for f in self.settings:
+            if f not in allowed:
                 raise ConfigError(
                     f"{where}.{f} does not apply to method {self.name!r}; "
                     f"it accepts: {', '.join(allowed) if allowed else 'no settings'}"
@@ -320,7 +321,7 @@ class MethodConfig:
                         f"{where}.sweep.{key} cannot be swept for method {self.name!r}; "
                         f"it accepts: {', '.join(allowed) if allowed else 'no settings'}"
                     )
-                if getattr(self, key) is not None:
+                if key in self.settings:
                     raise ConfigError(f"{where}: {key} is given both as a setting and in sweep")
                 if not isinstance(values, (list, tuple)) or not values:
                     raise ConfigError(f"{where}.sweep.{key}={values!r} must be a non-empty list")
@@ -328,7 +329,7 @@ class MethodConfig:
 
     def expand(self) -> list["MethodSpec"]:
         """One :class:`MethodSpec` per sweep combination (a single one without a sweep)."""
-        base = {f: getattr(self, f) for f in _DECODING_FIELDS if getattr(self, f) is not None}
+        base = dict(self.settings)
         sweep = self.sweep or {}
         specs = []
         for combo in itertools.product(*sweep.values()):
@@ -468,6 +469,13 @@ class EvalConfig:
             for i, item in enumerate(items):
                 if isinstance(item, str):
                     item = {"name": item}
+                if item_cls is MethodConfig:
+                    if not isinstance(item, dict):
+                        raise ConfigError(f"{key}[{i}] must be a mapping or a name, got {type(item).__name__}: {item!r}")
+                    if "name" not in item:
+                        raise ConfigError(f"{key}[{i}] needs a name")
+                    built.append(MethodConfig.from_entry(item, f"{key}[{i}]"))
+                    continue
                 entry = _check_keys(item_cls, item, f"{key}[{i}]")
                 if "name" not in entry:
                     raise ConfigError(f"{key}[{i}] needs a name")
@@ -477,7 +485,9 @@ class EvalConfig:
 
     def to_dict(self) -> dict:
         """The resolved config (defaults filled in) as plain YAML-friendly data."""
-        return _plain(dataclasses.asdict(self))
+        out = _plain(dataclasses.asdict(self))
+        out["methods"] = [m.to_entry() for m in self.methods]
+        return out
 
     def fingerprint(self) -> dict:
         """What result rows depend on: the model, the generation settings and each benchmark (by label).

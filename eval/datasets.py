@@ -7,7 +7,7 @@ annotation file pattern):
 ================== ===================================================== ==========================================
 benchmark          annotations (first pattern that matches)              videos
 ================== ===================================================== ==========================================
-synthetic          ``annotations.jsonl`` (``specvlm.synthetic``)          ``videos/<sample_id>.mp4``
+synthetic          ``annotations.jsonl`` (``specvlm.zoo.synthetic``)          ``videos/<sample_id>.mp4``
 videodetailcaption ``test.jsonl`` | ``test.json`` | ``**/test-*.parquet`` ``Test_Videos/<video_name>.mp4``
 mvbench            ``json/*.json`` (one file per task)                   ``video/<source folder of the task>/<video>``
 mlvu               ``json/*.json`` | ``dev.json[l]`` | ``*.parquet``      ``video/<json stem>/<video>``
@@ -15,7 +15,7 @@ longvideobench     ``lvb_val.json`` | ``*.json[l]`` | ``*.parquet``       ``vide
 videomme           ``videomme/test-*.parquet`` | ``*.json[l]``            ``data/<videoID>.mp4``
 ================== ===================================================== ==========================================
 
-(The README's "Evaluation" section spells out each layout and the fallbacks tried for videos.)
+(docs/evaluation.md spells out each layout and the fallbacks tried for videos.)
 A missing video does not stop the listing: the sample keeps its expected path and the run records an
 error row for it. Parquet files need ``pyarrow``; JSON and JSONL need nothing.
 
@@ -202,7 +202,7 @@ def _video_file(name: str, ext: str = ".mp4") -> str:
 
 
 def _synthetic(cfg: BenchmarkConfig, root: Path) -> list[Item]:
-    from specvlm.synthetic import Question, question_prompt, read_dataset
+    from specvlm.zoo.synthetic import Question, question_prompt, read_dataset
 
     per_video = cfg.synthetic.questions_per_video
     items = []
@@ -342,7 +342,7 @@ def caption_prompt(cfg: BenchmarkConfig) -> str:
     if cfg.caption_prompt:
         return cfg.caption_prompt
     if cfg.name == "synthetic":
-        from specvlm.synthetic import CAPTION_PROMPT
+        from specvlm.zoo.synthetic import CAPTION_PROMPT
 
         return CAPTION_PROMPT
     return REFERENCE_CAPTION_PROMPT
@@ -419,7 +419,7 @@ def ensure_synthetic(cfg: BenchmarkConfig, root: Path) -> Path:
             f"synthetic: {str(root)!r} exists but has no annotations.jsonl; remove it or point benchmarks[].root "
             "elsewhere (the harness generates the set only into a missing or empty directory)"
         )
-    from specvlm.synthetic import write_dataset
+    from specvlm.zoo.synthetic import write_dataset
 
     s = cfg.synthetic
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")

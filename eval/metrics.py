@@ -1,27 +1,9 @@
-"""Metrics, defined once (DESIGN.md section 4), and their aggregation over result rows.
+"""Metrics over result rows: peak memory, agreement with ``ar``, and aggregation per method.
 
-Definitions:
-
-* **Accepted tokens per step, tau**: tokens committed per target verification forward, including
-  the bonus token (Spec-Bench convention; plain decoding = 1.00). Aggregated over samples as total
-  committed tokens / total verification forwards. Also reported: **tau - 1**, the mean accepted
-  draft tokens per step (SpecVLM's own convention), labelled ``tau_minus_1``.
-* **Prefill time**: target prefill + scoring + pruning + draft prefill. **Decode time**: from the
-  first token after prefill to the end. **E2E** = both. **TTFT** = prefill time (the first token is
-  the prefill's); **TPOT** = decode time per token after the first; **tokens/s** = new tokens / E2E.
-* **Speedup** (decode and e2e): baseline (``ar``) time / method time for the same sample and the
-  same committed tokens (pairs whose token counts differ are left out and counted); aggregated as
-  total time over total time (``*_speedup_total``) and as the per-sample mean (``*_speedup_mean``).
-* **Lossless**: greedy output token ids equal those of ``ar`` (itself equal to the stock target's
-  greedy ``generate()`` in float32); otherwise the first diverging position is reported.
-* **Draft KV fraction**: draft cache tokens / target cache tokens after prefill.
-* **Peak memory**: CUDA max allocated bytes summed over the model's GPUs, reset before each
-  generation; on CPU the process's peak resident set size (monotone over the process lifetime).
-* **Accuracy** (``benchmark`` prompt mode, multiple choice): the letter extracted from the output
-  (:func:`extract_choice`) equals the gold letter; an output with no recognisable letter is wrong.
-
-``hf-assisted`` (transformers' assisted generation) is timed as one ``generate()`` call: its
-prefill/decode split and its acceptance are not observable, so only E2E metrics exist for it.
+Every metric (tau and tau - 1, prefill / decode / E2E, TTFT, TPOT, tokens/s, decode and e2e speedup
+total over total and per-sample mean, lossless, draft KV fraction, peak memory, accuracy via
+:func:`extract_choice`, the ``hf-assisted`` caveat) is defined once, in docs/evaluation.md ("Metric
+definitions"); this module computes them as defined there.
 
 What this module deliberately does not do: run models, read files or draw.
 """
@@ -29,54 +11,19 @@ What this module deliberately does not do: run models, read files or draw.
 from __future__ import annotations
 
 import math
-import re
 import resource
 import sys
 from collections import defaultdict
 
 import torch
 
+from specvlm.answers import extract_choice  # noqa: F401  (the accuracy metric's extractor, re-exported)
+
 HF_ASSISTED_NOTE = (
     "hf-assisted is timed as one transformers generate() call: its prefill/decode split (and so TTFT, TPOT, "
     "decode speedup) and its acceptance (tau) are not observable; only end-to-end metrics are reported."
 )
 CPU_MEMORY_NOTE = "peak memory on CPU is the process's peak resident set size so far (it never decreases)."
-
-# --------------------------------------------------------------------------- answers
-
-
-def extract_choice(text: str, num_options: int, options: tuple[str, ...] = ()) -> str | None:
-    """The option letter a free-text answer picks, or ``None``.
-
-    Tried in order: a letter at the start (``"B"``, ``"(B)"``, ``"B."``, ``"B: text"``, ``"**B**"``);
-    after "answer"/"option"/"choice" (``"The answer is (C)"``); in parentheses anywhere; a lone
-    capital letter if exactly one distinct valid letter appears (the article "A" before a lower-case
-    word does not count); the text of exactly one option.
-    """
-    if not isinstance(text, str) or num_options < 1:
-        return None
-    letters = "ABCDEFGHIJ"[:num_options]
-    t = text.strip().replace("*", "")
-    cls = f"[{letters}]"
-    m = re.match(rf"^[\s\"'`\[]*\(?({cls})\)?(?=\s*(?:$|[.:,;)\]\n]))", t)
-    if m:
-        return m.group(1)
-    m = re.search(rf"\b(?i:answer|option|choice)\b(?:\s+(?i:is|would be|should be))?\s*[:\-]?\s*\(?({cls})\)?(?![A-Za-z])", t)
-    if m:
-        return m.group(1)
-    found = re.findall(rf"\(({cls})\)", t)
-    if len(set(found)) == 1:
-        return found[0]
-    lone = [m.group(1) for m in re.finditer(rf"(?<![A-Za-z'])({cls})(?![A-Za-z'])", t)
-            if not (m.group(1) == "A" and re.match(r"\s+[a-z]", t[m.end():]))]  # fmt: skip
-    if len(set(lone)) == 1:
-        return lone[0]
-    low = t.lower()
-    hits = [letters[i] for i, o in enumerate(options[:num_options]) if o and str(o).strip().lower() in low]
-    if len(hits) == 1:
-        return hits[0]
-    return None
-
 
 def first_divergence(reference: list[int], ids: list[int]) -> int | None:
     """``None`` if identical, else the first position where they differ (or the shorter length)."""

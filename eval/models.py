@@ -5,7 +5,7 @@ A reference is one of:
 * a local path or hub id (passed to ``from_pretrained``);
 * ``zoo:<name>``: an embedded trained checkpoint (``specvlm.zoo.checkpoint``);
 * ``tiny:<family>[:seed][:layers]``: a tiny random-weight checkpoint of the real classes, built
-  offline with ``specvlm.tiny`` into a cache directory (default ``<output>/../.tiny-cache``) the
+  offline with ``specvlm.zoo.tiny`` into a cache directory (default ``<output>/../.tiny-cache``) the
   first time it is needed, atomically (concurrent ranks cannot see a half-written checkpoint).
 
 What this module deliberately does not do: download anything itself or change the models beyond
@@ -28,7 +28,7 @@ _DTYPES = {"float32", "float16", "bfloat16"}
 
 def parse_tiny(ref: str) -> tuple[str, int, int]:
     """``tiny:<family>[:seed][:layers]`` -> (family, seed, layers); defaults seed 0, 2 layers."""
-    from specvlm.tiny import FAMILIES
+    from specvlm.zoo.tiny import FAMILIES
 
     parts = ref.split(":")[1:]
     if not 1 <= len(parts) <= 3 or parts[0] not in FAMILIES:
@@ -71,7 +71,7 @@ def resolve_ref(ref: str | None, cache: Path) -> str | None:
 
 
 def _build_tiny(family: str, seed: int, layers: int, path: Path) -> None:
-    from specvlm.tiny import TinySpec, save_tiny
+    from specvlm.zoo.tiny import TinySpec, save_tiny
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")

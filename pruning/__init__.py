@@ -14,7 +14,7 @@ from pruning.result import PruningResult
 from pruning.sequence import keep_sequence_indices
 
 # Imported for their side effect: registering the built-in strategies.
-from pruning import specvlm as _specvlm  # noqa: E402,F401
+from pruning import verifier_guided as _verifier_guided  # noqa: E402,F401
 from pruning import strategies as _strategies  # noqa: E402,F401
 
 __all__ = [

@@ -6,7 +6,8 @@
     result = engine.generate(video="clip.mp4", prompt="Describe the video.")
 """
 
-from specvlm.engine import METHODS, DecodingConfig, SpecVLM
+from specvlm.config import METHODS, DecodingConfig
+from specvlm.engine import SpecVLM
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.video import Video, VideoDecodeError, load_video
 

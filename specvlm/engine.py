@@ -9,6 +9,7 @@ What this module deliberately does not do: batching (one prompt at a time) or ev
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -17,77 +18,40 @@ import numpy as np
 import torch
 
 import pruning
-from pruning.budget import check_drop_rate
 from specvlm import attention
-from specvlm.attention import BACKENDS, resolve_backend
-from specvlm.adapters import adapter_for, family_of
-from specvlm import trees
-from specvlm.decoding import decode, prefill_draft, prefill_target
-from specvlm.drafting import DynamicTree
-from specvlm.sampling import Sampling
-from specvlm.trees import TreeShape
+from specvlm.attention import resolve_backend
+from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
+from specvlm.decoding.logits import NextTokenRule, merge_generation_config
+from specvlm.decoding.loop import decode, prefill_draft, prefill_target
+from specvlm.decoding.sampling import Sampling
+from specvlm.models import adapter_for, family_of
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.timing import Timer
 from specvlm.video import DEFAULT_NUM_FRAMES, Video, from_frames, load_video
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ar", "sd", "specvlm")
-#: What ``DecodingConfig.compile`` may compile: nothing, the draft's decode step, or every decode step.
-COMPILE_MODES = ("off", "draft", "all")
-POSITION_MODES = ("original", "compact")
-#: Chain length (draft tokens per target verification). The best length follows the draft's acceptance
-#: rate; the embedded pair decodes fastest at 7 in a sweep of 4-8 (README, Performance).
-DEFAULT_NUM_DRAFT_TOKENS = 7
-
 
 @dataclass(frozen=True)
-class DecodingConfig:
-    """Validated decoding settings (the paper's names: drop_rate, stage1_mass = lambda)."""
+class Plan:
+    """What a method does, resolved once per call from its name and the settings.
 
-    pruning: str = "specvlm"
-    drop_rate: float = 0.9
-    stage1_mass: float = 0.4
-    num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS
-    positions: str = "original"
-    seed: int = 0
-    window: str = "middle"
-    tree: object = "chain"  # "chain" | "specvlm-25" | "dynamic" | list of paths of child ranks
-    tree_depth: int = 5
-    tree_top_k: int = 8
-    tree_total_tokens: int = 25
-    attn_backend: str = "auto"  # "auto" | "sdpa" | "cascade" | "flash_attn" (specvlm.attention)
-    compile: str = "off"  # "off" | "draft" | "all": decode-time forwards under torch.compile (COMPILE_MODES)
+    ``sd`` is ``specvlm`` whose pruning keeps every video token (the ``none`` strategy).
+    """
 
-    def __post_init__(self):
-        if self.pruning not in pruning.available():
-            raise ValueError(f"unknown pruning strategy {self.pruning!r}; available: {pruning.available()}")
-        check_drop_rate(self.drop_rate)
-        if not 0.0 <= float(self.stage1_mass) <= 1.0:
-            raise ValueError(f"stage1_mass={self.stage1_mass!r} is outside the allowed range [0, 1]")
-        if isinstance(self.num_draft_tokens, bool) or not isinstance(self.num_draft_tokens, int) or self.num_draft_tokens < 1:
-            raise ValueError(f"num_draft_tokens={self.num_draft_tokens!r} must be an int >= 1")
-        if self.positions not in POSITION_MODES:
-            raise ValueError(f"positions={self.positions!r}; choose one of {POSITION_MODES}")
-        if not isinstance(self.tree, str):
-            object.__setattr__(self, "tree", tuple(tuple(p) for p in self.tree))
-        self.tree_shape()  # validates the tree and its parameters
-        if self.attn_backend != "auto" and self.attn_backend not in BACKENDS:
-            raise ValueError(f"attn_backend={self.attn_backend!r}; choose one of {('auto',) + BACKENDS}")
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile={self.compile!r}; choose one of {COMPILE_MODES}")
+    method: str
+    drafts: bool  # a draft proposes tokens (sd, specvlm); ar decodes with the target alone
+    pruning: str | None  # the strategy choosing the draft's video tokens ("none": all of them); None without a draft
+    capture_scores: bool  # the target's prefill records the verifier's text-to-video attention
 
-    def tree_shape(self) -> TreeShape | DynamicTree:
-        """The static shape, or the dynamic-tree settings, this config drafts with."""
-        shape = trees.resolve(self.tree, self.num_draft_tokens)
-        if shape is None:
-            return DynamicTree(depth=self.tree_depth, top_k=self.tree_top_k, total_tokens=self.tree_total_tokens)
-        return shape
-
-    def replace(self, **changes) -> "DecodingConfig":
-        values = {**self.__dict__, **{k: v for k, v in changes.items() if v is not None}}
-        return DecodingConfig(**values)
-
+    @classmethod
+    def resolve(cls, method: str, config: DecodingConfig) -> "Plan":
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        if method == "ar":
+            return cls(method, drafts=False, pruning=None, capture_scores=False)
+        strategy = "none" if method == "sd" else config.pruning
+        return cls(method, drafts=True, pruning=strategy, capture_scores=pruning.needs_scores(strategy))
 
 def check_compiler(device: torch.device, mode: str = "draft") -> None:
     """Raise ValueError, before any work is done, when ``torch.compile`` cannot build kernels for
@@ -107,6 +71,24 @@ def check_compiler(device: torch.device, mode: str = "draft") -> None:
             f"compile={mode!r} needs a C++ compiler for torch.compile on {device.type} ({err}); "
             "install one (e.g. g++) or use compile='off'"
         ) from err
+
+
+def _check_checkpoint_path(role: str, ref) -> None:
+    """Raise ValueError before anything loads when ``ref`` names a local path that is not a checkpoint
+    directory (a hub id such as ``org/name`` is left to transformers)."""
+    if not isinstance(ref, (str, os.PathLike)):
+        return
+    path = os.fspath(ref)
+    local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.path.exists(path)
+    if not local:
+        return
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{role} checkpoint {path!r} does not exist (give a checkpoint directory or a hub id such as org/name)")
+    if not os.path.isdir(path):
+        raise ValueError(f"{role} checkpoint {path!r} is a file; give the checkpoint's directory")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise ValueError(f"{role} checkpoint {path!r} has no config.json: it is not a saved model directory")
 
 
 def _load_model(path_or_model, torch_dtype, device_map):
@@ -160,6 +142,22 @@ def _check_pair(target, draft, target_tokenizer, draft_tokenizer) -> None:
             )
 
 
+@contextlib.contextmanager
+def _ending(streamer):
+    """Call ``streamer.end()`` when decoding finishes, also after an error (a consumer never waits forever)."""
+    try:
+        yield
+    finally:
+        if streamer is not None:
+            streamer.end()
+
+
+def _document_settings(fn):
+    """Fill ``{settings}`` in ``fn``'s docstring with the decoding settings (specvlm.config)."""
+    fn.__doc__ = fn.__doc__.replace("{settings}", describe().replace("\n", "\n    ").lstrip())
+    return fn
+
+
 class SpecVLM:
     """Lossless speculative decoding for video LLMs with a draft that sees a pruned video.
 
@@ -182,46 +180,24 @@ class SpecVLM:
         self.shared_vocab = vocab
 
     @classmethod
+    @_document_settings
     def from_pretrained(
-        cls,
-        target,
-        draft=None,
-        pruning: str = "specvlm",
-        drop_rate: float = 0.9,
-        stage1_mass: float = 0.4,
-        num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS,
-        torch_dtype=None,
-        device_map=None,
-        *,
-        positions: str = "original",
-        processor=None,
-        seed: int = 0,
-        window: str = "middle",
-        tree="chain",
-        tree_depth: int = 5,
-        tree_top_k: int = 8,
-        tree_total_tokens: int = 25,
-        attn_backend: str = "auto",
-        compile: str = "off",
+        cls, target, draft=None, *, torch_dtype=None, device_map=None, processor=None, **settings
     ) -> "SpecVLM":
         """Load the target (path or loaded model), an optional draft, and the target's processor.
 
         ``draft=None`` means self-drafting: the target drafts for itself from its own pruned cache.
-        ``tree`` is "chain" (``num_draft_tokens`` deep), "specvlm-25" (the reference's 25-node tree),
-        "dynamic" (EAGLE-2 style; ``tree_depth``, ``tree_top_k``, ``tree_total_tokens``) or a list
-        of paths of child ranks such as ``[[0], [1], [0, 0]]``. ``attn_backend`` picks the attention
-        kernels of the SpecVLM forwards: "auto" (flash_attn or the fused SDPA cascade on CUDA, SDPA on
-        CPU), "sdpa", "cascade" or "flash_attn". ``compile`` runs decode-time forwards through
-        ``torch.compile``: "off", "draft" (the draft's steps: a small model's step is bound by the
-        number of operators, which compiling fuses) or "all" (the target's steps too). The first
-        decode of each kind of step compiles it (seconds); outputs are unchanged.
+        ``processor`` is needed when ``target`` is an already loaded model. The other keywords are
+        decoding settings, the defaults of every :meth:`generate` call (unknown names raise TypeError):
+
+        {settings}
         """
         from transformers import AutoProcessor
 
-        config = DecodingConfig(
-            pruning, drop_rate, stage1_mass, num_draft_tokens, positions, seed, window,
-            tree, tree_depth, tree_top_k, tree_total_tokens, attn_backend, compile,
-        )  # fmt: skip
+        check_names(settings)
+        config = DecodingConfig(**settings)
+        for role, ref in (("target", target), ("draft", draft)):
+            _check_checkpoint_path(role, ref)
         if processor is None:
             if not isinstance(target, (str, os.PathLike)):
                 raise ValueError("pass `processor=` when `target` is an already loaded model")
@@ -275,6 +251,7 @@ class SpecVLM:
         eos = self.target.generation_config.eos_token_id
         return set([eos] if isinstance(eos, int) else (eos or []))
 
+    @_document_settings
     def generate(
         self,
         video=None,
@@ -285,46 +262,66 @@ class SpecVLM:
         *,
         inputs=None,
         fps: float | None = None,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        generation_config=None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
         ignore_eos: bool = False,
-        **overrides,
+        streamer=None,
+        **kwargs,
     ) -> GenerationResult:
         """Generate an answer; ``method`` is "specvlm" (pruned draft), "sd" (full draft) or "ar" (plain).
 
-        ``overrides`` replace decoding settings for this call (pruning, drop_rate, stage1_mass,
-        num_draft_tokens, positions, seed, window, tree, tree_depth, tree_top_k, tree_total_tokens,
-        attn_backend, compile).
+        The tokens are exactly those of ``engine.target.generate(**inputs, max_new_tokens=...)`` with the
+        same generation arguments: the checkpoint's generation config (``target.generation_config``),
+        a per-call ``generation_config`` and stock keyword arguments (``do_sample``, ``temperature``,
+        ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``, ``no_repeat_ngram_size``,
+        ``min_new_tokens``, ``bad_words_ids``, ``suppress_tokens``, ``eos_token_id``, ...) merge as stock
+        ``generate()`` merges them, and its logits processors (transformers' own) are applied at every
+        verified position with that position's own prefix. Sampling is lossless speculative sampling:
+        the output follows the target's own distribution; all randomness comes from a
+        ``torch.Generator`` seeded with ``seed``. What speculation cannot honour (``num_beams > 1``,
+        ``num_return_sequences > 1``, guidance, constraints, ...) raises ValueError before any work.
         Pass ``inputs`` (from :meth:`build_inputs`) instead of ``video`` + ``prompt`` to reuse processed
-        inputs. ``do_sample=True`` samples with ``temperature`` / ``top_p`` / ``top_k`` from a
-        ``torch.Generator`` seeded with ``seed``: the output follows the target's own sampling
-        distribution (lossless speculative sampling); greedy output equals the target's greedy output.
-        ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()`` with
-        ``eos_token_id=[]`` would), e.g. for benchmarks.
+        inputs. ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()``
+        with ``eos_token_id=[]`` would), e.g. for benchmarks. ``streamer`` (any transformers
+        ``BaseStreamer``, e.g. ``TextStreamer`` or ``TextIteratorStreamer``) receives the prompt ids once,
+        then each step's committed tokens as they are committed, then ``end()``.
+
+        Other keywords are decoding settings for this call (unknown names raise TypeError):
+
+        {settings}
         """
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
+        overrides = {k: v for k, v in kwargs.items() if k in NAMES}
+        gen_kwargs = {k: v for k, v in kwargs.items() if k not in NAMES}
+        sampling_kwargs = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+        gen_kwargs.update({k: v for k, v in sampling_kwargs.items() if v is not None})
         config = self.config.replace(**overrides) if overrides else self.config
-        for name, flag in (("do_sample", do_sample), ("ignore_eos", ignore_eos)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name}={flag!r} must be True or False")
-        sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p) if do_sample else None
+        plan = Plan.resolve(method, config)
+        if not isinstance(ignore_eos, bool):
+            raise ValueError(f"ignore_eos={ignore_eos!r} must be True or False")
+        if do_sample is not None and not isinstance(do_sample, bool):
+            raise ValueError(f"do_sample={do_sample!r} must be True or False")
+        if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+            raise ValueError(f"streamer must have put() and end() (a transformers BaseStreamer), got {type(streamer).__name__}")
         if inputs is None:
             if video is None or prompt is None:
                 raise ValueError("pass `video` and `prompt`, or `inputs` from build_inputs()")
             inputs = self.build_inputs(video, prompt, num_frames=num_frames, fps=fps)
+        rule, sampling, eos_token_ids = self._next_token_rule(inputs, generation_config, max_new_tokens, gen_kwargs)
+        if ignore_eos:
+            eos_token_ids = set()
         if config.compile != "off":
             check_compiler(self._target.device, config.compile)
         stats = GenerationStats(method=method)
         timer = Timer(self._target.device)
         with timer("prefill"):
-            target = self._prefill_target(method, config, inputs)
+            target = self._prefill_target(plan, config, inputs)
             self._check_context(target.seq.next_pos, max_new_tokens)
-            draft, kept = self._prefill_draft(method, config, inputs, target)
+            draft, kept = self._prefill_draft(plan, config, inputs, target)
         self._mark_compiled(config, target.seq, draft)
         stats.video_tokens = target.layout.num_tokens
         stats.kept_video_tokens = kept
@@ -333,22 +330,58 @@ class SpecVLM:
         generator = None
         if sampling is not None:
             generator = torch.Generator(device=self._target.device).manual_seed(config.seed)
-        with timer("decode"):
+        on_commit = None
+        if streamer is not None:
+            streamer.put(rule.prompt_ids.cpu())
+            on_commit = lambda kept: streamer.put(torch.tensor([kept], dtype=torch.long))  # noqa: E731
+        with timer("decode"), _ending(streamer):
             tokens = decode(
                 target,
                 draft,
                 stats,
-                tree=None if method == "ar" else config.tree_shape(),
+                tree=config.tree_shape() if plan.drafts else None,
                 max_new_tokens=max_new_tokens,
-                eos_token_ids=set() if ignore_eos else self.eos_token_ids,
+                eos_token_ids=eos_token_ids,
                 shared_vocab=self.shared_vocab,
                 sampling=sampling,
                 generator=generator,
+                rule=rule,
+                on_commit=on_commit,
             )
         stats.new_tokens = len(tokens)
         stats.prefill_s, stats.decode_s = timer.get("prefill"), timer.get("decode")
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
         return GenerationResult(token_ids=tokens, text=text, stats=stats)
+
+    def _next_token_rule(self, inputs, generation_config, max_new_tokens: int, gen_kwargs: dict):
+        """(the target's next-token rule, the draft's sampling settings or None, EOS ids) for one call,
+        from the generation config merged as stock ``generate()`` merges it."""
+        if "input_ids" not in inputs:
+            raise ValueError("inputs has no 'input_ids'; pass the processor's output (engine.build_inputs)")
+        prompt_ids = inputs["input_ids"].to(self._target.device)
+        merged, unused = merge_generation_config(
+            self.target, prompt_ids, generation_config, max_new_tokens=max_new_tokens, **gen_kwargs
+        )
+        if unused:
+            name = next(iter(unused))
+            raise TypeError(
+                f"unknown argument {name!r}: neither a decoding setting ({', '.join(NAMES)}) nor a generation "
+                "setting of transformers' GenerationConfig"
+            )
+        for name in ("stop_strings", "max_time"):
+            if getattr(merged, name, None) is not None:
+                raise ValueError(f"{name}={getattr(merged, name)!r} is not supported by SpecVLM yet")
+        rule = NextTokenRule.build(self.target, merged, prompt_ids)
+        sampling = None
+        if rule.do_sample:
+            sampling = Sampling(
+                temperature=merged.temperature if merged.temperature is not None else 1.0,
+                top_k=merged.top_k or 0,
+                top_p=merged.top_p if merged.top_p is not None else 1.0,
+            )
+        eos = merged._eos_token_tensor
+        eos_token_ids = set() if eos is None else set(eos.view(-1).tolist())
+        return rule, sampling, eos_token_ids
 
     @staticmethod
     def _mark_compiled(config, target_seq, draft_seq) -> None:
@@ -357,22 +390,19 @@ class SpecVLM:
         if draft_seq is not None:
             draft_seq.compiled = config.compile != "off"
 
-    def _prefill_draft(self, method, config, inputs, target):
-        """(draft sequence or None, kept video tokens) for ``method``."""
-        if method == "ar":
+    def _prefill_draft(self, plan: Plan, config: DecodingConfig, inputs, target):
+        """(draft sequence or None, kept video tokens) for ``plan``."""
+        if not plan.drafts:
             return None, 0
-        keep, kept = self._draft_keep(method, config, target)
+        keep, kept = self._draft_keep(plan, config, target)
         draft = prefill_draft(self._draft, inputs, target, keep, positions=config.positions)
         return draft, kept
 
-    def _draft_keep(self, method, config, target) -> tuple[torch.Tensor, int]:
-        """(sorted prompt positions the draft is prefilled with, kept video tokens) for "sd" or "specvlm"."""
+    def _draft_keep(self, plan: Plan, config: DecodingConfig, target) -> tuple[torch.Tensor, int]:
+        """(sorted prompt positions the draft is prefilled with, kept video tokens) for a drafting plan."""
         layout = target.layout
-        length = target.seq.prefix
-        if method == "sd":
-            return torch.arange(length), layout.num_tokens
         result = pruning.select(
-            config.pruning,
+            plan.pruning,
             target.scores,
             layout.grid,
             config.drop_rate,
@@ -380,7 +410,7 @@ class SpecVLM:
             seed=config.seed,
             window=config.window,
         )
-        keep = pruning.keep_sequence_indices(length, layout.positions, result.kept.cpu())
+        keep = pruning.keep_sequence_indices(target.seq.prefix, layout.positions, result.kept.cpu())
         return keep, int(result.kept.numel())
 
     def draft_keep(self, inputs, method: str = "specvlm", **overrides) -> torch.Tensor:
@@ -390,13 +420,13 @@ class SpecVLM:
         if method not in ("sd", "specvlm"):
             raise ValueError(f"draft_keep needs method 'sd' or 'specvlm', got {method!r}")
         config = self.config.replace(**overrides) if overrides else self.config
-        return self._draft_keep(method, config, self._prefill_target(method, config, inputs))[0]
+        plan = Plan.resolve(method, config)
+        return self._draft_keep(plan, config, self._prefill_target(plan, config, inputs))[0]
 
-    def _prefill_target(self, method, config, inputs):
-        """The target's prefill, scoring the video tokens when ``method``'s pruning reads the scores."""
-        capture = method == "specvlm" and pruning.needs_scores(config.pruning)
+    def _prefill_target(self, plan: Plan, config: DecodingConfig, inputs):
+        """The target's prefill, scoring the video tokens when the plan's pruning reads the scores."""
         backend = resolve_backend(config.attn_backend, self._target.device)
-        return prefill_target(self._target, inputs, capture_scores=capture, backend=backend)
+        return prefill_target(self._target, inputs, capture_scores=plan.capture_scores, backend=backend)
 
     def _check_context(self, next_pos: int, max_new_tokens: int) -> None:
         """Raise before decoding if a position id would pass the target's ``max_position_embeddings``.

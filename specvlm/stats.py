@@ -1,16 +1,8 @@
-"""Results and statistics of one generation, with the metric definitions used everywhere.
+"""Results and statistics of one generation: ``GenerationResult`` and ``GenerationStats``.
 
-Definitions (Spec-Bench convention unless said otherwise):
-
-* **Accepted tokens per step, tau** (``mean_accepted_tokens``): tokens committed per target
-  verification forward, including the bonus token. Plain decoding (``ar``) is exactly 1.00. The first
-  new token comes from the target's prefill, not from a verification forward, and is not counted.
-* **tau - 1** (``mean_accepted_draft_tokens``): the mean number of accepted *draft* tokens per step,
-  SpecVLM's own convention.
-* **Prefill time**: target prefill + scoring + pruning + draft prefill (vision encoding included).
-* **Decode time**: from the first token after prefill to the end. **E2E** = prefill + decode.
-* **TTFT** = prefill time (the first token is the prefill's). **TPOT** = decode time per token after the first.
-* **Draft KV fraction**: draft cache tokens / target cache tokens after prefill.
+The metrics these fields feed (tau and tau - 1, prefill / decode / E2E time, TTFT, TPOT, draft KV
+fraction, depth acceptance rate, ...) are defined once, in docs/evaluation.md ("Metric definitions");
+the comments and docstrings below only summarise each field.
 """
 
 from __future__ import annotations
@@ -67,14 +59,16 @@ class GenerationStats:
         return [a / t if t else 0.0 for a, t in zip(self.depth_accepts, self.depth_attempts)]
 
     @property
-    def mean_accepted_tokens(self) -> float:
-        """tau: tokens committed per target verification forward, bonus token included (ar = 1.0)."""
-        return sum(self.accepted_lengths) / len(self.accepted_lengths) if self.accepted_lengths else 0.0
+    def mean_accepted_tokens(self) -> float | None:
+        """tau: tokens committed per target verification forward, bonus token included (ar = 1.0);
+        ``None`` when no verification step ran (one new token: the prefill's)."""
+        return sum(self.accepted_lengths) / len(self.accepted_lengths) if self.accepted_lengths else None
 
     @property
-    def mean_accepted_draft_tokens(self) -> float:
-        """tau - 1: mean accepted draft tokens per verification step (SpecVLM paper convention)."""
-        return self.mean_accepted_tokens - 1.0 if self.accepted_lengths else 0.0
+    def mean_accepted_draft_tokens(self) -> float | None:
+        """tau - 1: mean accepted draft tokens per verification step (SpecVLM paper convention); ``None``
+        when no verification step ran."""
+        return self.mean_accepted_tokens - 1.0 if self.accepted_lengths else None
 
     @property
     def e2e_s(self) -> float:
@@ -111,7 +105,7 @@ class GenerationStats:
     def summary(self) -> str:
         return (
             f"method={self.method} new_tokens={self.new_tokens} target_steps={self.target_steps} "
-            f"tau={self.mean_accepted_tokens:.2f} video_tokens={self.video_tokens} "
+            f"tau={'-' if self.mean_accepted_tokens is None else format(self.mean_accepted_tokens, '.2f')} video_tokens={self.video_tokens} "
             f"kept_video_tokens={self.kept_video_tokens} target_kv={self.target_kv_tokens} "
             f"draft_kv={self.draft_kv_tokens} prefill={self.prefill_s:.3f}s decode={self.decode_s:.3f}s"
         )

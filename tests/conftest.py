@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from specvlm.demo import synthetic_frames
-from specvlm.tiny import TinySpec, save_tiny
+from specvlm.zoo.demo import synthetic_frames
+from specvlm.zoo.tiny import TinySpec, save_tiny
 from specvlm.video import write_video
 
 FAMILIES = ("llava_onevision", "qwen2_5_vl")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "slow: long-running test, deselected by default (run them with -m slow)")
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
 
 
+# {module file name: {test function names}}. Elsewhere, mark slow tests with @pytest.mark.slow.
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

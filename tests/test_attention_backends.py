@@ -11,8 +11,9 @@ from transformers import AutoModelForImageTextToText, DynamicCache
 from transformers.integrations.sdpa_attention import repeat_kv
 
 from specvlm import SpecVLM
-from specvlm import attention, attention_backends
-from specvlm.attention_backends import merge_attention
+from specvlm import attention
+from specvlm.attention import capture as capture_module, kernels as attention_backends
+from specvlm.attention.kernels import merge_attention
 from specvlm.attention import (
     ATTENTION_BACKENDS,
     BACKENDS,
@@ -375,7 +376,7 @@ def test_capture_uses_the_backend_lse(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the row LSE was recomputed")
 
-    monkeypatch.setattr(attention, "_row_lse", forbidden)
+    monkeypatch.setattr(capture_module, "_row_lse", forbidden)
     capture = ScoreCapture(key_positions=POSITIONS)
     ctx = causal_context(3, 10, "cpu", backend="cascade", capture=capture)
     specvlm_attention(module, query, key, value, None, scaling=0.3, specvlm_ctx=ctx)
@@ -388,9 +389,9 @@ def test_capture_uses_the_backend_lse(monkeypatch):
 def test_row_lse_in_blocks_equals_one_block(monkeypatch):
     module, query, key, value = _qkv(7, 12, seed=4)
     ctx = causal_context(7, 12, "cpu")
-    whole = attention._row_lse(query, key, ctx, 0.3)
-    monkeypatch.setattr(attention, "_LSE_BLOCK_ELEMENTS", 4 * 12 * 2)  # two rows per block
-    blocked = attention._row_lse(query, key, ctx, 0.3)
+    whole = capture_module._row_lse(query, key, ctx, 0.3)
+    monkeypatch.setattr(capture_module, "_LSE_BLOCK_ELEMENTS", 4 * 12 * 2)  # two rows per block
+    blocked = capture_module._row_lse(query, key, ctx, 0.3)
     torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-6)
     logits = query @ repeat_kv(key, 2).transpose(-1, -2) * 0.3 + causal_mask(7, 12, torch.float32, "cpu")
     torch.testing.assert_close(whole, torch.logsumexp(logits, -1), rtol=1e-5, atol=1e-5)

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from specvlm import SpecVLM, bench
+from eval import bench
+from specvlm import SpecVLM
 from specvlm.cli import main
-from specvlm.trees import TreeStructure
+from specvlm.decoding.trees import TreeStructure
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +19,7 @@ def engine(checkpoints):
     return SpecVLM.from_pretrained(pair["target"], draft=pair["draft"], torch_dtype=torch.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tree", ["chain", "specvlm-25", [[0], [1], [0, 0], [1, 0], [0, 0, 0]]])
 @pytest.mark.parametrize("do_sample", [False, True])
 def test_static_trees_read_the_host_once_per_step(engine, frames, tree, do_sample):
@@ -66,6 +68,7 @@ def test_fastest_keeps_every_timed_run():
         bench.fastest([])
 
 
+@pytest.mark.slow
 def test_bench_pair_reports_every_method(engine):
     report = bench.bench_pair(engine, max_new_tokens=12, min_video_tokens=100, repeats=2)
     assert all(len(r.decode_runs_s) == 2 and r.decode_s == min(r.decode_runs_s) for r in report.runs.values())
@@ -98,6 +101,7 @@ def test_bench_pair_reports_every_method(engine):
     assert "specvlm-tree" in text and "multiply-accumulates" in text
 
 
+@pytest.mark.slow
 def test_bench_pair_profile_breaks_steps_down_by_operator(engine):
     report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=1, hf_assisted=False, profile=True)
     chain = f"verify_chain_{engine.config.num_draft_tokens + 1}_tokens"

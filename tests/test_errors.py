@@ -14,11 +14,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokeniz
 
 import pruning
 from specvlm import SpecVLM, VideoDecodeError
-from specvlm import decoding
-from specvlm.adapters import family_of
+from specvlm.decoding import loop as decoding
+from specvlm.models import family_of
 from specvlm.cli import main as cli_main
-from specvlm.engine import COMPILE_MODES, METHODS, POSITION_MODES
-from specvlm.tiny import TinySpec, build_tiny, save_tiny
+from specvlm.config import COMPILE_MODES, METHODS, POSITION_MODES
+from specvlm.zoo.tiny import TinySpec, build_tiny, save_tiny
 
 PROMPT = "Describe the video."
 FAMILIES = ("llava_onevision", "qwen2_5_vl")
@@ -202,10 +202,10 @@ def test_unknown_pruning_strategy(checkpoints, engine, frames):
     available = pruning.available()
     with pytest.raises(ValueError) as info:
         SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], pruning="bogus")
-    assert "'bogus'" in str(info.value) and str(available) in str(info.value)
+    assert "'bogus'" in str(info.value) and ", ".join(map(repr, available)) in str(info.value)
     with pytest.raises(ValueError) as info:
         engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, pruning="bogus")
-    assert "'bogus'" in str(info.value) and str(available) in str(info.value)
+    assert "'bogus'" in str(info.value) and ", ".join(map(repr, available)) in str(info.value)
 
 
 def test_unknown_method(engine, frames):
@@ -493,8 +493,10 @@ def test_cli_bad_settings(checkpoints, video_file, capsys):
     assert _cli(target, video_file, "--drop-rate", "1.5") == 2
     err = _error_line(capsys.readouterr().err)
     assert "drop_rate" in err and "1.5" in err and "[0, 1)" in err
-    assert _cli(target, video_file, "--pruning", "bogus") == 2
-    err = _error_line(capsys.readouterr().err)
+    with pytest.raises(SystemExit) as info:  # argparse checks the choices (exit code 2, choices listed)
+        _cli(target, video_file, "--pruning", "bogus")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
     assert "'bogus'" in err and "uniform" in err
     assert _cli(target, video_file, "--num-draft-tokens", "0") == 2
     assert "num_draft_tokens=0" in _error_line(capsys.readouterr().err)
@@ -570,3 +572,22 @@ def test_self_draft_engine_survives_a_failed_draft_prefill(self_engine, frames):
     assert after.stats.accepted_lengths == before.stats.accepted_lengths
     ar = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="ar")
     assert ar.token_ids == before.token_ids
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "not_a_checkpoint"])
+@pytest.mark.parametrize("role", ["target", "draft"])
+def test_bad_checkpoint_paths_are_named_before_loading(checkpoints, tmp_path, kind, role, capsys):
+    bad = {"missing": tmp_path / "nope", "file": tmp_path / "weights.bin", "not_a_checkpoint": tmp_path / "empty"}[kind]
+    if kind == "file":
+        bad.write_bytes(b"\0")
+    elif kind == "not_a_checkpoint":
+        bad.mkdir()
+    why = {"missing": "does not exist", "file": "is a file", "not_a_checkpoint": "has no config.json"}[kind]
+    good = checkpoints["llava_onevision"]["target"]
+    target, draft = (bad, good) if role == "target" else (good, bad)
+    with pytest.raises(ValueError, match=f"{role} checkpoint .* {why}"):
+        SpecVLM.from_pretrained(str(target), draft=str(draft))
+    argv = ["generate", "--target", str(target), "--draft", str(draft), "--video", "v.mp4", "--prompt", "p"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and why in err and "Traceback" not in err

@@ -45,6 +45,7 @@ def _summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_layout_every_method(tmp_path, checkpoints, layouts, capsys):
     benchmarks = [{"name": name, "root": str(layouts[name])} for name in layouts]
     methods = ["ar", "sd", {"name": "specvlm", "drop_rate": 0.9}, "hf-assisted"]
@@ -140,6 +141,7 @@ def test_resume_after_limit_and_after_a_torn_row(tmp_path, checkpoints, capsys):
     assert _summary(out)["rows"] == 12
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, checkpoints, layouts):
     """torchrun with 2 CPU ranks: shards merged by rank 0 give the same rows, in the same order."""
     benchmarks = [{"name": "synthetic", "root": str(layouts["synthetic"]), "prompt_modes": ["benchmark", "caption"]}]

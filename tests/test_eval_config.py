@@ -64,7 +64,7 @@ def test_sweep_expands_every_combination():
         (lambda d: d["benchmarks"][0].update(num_frames=8, fps=1.0), "give num_frames or fps, not both"),
         (lambda d: d["benchmarks"][0].update(synthetic={"num_samples": 0}), "synthetic.num_samples=0 must be an integer >= 1"),
         (lambda d: d["methods"].append({"name": "medusa"}), "methods[].name='medusa' is not allowed; choose one of ar, sd, specvlm, hf-assisted"),
-        (lambda d: d["methods"][1].update(pruning="topk"), "unknown pruning strategy 'topk'; available:"),
+        (lambda d: d["methods"][1].update(pruning="topk"), "pruning='topk'; choose one of 'attention', 'none'"),
         (lambda d: d["methods"][1].update(drop_rate=1.5), "drop_rate must be in [0, 1), got 1.5"),
         (lambda d: d["methods"][1].update(tree="star"), "unknown tree 'star'"),
         (lambda d: d["methods"].append({"name": "ar", "drop_rate": 0.5}), "drop_rate does not apply to method 'ar'"),

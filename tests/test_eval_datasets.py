@@ -13,8 +13,8 @@ import pytest
 
 from eval.config import REFERENCE_CAPTION_PROMPT, BenchmarkConfig, ConfigError
 from eval.datasets import MC_INSTRUCTION, benchmark_root, load_benchmark, read_records
-from specvlm.demo import synthetic_frames
-from specvlm.synthetic import CAPTION_PROMPT, write_dataset
+from specvlm.zoo.demo import synthetic_frames
+from specvlm.zoo.synthetic import CAPTION_PROMPT, write_dataset
 from specvlm.video import write_video
 
 LAYOUTS = ("synthetic", "videodetailcaption", "mvbench", "mlvu", "longvideobench", "videomme")

@@ -111,6 +111,7 @@ def _has_cpp_compiler() -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_cpp_compiler(), reason="torch.compile needs a C++ compiler on CPU")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_compiled_decode_steps_are_lossless(checkpoints, references, noisy_drafts, family):
@@ -205,8 +206,8 @@ def test_draft_keep_is_what_the_draft_is_prefilled_with(checkpoints, references,
 def test_adapter_follows_its_model_when_the_model_moves(family):
     """The adapter keeps a handle on the input embeddings; moving the model (here to float64) moves what
     the loop reads: its dtype and the embeddings it looks up."""
-    from specvlm.adapters import adapter_for
-    from specvlm.tiny import TinySpec, build_tiny
+    from specvlm.models import adapter_for
+    from specvlm.zoo.tiny import TinySpec, build_tiny
 
     model, _ = build_tiny(TinySpec(family=family, num_layers=1))
     adapter = adapter_for(model)

@@ -16,9 +16,10 @@ import torch
 
 from pruning import keep_sequence_indices, prune
 from specvlm import SpecVLM
-from specvlm import cache as kv
-from specvlm.decoding import Sequence, TargetPrefill, decode, prefill_draft, prefill_target
-from specvlm.sampling import Sampling
+from specvlm.models import cache as kv
+from specvlm.decoding import loop
+from specvlm.decoding.loop import Sequence, TargetPrefill, decode, prefill_draft, prefill_target
+from specvlm.decoding.sampling import Sampling
 from specvlm.stats import GenerationStats
 
 SAMPLES = 500
@@ -42,22 +43,23 @@ def setup(checkpoints, frames):
 
 
 @torch.no_grad()
-def _exact(seq: Sequence, tokens: list[int], sampling: Sampling) -> torch.Tensor:
+def _exact(seq: Sequence, tokens: list[int], sampling: Sampling, rule=None) -> torch.Tensor:
     s = _copy(seq)
-    return sampling.probs(s.append(torch.tensor(tokens))[-1])
+    logits = s.append(torch.tensor(tokens))[-1]
+    return sampling.probs(logits) if rule is None else rule.probs(logits[None], [tokens])[0]
 
 
-def _exact_distributions(target: TargetPrefill, draft: Sequence, first: int, sampling: Sampling):
+def _exact_distributions(target: TargetPrefill, draft: Sequence, first: int, sampling: Sampling, rule=None):
     """(p(t2 | t1), p(t3 | t1) marginal, q(t2 | t1) of the unverified draft)."""
-    p2 = _exact(target.seq, [first], sampling)
+    p2 = _exact(target.seq, [first], sampling, rule)
     p3 = torch.zeros_like(p2)
     for t2 in p2.nonzero().squeeze(-1).tolist():
-        p3 += p2[t2] * _exact(target.seq, [first, t2], sampling)
+        p3 += p2[t2] * _exact(target.seq, [first, t2], sampling, rule)
     q2 = _exact(draft, [first], sampling)
     return p2, p3, q2
 
 
-def _speculative_samples(target, draft, first, sampling, tree, count):
+def _speculative_samples(target, draft, first, sampling, tree, count, rule=None):
     forced = torch.full_like(target.logits, float("-inf"))
     forced[first] = 0.0
     t2, t3 = [], []
@@ -74,6 +76,7 @@ def _speculative_samples(target, draft, first, sampling, tree, count):
             shared_vocab=forced.shape[0],
             sampling=sampling,
             generator=torch.Generator().manual_seed(seed),
+            rule=rule,
         )
         assert out[0] == first
         t2.append(out[1])
@@ -93,13 +96,41 @@ def _plain_tv(probs: torch.Tensor, count: int, trials: int = 200) -> tuple[float
     return float(tvs.mean()), float(tvs.std())
 
 
+def _penalty_rule(engine, prompt_ids, penalty: float):
+    """The target's next-token rule for stock sampling with a repetition penalty (transformers' processors)."""
+    from transformers import GenerationConfig
+
+    from specvlm.decoding.logits import NextTokenRule, merge_generation_config
+
+    per_call = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, repetition_penalty=penalty)
+    config, _ = merge_generation_config(engine.target, prompt_ids, per_call, max_new_tokens=3)
+    return NextTokenRule.build(engine.target, config, prompt_ids)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("tree_name", ["chain", "specvlm-25"])
-@pytest.mark.parametrize("sampling", [Sampling(temperature=1.0), Sampling(top_p=0.8)], ids=["t1.0", "top_p0.8"])
-def test_speculative_sampling_follows_target_distribution(setup, tree_name, sampling):
+@pytest.mark.parametrize(
+    "sampling, penalty",
+    [(Sampling(temperature=1.0), None), (Sampling(top_p=0.8), None), (Sampling(temperature=1.0), 0.3)],
+    ids=["t1.0", "top_p0.8", "repetition_penalty0.3"],
+)
+def test_speculative_sampling_follows_target_distribution(setup, frames, tree_name, sampling, penalty):
+    """With a repetition penalty, the target's p at each position is its processed distribution given
+    that position's own prefix; the draft proposes from its unpenalised q and the output follows p.
+    (A penalty below 1 favours tokens already in the prefix: on these random tiny models it moves far
+    more probability than one above 1, whose penalised tokens carry little mass.)"""
     engine, target, draft, first = setup
+    rule = None
+    if penalty is not None:
+        prompt_ids = engine.build_inputs(frames, "Describe the video.")["input_ids"]
+        rule = _penalty_rule(engine, prompt_ids, penalty)
+        assert rule.reads_prefix
     tree = engine.config.replace(tree=tree_name).tree_shape()
-    p2, p3, q2 = _exact_distributions(target, draft, first, sampling)
-    t2, t3 = _speculative_samples(target, draft, first, sampling, tree, SAMPLES)
+    p2, p3, q2 = _exact_distributions(target, draft, first, sampling, rule)
+    if rule is not None:  # the penalty changes the distribution the output must follow, measurably
+        mean, std = _plain_tv(p2, SAMPLES)
+        assert 0.5 * float((p2 - _exact(target.seq, [first], sampling)).abs().sum()) > mean + 6 * std
+    t2, t3 = _speculative_samples(target, draft, first, sampling, tree, SAMPLES, rule)
 
     for samples, exact in ((t2, p2), (t3, p3)):
         for count in (SAMPLES // 4, SAMPLES):
@@ -113,6 +144,42 @@ def test_speculative_sampling_follows_target_distribution(setup, tree_name, samp
     mean, std = _plain_tv(p2, SAMPLES)
     assert 0.5 * float((q2 - p2).abs().sum()) > mean + 6 * std, "the draft is too close to the target for a meaningful test"
     assert _tv(t2, q2) > mean + 6 * std
+
+
+@pytest.mark.parametrize("tree_name", ["chain", "specvlm-25", "dynamic"])
+def test_narrower_draft_vocabulary_leaves_the_drafted_q_unchanged(setup, monkeypatch, tree_name):
+    """With a draft vocabulary narrower than the target's, verification pads a copy of q, not the tree's."""
+    engine, target, draft, first = setup
+    tree = engine.config.replace(tree=tree_name).tree_shape()
+    vocab = target.logits.shape[0]
+    narrow = vocab - 7
+    proposed = []  # (tree, clone of its q right after drafting)
+    propose = loop.propose
+
+    def recording_propose(*args, **kwargs):
+        proposal = propose(*args, **kwargs)
+        proposed.append((proposal.tree, proposal.tree.q.clone()))
+        return proposal
+
+    monkeypatch.setattr(loop, "propose", recording_propose)
+    for seed in range(3):
+        stats = GenerationStats(method="specvlm")
+        out = loop.decode(
+            TargetPrefill(_copy(target.seq), target.logits, target.positions, target.layout, None),
+            _copy(draft),
+            stats,
+            tree=tree,
+            max_new_tokens=6,
+            eos_token_ids=set(),
+            shared_vocab=narrow,
+            sampling=Sampling(temperature=1.0),
+            generator=torch.Generator().manual_seed(seed),
+        )
+        assert len(out) == 6 and stats.stopped_by == "max_new_tokens"
+    assert proposed
+    for drafted, q_before in proposed:
+        assert q_before.shape[-1] == narrow
+        assert drafted.q.shape == q_before.shape and torch.equal(drafted.q, q_before)
 
 
 @pytest.mark.parametrize("tree", ["chain", "specvlm-25", "dynamic"])

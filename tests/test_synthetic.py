@@ -1,4 +1,4 @@
-"""Tests for specvlm.synthetic: determinism, closed vocabulary, ground truth, frames, dataset files.
+"""Tests for specvlm.zoo.synthetic: determinism, closed vocabulary, ground truth, frames, dataset files.
 
 Every fact in the text is re-derived from ``Sample.objects`` and every object
 is re-found in the pixels (its exact colour in generated frames; roughly its
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from specvlm import synthetic as S
-from specvlm.synthetic import (
+from specvlm.zoo import synthetic as S
+from specvlm.zoo.synthetic import (
     CAPTION_PROMPT,
     COLOURS,
     DIRECTIONS,

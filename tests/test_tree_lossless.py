@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from specvlm import SpecVLM
-from specvlm.trees import SPECVLM_25
+from specvlm.decoding.trees import SPECVLM_25
 
 MAX_NEW = 40
 FAMILIES = ("llava_onevision", "qwen2_5_vl")

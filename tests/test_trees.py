@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from specvlm.attention import tree_mask
-from specvlm.drafting import DynamicTree, _best_first, _Node
-from specvlm.trees import SPECVLM_25, TREE_KINDS, DraftTree, TreeShape, chain, from_paths, resolve
+from specvlm.decoding.drafting import DynamicTree, _best_first, _Node
+from specvlm.decoding.trees import SPECVLM_25, TREE_KINDS, DraftTree, TreeShape, chain, from_paths, resolve
 
 # ------------------------------------------------------------------------------ from_paths
 

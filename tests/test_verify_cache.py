@@ -13,10 +13,10 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 import pruning
 from specvlm import SpecVLM
 from specvlm import attention
-from specvlm import cache as kv
+from specvlm.models import cache as kv
 from specvlm.attention import AttentionContext, ScoreCapture, additive, causal_mask, specvlm_attention, tree_mask
 from specvlm.stats import GenerationStats
-from specvlm.verify import greedy_accept_chain
+from specvlm.decoding.verify import greedy_accept_chain
 
 V = 11  # vocabulary of the hand-built logits
 MIN32 = torch.finfo(torch.float32).min
@@ -437,8 +437,8 @@ def test_hook_refuses_multi_token_forward_over_a_cache_without_mask():
 
 
 def test_register_is_idempotent():
-    assert attention.register() == attention.ATTN_IMPLEMENTATION == "specvlm"
-    assert attention.register() == "specvlm"
+    assert attention.register() == attention.ATTN_IMPLEMENTATION == "specvlm_attention"
+    assert attention.register() == "specvlm_attention"
 
 
 # ------------------------------------------------------------------------------------------ stats
@@ -451,7 +451,7 @@ def test_tau_definitions():
     ar = GenerationStats(method="ar", accepted_lengths=[1] * 7)
     assert ar.mean_accepted_tokens == 1.0 and ar.mean_accepted_draft_tokens == 0.0
     empty = GenerationStats(method="ar")
-    assert empty.mean_accepted_tokens == 0.0 and empty.mean_accepted_draft_tokens == 0.0
+    assert empty.mean_accepted_tokens is None and empty.mean_accepted_draft_tokens is None  # no step: no tau
 
 
 def test_time_and_kv_metrics():

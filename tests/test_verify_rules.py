@@ -8,6 +8,7 @@ implementation passes for any seed and a biased one fails.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -15,9 +16,9 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from specvlm.sampling import Sampling, sample_without_replacement
-from specvlm.trees import DraftTree
-from specvlm.verify import greedy_accept_chain, greedy_verify, sample_verify
+from specvlm.decoding.sampling import Sampling, sample_without_replacement
+from specvlm.decoding.trees import DraftTree
+from specvlm.decoding.verify import Verdict, greedy_accept_chain, greedy_verify, sample_verify
 
 V = 8
 
@@ -40,6 +41,11 @@ def _tree(tokens, parents, q=None) -> DraftTree:
 
 def _chain(tokens, q=None) -> DraftTree:
     return _tree(tokens, range(-1, len(tokens) - 1), q)
+
+
+def _outcome(verdict: Verdict) -> tuple[list[int], int]:
+    """(accepted path, bonus token) of a verdict."""
+    return verdict.path, verdict.bonus
 
 
 def _argmax_logits(greedy: list[int], vocab: int = V, seed: int = 0) -> torch.Tensor:
@@ -114,7 +120,7 @@ def _pq(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_greedy_full_accept_of_a_chain():
     tree = _chain([3, 1, 4])
-    path, bonus = greedy_verify(tree, _argmax_logits([3, 1, 4, 6]))
+    path, bonus = _outcome(greedy_verify(tree, _argmax_logits([3, 1, 4, 6])))
     assert path == [0, 1, 2]
     assert bonus == 6  # the target's argmax at the last node
     assert greedy_accept_chain(tree.tokens, _argmax_logits([3, 1, 4, 6])).tolist() == [3, 1, 4, 6]
@@ -122,9 +128,9 @@ def test_greedy_full_accept_of_a_chain():
 
 def test_greedy_early_reject_and_partial_accept():
     tree = _chain([3, 1, 4])
-    path, bonus = greedy_verify(tree, _argmax_logits([2, 1, 4, 6]))
+    path, bonus = _outcome(greedy_verify(tree, _argmax_logits([2, 1, 4, 6])))
     assert (path, bonus) == ([], 2)  # the target's argmax at the root
-    path, bonus = greedy_verify(tree, _argmax_logits([3, 1, 5, 6]))
+    path, bonus = _outcome(greedy_verify(tree, _argmax_logits([3, 1, 5, 6])))
     assert (path, bonus) == ([0, 1], 5)
 
 
@@ -140,24 +146,24 @@ def test_greedy_falls_through_siblings_and_continues_below():
     tree = _sibling_tree()
     # rows: root, nodes 0..6. The target picks c at the root, then 5 under c (node 5, the second child).
     greedy = [3, 5, 0, 5, 0, 0, 6, 0]
-    path, bonus = greedy_verify(tree, _argmax_logits(greedy))
+    path, bonus = _outcome(greedy_verify(tree, _argmax_logits(greedy)))
     assert path == [2, 5]
     assert bonus == 6  # node 5 is a leaf: the bonus is the target's argmax at it
     # under c the target wants 4 -> node 4, then 7 -> node 6 (a leaf): bonus from node 6's row
     greedy = [3, 0, 0, 4, 0, 7, 1, 2]
-    path, bonus = greedy_verify(tree, _argmax_logits(greedy))
+    path, bonus = _outcome(greedy_verify(tree, _argmax_logits(greedy)))
     assert (path, bonus) == ([2, 4, 6], 2)
     # under c the target wants a token no child has: stop at c
     greedy = [3, 5, 0, 6, 7, 0, 1, 2]
-    assert greedy_verify(tree, _argmax_logits(greedy)) == ([2], 6)
+    assert _outcome(greedy_verify(tree, _argmax_logits(greedy))) == ([2], 6)
     # the first child wins when it matches; the rows of unvisited nodes do not matter
     greedy = [1, 5, 0, 0, 0, 0, 0, 0]
-    assert greedy_verify(tree, _argmax_logits(greedy)) == ([0, 3], 0)
+    assert _outcome(greedy_verify(tree, _argmax_logits(greedy))) == ([0, 3], 0)
 
 
 def test_greedy_empty_tree_commits_the_root_argmax():
     tree = _tree([], [])
-    assert greedy_verify(tree, _argmax_logits([5])) == ([], 5)
+    assert _outcome(greedy_verify(tree, _argmax_logits([5]))) == ([], 5)
 
 
 @pytest.mark.parametrize("rows", [0, 3, 5])
@@ -179,7 +185,7 @@ def test_greedy_accept_chain_agrees_with_greedy_verify():
         agree = torch.rand(n, generator=g) < 0.75
         greedy[:n] = torch.where(agree, drafts, greedy[:n])
         logits = _argmax_logits(greedy.tolist(), seed=int(torch.randint(0, 1000, (1,), generator=g)))
-        path, bonus = greedy_verify(_chain(drafts), logits)
+        path, bonus = _outcome(greedy_verify(_chain(drafts), logits))
         out = greedy_accept_chain(drafts, logits)
         assert out.tolist() == drafts[path].tolist() + [bonus]
         # the committed tokens are the target's greedy continuation along the accepted drafts
@@ -202,7 +208,7 @@ def test_sample_verify_p_equal_q_accepts_every_rank_zero_child():
         g = torch.Generator().manual_seed(seed)
         # a 4-deep chain, each token drawn from its parent's row
         tokens = [int(sample_without_replacement(rows[d], 1, g)) for d in range(4)]
-        path, bonus = sample_verify(_chain(tokens, q=rows.clone()), rows.clone(), g)
+        path, bonus = _outcome(sample_verify(_chain(tokens, q=rows.clone()), rows.clone(), g))
         assert path == [0, 1, 2, 3]
         assert rows[4, bonus] > 0
         # a tree: 3 children of the root (without replacement), 2 under each of the first two
@@ -211,7 +217,7 @@ def test_sample_verify_p_equal_q_accepts_every_rank_zero_child():
         under1 = sample_without_replacement(rows[2], 2, g).tolist()
         tree = _tree(top + under0 + under1, [-1, -1, -1, 0, 0, 1, 1], q=torch.cat([rows[:3], torch.zeros(5, V)]))
         p = torch.cat([rows[:3], rows[:5]])
-        path, _ = sample_verify(tree, p, g)
+        path, _ = _outcome(sample_verify(tree, p, g))
         assert path == [0, 3]  # always the rank-0 child, at every level
 
 
@@ -225,7 +231,7 @@ def test_sample_verify_never_accepts_a_token_the_target_rules_out():
     g = torch.Generator().manual_seed(0)
     bonuses = []
     for _ in range(800):
-        path, bonus = sample_verify(tree, rows, g)
+        path, bonus = _outcome(sample_verify(tree, rows, g))
         assert path == []
         bonuses.append(bonus)
     _assert_follows(bonuses, residual, far_from=p, label="bonus after rejecting a p=0 token")
@@ -238,13 +244,13 @@ def test_sample_verify_zero_uniform_does_not_accept_a_p_zero_token(monkeypatch):
     tree = _tree([2], [-1], q=q)
     real_rand = torch.rand
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros_like(real_rand(*a, **k)))
-    path, bonus = sample_verify(tree, p, torch.Generator().manual_seed(0))
+    path, bonus = _outcome(sample_verify(tree, p, torch.Generator().manual_seed(0)))
     assert path == [] and bonus in (0, 1)
     # ... while the largest uniform below 1 still accepts a token with p(x) >= q(x)
     top = 1.0 - 2.0**-24
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full_like(real_rand(*a, **k), top))
     same = _tree([1], [-1], q=torch.stack([p[0], torch.zeros(V)]))
-    assert sample_verify(same, p, torch.Generator().manual_seed(0)) == ([0], 0)
+    assert _outcome(sample_verify(same, p, torch.Generator().manual_seed(0))) == ([0], 0)
 
 
 def test_sample_verify_never_accepts_a_child_outside_the_draft_support():
@@ -259,10 +265,10 @@ def test_sample_verify_never_accepts_a_child_outside_the_draft_support():
     after_reject /= after_reject.sum()  # [0, 0, 0, 1, 0, ...]
     bonuses = []
     for _ in range(300):
-        path, bonus = sample_verify(alone, torch.stack([p, p]), g)
+        path, bonus = _outcome(sample_verify(alone, torch.stack([p, p]), g))
         assert path == []
         bonuses.append(bonus)
-        path, bonus = sample_verify(padded, torch.stack([p, p, p]), g)
+        path, bonus = _outcome(sample_verify(padded, torch.stack([p, p, p]), g))
         assert path in ([], [0])
         if not path:
             assert bonus == 3  # from the residual after rejecting token 0, never via the q=0 child
@@ -274,7 +280,7 @@ def test_sample_verify_empty_tree_draws_from_the_root_row():
     empty = _tree([], [])  # q may be None when nothing was drafted
     p = torch.zeros(1, V)
     p[0, 6] = 1.0
-    assert sample_verify(empty, p, g) == ([], 6)
+    assert _outcome(sample_verify(empty, p, g)) == ([], 6)
 
 
 def test_sample_verify_shape_checks():
@@ -302,8 +308,59 @@ def test_sample_verify_is_deterministic_per_seed():
         first = sample_verify(tree, p, torch.Generator().manual_seed(seed))
         again = sample_verify(tree, p, torch.Generator().manual_seed(seed))
         assert first == again
-        results.append((tuple(first[0]), first[1]))
+        results.append((tuple(first.path), first.bonus))
     assert len(set(results)) > 3
+
+
+def _snapshot(tree: DraftTree) -> dict:
+    return {name: (None if getattr(tree, name) is None else getattr(tree, name).clone()) for name in ("tokens", "parents", "depths", "q")}
+
+
+def _assert_unchanged(tree: DraftTree, before: dict) -> None:
+    for name, value in before.items():
+        now = getattr(tree, name)
+        if value is None:
+            assert now is None, name
+        else:
+            assert now.dtype == value.dtype and torch.equal(now, value), f"tree.{name} was modified"
+    assert set(vars(tree)) == {"tokens", "parents", "depths", "q", "structure"}  # no attribute written onto it
+
+
+def test_verifiers_are_pure_and_return_what_they_read():
+    """greedy_verify / sample_verify leave the tree (tokens, parents, depths, q) and p as they were and
+    return the host copy of the drafted tokens in the verdict, which also gives the committed tokens."""
+    tree = _sibling_tree()
+    before = _snapshot(tree)
+    verdict = greedy_verify(tree, _argmax_logits([3, 0, 0, 4, 0, 7, 1, 2]))
+    _assert_unchanged(tree, before)
+    assert verdict.tokens == tree.tokens.tolist()
+    assert verdict.committed == [3, 4, 7, 2]  # nodes 2, 4, 6, then the bonus
+
+    q = _dirichlet((8, V), 31)
+    p = _dirichlet((8, V), 32)
+    tree = _tree([1, 2, 3, 5, 4, 5, 7], [-1, -1, -1, 0, 2, 2, 4], q=q)
+    before, p_before = _snapshot(tree), p.clone()
+    for seed in range(20):
+        verdict = sample_verify(tree, p, torch.Generator().manual_seed(seed))
+        _assert_unchanged(tree, before)
+        assert torch.equal(p, p_before)
+        assert verdict.tokens == tree.tokens.tolist()
+        assert verdict.committed == [verdict.tokens[i] for i in verdict.path] + [verdict.bonus]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.bonus = 0
+
+
+def test_verifiers_read_the_host_once():
+    from specvlm.timing import host_syncs
+
+    tree = _sibling_tree()
+    before = host_syncs()
+    greedy_verify(tree, _argmax_logits([3, 0, 0, 4, 0, 7, 1, 2]))
+    assert host_syncs() - before == 1
+    tree = _tree([1, 2, 3], [-1, -1, 0], q=_dirichlet((4, V), 5))
+    before = host_syncs()
+    sample_verify(tree, _dirichlet((4, V), 6), torch.Generator().manual_seed(0))
+    assert host_syncs() - before == 1
 
 
 # ------------------------------------------------------------------------------ sample_verify: distributions
@@ -320,7 +377,7 @@ def _first_token_single_level(p_root, q_root, child_row, m, trials, seed):
     firsts, after_leaf = [], []
     for i in range(trials):
         tokens = kids[i]
-        path, bonus = sample_verify(DraftTree(tokens=tokens, parents=parents, depths=depths, q=q_rows), p_rows, g)
+        path, bonus = _outcome(sample_verify(DraftTree(tokens=tokens, parents=parents, depths=depths, q=q_rows), p_rows, g))
         assert len(path) <= 1
         if path:
             firsts.append(int(tokens[path[0]]))
@@ -384,7 +441,7 @@ def test_sample_verify_two_levels_follow_target_conditionals():
     firsts = []
     seconds: dict[int, list[int]] = {t: [] for t in range(V)}
     for i in range(trials):
-        path, bonus = sample_verify(DraftTree(tokens=tokens[i], parents=parents, depths=depths, q=q_rows[i]), p_rows[i], g)
+        path, bonus = _outcome(sample_verify(DraftTree(tokens=tokens[i], parents=parents, depths=depths, q=q_rows[i]), p_rows[i], g))
         toks = tokens[i].tolist()
         if len(path) >= 1:
             assert path[0] in (0, 1)

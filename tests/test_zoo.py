@@ -2,7 +2,7 @@
 keeps a floor of grounded multiple-choice answers.
 
 The full quality report (accuracy per question kind, caption facts, tau per pruning strategy) is
-``python -m specvlm.zoo.evaluate``, quoted in the README.
+``python -m specvlm.zoo.evaluate``, quoted in docs/zoo.md.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from specvlm import SpecVLM, synthetic, zoo
+from specvlm import SpecVLM, zoo
+from specvlm.zoo import synthetic
 from specvlm.zoo.evaluate import HELD_OUT_SEED, MC_NEW_TOKENS, chosen_letter
 
 MC_FLOOR = 0.45  # multiple-choice accuracy floor on the first held-out videos (chance: 0.25)
@@ -59,6 +60,7 @@ def test_trained_pair_is_lossless_against_stock_generate(engine):
         assert engine.generate(inputs=inputs, max_new_tokens=120, **kwargs).token_ids == ref, kwargs
 
 
+@pytest.mark.slow
 def test_acceptance_floor_on_held_out_videos(engine):
     """Chain drafting (5 tokens) on the full video and on the pruned video keeps a tau floor."""
     taus = {"sd": [], "specvlm": []}
@@ -73,6 +75,7 @@ def test_acceptance_floor_on_held_out_videos(engine):
     assert mean["specvlm"] >= 0.85 * mean["sd"], taus
 
 
+@pytest.mark.slow
 def test_acceptance_floor_on_a_long_held_out_video(engine):
     """At the bench's length (64 frames, 1,024 video tokens) the caption still drafts well, pruned or not."""
     inputs = engine.build_inputs(_sample(engine, 0, frames=64).frames, synthetic.CAPTION_PROMPT, num_frames=64)
@@ -83,6 +86,7 @@ def test_acceptance_floor_on_a_long_held_out_video(engine):
         assert result.stats.mean_accepted_tokens >= 3.0, (method, result.stats.mean_accepted_tokens)
 
 
+@pytest.mark.slow
 def test_multiple_choice_answers_beat_chance_and_follow_the_video(engine):
     """On a few held-out videos the target picks the right option well above chance (25%), finds the
     object a shape question names, and asking the same questions about another video changes many of

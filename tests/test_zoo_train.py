@@ -3,6 +3,7 @@ and stages 3-4 run alone on saved stage 1-2 checkpoints give exactly what one fu
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -17,6 +18,7 @@ def _weights(root):
     return {name: load_file(root / CHECKPOINTS[name] / "model.safetensors") for name in CHECKPOINTS}
 
 
+@pytest.mark.slow  # the training command end to end: about 6 min on 2 cores
 def test_training_command_writes_loadable_checkpoints_and_stage3_alone_matches(tmp_path):
     full, stage2, resumed = tmp_path / "full", tmp_path / "stage2", tmp_path / "resumed"
     assert main(["--out", str(full), "--save-stage2", str(stage2), *TINY_BUDGET]) == 0
@@ -36,7 +38,7 @@ def test_training_command_writes_loadable_checkpoints_and_stage3_alone_matches(t
 def _tiny_pair_parts():
     import numpy as np
 
-    from specvlm import synthetic
+    from specvlm.zoo import synthetic
     from specvlm.zoo import train
 
     tokenizer = train.build_tokenizer()

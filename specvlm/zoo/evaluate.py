@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specvlm import synthetic
+from specvlm.zoo import synthetic
+from specvlm.answers import extract_choice
 from specvlm.engine import SpecVLM
 from specvlm.zoo import CHECKPOINTS, checkpoint
 
@@ -89,8 +90,6 @@ class Report:
 def chosen_letter(text: str, question) -> str | None:
     """The option letter an answer picks (a letter, or the text of exactly one option, as the
     evaluation CLI scores it), or ``None``."""
-    from eval.metrics import extract_choice
-
     return extract_choice(text, len(question.options), tuple(question.options))
 
 
@@ -175,6 +174,20 @@ def _object_cells(model, processor, sample) -> list[tuple[int, np.ndarray, np.nd
     return rows
 
 
+#: A read-out track whose slopes are both below this (pixels per frame) shows no motion: its sign would
+#: be floating-point noise. The slowest synthetic object moves 0.2 x side / frames px per frame (0.05 px
+#: at 64 px and 256 frames), fifty times this.
+STILL_SLOPE_PX = 1e-3
+
+
+def track_direction(sx: float, sy: float) -> str:
+    """The direction a track's least-squares slopes (pixels per frame, image axes) read: the axis and
+    sign of the larger slope, or "none" when neither reaches :data:`STILL_SLOPE_PX`."""
+    if max(abs(sx), abs(sy)) < STILL_SLOPE_PX:
+        return "none"
+    return ("right" if sx > 0 else "left") if abs(sx) >= abs(sy) else ("down" if sy > 0 else "up")
+
+
 def motion_readout(
     fit_samples: int, test_samples: int, frames: int, root: str | Path | None = None, ridge: float = 1.0
 ) -> dict:
@@ -183,7 +196,8 @@ def motion_readout(
     A ridge regression maps the video token of the cell holding an object's centre to the object's
     position in the frame, fitted on ``fit_samples`` videos (seeds below the held-out range) and applied
     to ``test_samples`` held-out ones; an object's direction is then the axis and sign of the larger
-    slope of its read-out track over the frames it is visible (a least-squares line). Two readouts: from
+    slope of its read-out track over the frames it is visible (a least-squares line; a track that does not
+    move reads "none", which is never right). Two readouts: from
     the token alone, and from the token plus its cell's place in the frame (which the language model
     has only through the token's position in the sequence). Returns, per readout, the position error
     in pixels (x, y) and the direction accuracy per speed and overall (chance: 0.25).
@@ -227,7 +241,7 @@ def motion_readout(
             ks = np.array([t[0] for t in track], dtype=float)
             points = np.array([t[1] for t in track])
             sx, sy = np.polyfit(ks, points[:, 0], 1)[0], np.polyfit(ks, points[:, 1], 1)[0]
-            guess = ("right" if sx > 0 else "left") if abs(sx) >= abs(sy) else ("down" if sy > 0 else "up")
+            guess = track_direction(sx, sy)
             speed = track[0][3]
             for key in (speed, "all"):
                 counts = right.setdefault(key, [0, 0])

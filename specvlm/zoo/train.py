@@ -52,12 +52,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specvlm import synthetic
+from specvlm.zoo import synthetic
 from specvlm.attention import resolve_backend
-from specvlm.decoding import decode, prefill_draft, prefill_target
-from specvlm.engine import SpecVLM
+from specvlm.decoding.loop import decode, prefill_draft, prefill_target
+from specvlm.engine import Plan, SpecVLM
 from specvlm.stats import GenerationStats
-from specvlm.tiny import TinySpec, llava_onevision
+from specvlm.zoo.tiny import TinySpec, llava_onevision
 from specvlm.zoo import CHECKPOINTS, ROOT
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ DRAFT = TinySpec(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1, int
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 420  # stage 2 (360 before: the README says what the longer stage changed)
+    steps: int = 420  # stage 2 (360 before: docs/zoo.md says what the longer stage changed)
     batch: int = 16  # sequences per optimiser step (stages 2 and 3)
     seed: int = 0
     lr: float = 3e-3
@@ -479,7 +479,7 @@ def record(engine: SpecVLM, inputs, max_new_tokens: int) -> tuple[list[int], tor
     config = engine.config
     backend = resolve_backend(config.attn_backend, engine._target.device)
     prefill = prefill_target(engine._target, inputs, capture_scores=True, backend=backend)
-    keep, _ = engine._draft_keep("specvlm", config, prefill)
+    keep, _ = engine._draft_keep(Plan.resolve("specvlm", config), config, prefill)
     drafter = prefill_draft(engine._draft, inputs, prefill, keep, positions=config.positions)
     tokens = decode(
         prefill, drafter, GenerationStats(method="specvlm"), tree=config.tree_shape(), max_new_tokens=max_new_tokens,

@@ -33,12 +33,13 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from specvlm import cache as kv
-from specvlm.adapters.base import ModelAdapter
+from specvlm.models import cache as kv
+from specvlm.models.base import ModelAdapter
 from specvlm.attention import causal_context, tree_context
-from specvlm.engine import DEFAULT_NUM_DRAFT_TOKENS
+from specvlm.config import DEFAULT_NUM_DRAFT_TOKENS
+from specvlm.engine import Plan
 from specvlm.timing import Timer, synchronize
-from specvlm.trees import SPECVLM_25, TreeStructure, chain, from_paths
+from specvlm.decoding.trees import SPECVLM_25, TreeStructure, chain, from_paths
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class _ForwardClock:
 
 def bench_sample(engine, min_video_tokens: int, seed: int):
     """A held-out synthetic video with at least ``min_video_tokens`` video tokens, and its inputs."""
-    from specvlm import synthetic
+    from specvlm.zoo import synthetic
 
     side = engine.target.config.vision_config.image_size
     per_frame = engine.build_inputs(
@@ -192,7 +193,7 @@ def run_engine(engine, inputs, name: str, max_new_tokens: int, drop_rate: float,
         settings["drop_rate"] = drop_rate
     adapters = [engine._target] + ([engine._draft] if engine._draft is not None and name != "ar" else [])
     with _ForwardClock(adapters) as clock:
-        result = engine.generate(inputs=inputs, max_new_tokens=max_new_tokens, ignore_eos=True, **settings)
+        result = engine.generate(inputs=inputs, max_new_tokens=max_new_tokens, ignore_eos=True, do_sample=False, **settings)
     s = result.stats
     forward_s = clock.seconds
     run = RunResult(
@@ -393,7 +394,7 @@ def bench_pair(
     turn; each method's fastest run counts, and it is identical only when every run was. ``profile``:
     also break the plain step, the chain verification and the draft step down by operator group
     (:func:`step_profile`) and report the weights each model reads per decode step."""
-    from specvlm.decoding import prefill_target
+    from specvlm.decoding.loop import prefill_target
 
     if engine.draft is None:
         raise ValueError("the bench needs a separate draft model (sd, specvlm chain/tree and hf-assisted use it)")
@@ -429,8 +430,8 @@ def bench_pair(
     # per-step costs at the real contexts (first decoded position), medians of at least 30 forwards
     target = prefill_target(engine._target, inputs, capture_scores=True)
     config = engine.config.replace(drop_rate=drop_rate)
-    draft_seq, kept = engine._prefill_draft("specvlm", config, inputs, target)
-    full_seq, _ = engine._prefill_draft("sd", config, inputs, target)
+    draft_seq, kept = engine._prefill_draft(Plan.resolve("specvlm", config), config, inputs, target)
+    full_seq, _ = engine._prefill_draft(Plan.resolve("sd", config), config, inputs, target)
     engine._mark_compiled(config, target.seq, draft_seq)
     engine._mark_compiled(config, target.seq, full_seq)
     n = max(30, 10 * repeats)
@@ -544,7 +545,7 @@ def build_text_model(shape: str, device, dtype):
 def _prefilled(model, context: int, chunk: int = 4096):
     """A decoding Sequence over ``context`` random-embedding tokens (prefilled in chunks)."""
     from specvlm.attention import AttentionContext, resolve_backend
-    from specvlm.decoding import Sequence
+    from specvlm.decoding.loop import Sequence
 
     adapter = _TextAdapter(model)
     backend = resolve_backend("auto", adapter.device)

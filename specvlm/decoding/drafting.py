@@ -2,7 +2,7 @@
 
 One interface, :func:`propose`, for every shape:
 
-* a static :class:`~specvlm.trees.TreeShape` (``chain``, ``specvlm-25``, user paths): the children of
+* a static :class:`~specvlm.decoding.trees.TreeShape` (``chain``, ``specvlm-25``, user paths): the children of
   a node are its draft's top-ranked tokens (greedy) or tokens drawn one after another without
   replacement from the draft distribution q (sampling), as many as the shape asks for;
 * a dynamic tree (EAGLE-2 style, :class:`DynamicTree`): at every level the ``top_k`` best frontier
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import torch
 
-from specvlm import cache as kv
+from specvlm.models import cache as kv
 from specvlm.attention import AttentionContext
-from specvlm.sampling import Sampling, sample_without_replacement
+from specvlm.decoding.sampling import Sampling, sample_without_replacement
 from specvlm.timing import to_host
-from specvlm.trees import DraftTree, TreeShape, TreeStructure
+from specvlm.decoding.trees import DraftTree, TreeShape, TreeStructure
 
 
 @dataclass(frozen=True)

@@ -1,53 +1,27 @@
-"""The attention hook: one attention function registered with transformers' ``AttentionInterface``.
+"""What one attention forward needs, passed explicitly: :class:`AttentionContext` and its builders.
 
-It is the single place where
-  (a) the verifier's text-query -> video-key attention is captured during the target's text prefill
-      (without ``output_attentions`` and without eager attention: only the query x captured-key logits
-      are formed and normalised by each row's log-sum-exp, never an L x L matrix),
-  (b) masks are applied: either an explicit dense additive mask (backward-compatible form) or a
-      structured description (a prefix every query sees plus a small boolean ``local`` block over the
-      remaining keys: the lower triangle of a causal chunk, or a verification tree's ancestor mask),
-  (c) the kernel is chosen, by name, from :data:`ATTENTION_BACKENDS` (``sdpa``, ``cascade``,
-      ``flash_attn``; see :mod:`specvlm.attention_backends`), ``"auto"`` resolved per device.
+A context says which keys each new query may see (plain causal, a dense additive mask, or the
+structured form: a prefix every query sees plus a small boolean ``local`` block — the lower triangle
+of a causal chunk or a verification tree's ancestor mask), which kernel runs it (a name in
+:data:`BACKENDS`, or ``"auto"``) and whether the verifier's scores are captured. It also builds the
+dense additive masks for the ``sdpa`` kernel.
 
-Whatever a forward needs arrives explicitly as an :class:`AttentionContext` passed through the
-model's ``**kwargs`` (``specvlm_ctx=...``); nothing is stored on model objects. Without a context the
-function is exactly transformers' stock SDPA attention, so the stock ``generate()`` of a model that
-uses this implementation is unchanged. A context carrying a dense ``mask`` always runs through SDPA,
-whatever its ``backend``: an arbitrary dense mask has no cheaper exact form.
-
-What this module deliberately does not do: build position ids, manage caches, decide which tokens to
-keep, support attention dropout in the ``cascade`` / ``flash_attn`` backends (they are for inference),
-or batch more than what the caller's tensors hold.
+What this module deliberately does not do: compute attention (:mod:`specvlm.attention.kernels`),
+accumulate scores (:mod:`specvlm.attention.capture`) or talk to transformers (:mod:`specvlm.attention.hook`).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
 
-from specvlm.attention_backends import (  # noqa: F401  (re-exported: the hook's public kernels)
-    ATTENTION_BACKENDS,
-    BACKENDS,
-    _logits,
-    resolve_backend,
-)
+if TYPE_CHECKING:
+    from specvlm.attention.capture import ScoreCapture
 
-logger = logging.getLogger(__name__)
-
-ATTN_IMPLEMENTATION = "specvlm"
-
-# Rows of query x key float32 logits formed at once when a row log-sum-exp has to be computed
-# explicitly (score capture without a backend LSE): bounds the temporary to about 64 MiB.
-_LSE_BLOCK_ELEMENTS = 1 << 24
-
-
-# ------------------------------------------------------------------------------ contexts
+#: The concrete attention kernels (``specvlm.attention.kernels.ATTENTION_BACKENDS`` implements each).
+BACKENDS: tuple[str, ...] = ("sdpa", "cascade", "flash_attn")
 
 
 @dataclass
@@ -93,7 +67,7 @@ class AttentionContext:
                 )
             if self.local.shape[1] == 0:
                 self.local = None
-        if self.backend != "auto" and self.backend not in ATTENTION_BACKENDS:
+        if self.backend != "auto" and self.backend not in BACKENDS:
             raise ValueError(f"unknown attention backend {self.backend!r}; choose one of: {', '.join(('auto',) + BACKENDS)}")
         if self.prefix is not None and self.prefix < 0:
             raise ValueError(f"`prefix` must be >= 0, got {self.prefix}")
@@ -192,105 +166,6 @@ def tree_context(prefix_len: int, tree_allowed: torch.Tensor, *, backend: str = 
     return AttentionContext(prefix=prefix_len, local=tree_allowed.to(torch.bool), backend=backend)
 
 
-# ------------------------------------------------------------------------------ score capture
-
-
-@dataclass
-class ScoreCapture:
-    """Accumulates the verifier's attention from text queries to selected keys.
-
-    ``total[j]`` is the sum over layers, heads and text queries of the softmax attention probability
-    that a text query gives to key ``key_positions[j]``; :meth:`mean` divides by the number of
-    (layer, head, query) rows, giving the mean attention per video token.
-    """
-
-    key_positions: torch.Tensor  # (N,) long: absolute cache positions of the video keys
-    total: torch.Tensor | None = None  # (N,) float32: summed attention
-    rows: int = 0  # number of (layer, head, query) rows summed into `total`
-
-    def add(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        mask: torch.Tensor | AttentionContext | None,
-        scaling: float,
-        lse: torch.Tensor | None = None,
-    ) -> None:
-        """Accumulate one layer's attention of ``query`` (1, H, q, D) to the captured keys.
-
-        key: (1, H_kv, kv, D), H_kv dividing H (grouped-query heads are matched as ``repeat_kv`` does).
-        mask: an additive dense mask (1, 1, q, kv), an :class:`AttentionContext` (its dense, structured or
-            plain causal form), or ``None`` (every key visible).
-        lse: (1, H, q) natural-log row normaliser over all visible keys in float32 when the kernel produced
-            it; otherwise it is computed here, a block of rows at a time.
-        Only q x N captured logits (and, without ``lse``, q x kv logits in row blocks) are formed.
-        """
-        ctx = mask if isinstance(mask, AttentionContext) else (AttentionContext(mask=mask) if mask is not None else None)
-        q_len, kv_len = query.shape[2], key.shape[2]
-        device = query.device
-        cols = self.key_positions.to(device=device, dtype=torch.long)
-        logits = _logits(query, key.index_select(2, cols), scaling)  # (1, H, q, N) float32
-        if ctx is not None:
-            bias = ctx._bias(q_len, kv_len, slice(None), cols, device)
-            if bias is not None:
-                logits = logits + bias
-        if lse is None:
-            lse = _row_lse(query, key, ctx, scaling)
-        lse = lse.float()
-        finite = torch.isfinite(lse)[..., None]
-        probs = torch.where(finite, torch.exp(logits - torch.where(finite, lse[..., None], 0.0)), 0.0)
-        summed = probs.sum(dim=(0, 1, 2))  # (N,)
-        self.total = summed if self.total is None else self.total + summed.to(self.total.device)
-        self.rows += probs.shape[0] * probs.shape[1] * probs.shape[2]
-
-    def mean(self) -> torch.Tensor:
-        """Mean attention per key over layers, heads and text queries. Shape (N,), float32."""
-        if self.total is None or self.rows == 0:
-            raise RuntimeError("no attention was captured: the scored forward did not run through the specvlm hook")
-        return self.total / self.rows
-
-
-def _row_lse(query: torch.Tensor, key: torch.Tensor, ctx: AttentionContext | None, scaling: float) -> torch.Tensor:
-    """(B, H, q) float32 log-sum-exp of every query row over its visible keys, a block of rows at a time."""
-    b, h, q_len, _ = query.shape
-    kv_len = key.shape[2]
-    step = max(1, _LSE_BLOCK_ELEMENTS // max(1, b * h * kv_len))
-    out = []
-    for start in range(0, q_len, step):
-        rows = slice(start, min(q_len, start + step))
-        logits = _logits(query[:, :, rows], key, scaling)
-        if ctx is not None:
-            bias = ctx._bias(q_len, kv_len, rows, None, query.device)
-            if bias is not None:
-                logits = logits + bias
-        out.append(torch.logsumexp(logits, dim=-1))
-    return torch.cat(out, dim=-1)
-
-
-# ------------------------------------------------------------------------------ the hook
-
-
-def specvlm_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention with explicit or structured masks, a chosen backend and optional score capture;
-    stock SDPA when no context is given."""
-    ctx: AttentionContext | None = kwargs.pop("specvlm_ctx", None)
-    if ctx is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    q_len, kv_len = query.shape[2], key.shape[2]
-    ctx.check(q_len, kv_len)
-    name = ctx.backend if ctx.backend in ATTENTION_BACKENDS else resolve_backend(ctx.backend, query.device)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    out, lse = ATTENTION_BACKENDS[name](
-        module, query, key, value, ctx, scale, dropout, ctx.capture is not None, **kwargs
-    )
-    if ctx.capture is not None:
-        ctx.capture.add(query, key, ctx, scale, lse=lse)
-    return out, None
-
-
-# ------------------------------------------------------------------------------ dense masks
-
-
 def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, device) -> torch.Tensor:
     """Additive mask (1, 1, q, kv) for q new tokens appended after kv - q cached ones."""
     if kv_len < q_len:
@@ -312,12 +187,3 @@ def tree_mask(prefix_len: int, tree_allowed: torch.Tensor, dtype: torch.dtype) -
 def additive(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Boolean 'may attend' -> additive float (0 / dtype minimum). Eager attention mis-handles boolean masks."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-
-def register() -> str:
-    """Register the hook (idempotent) and return its implementation name."""
-    if ATTN_IMPLEMENTATION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTN_IMPLEMENTATION, specvlm_attention)
-    if ATTN_IMPLEMENTATION not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
-        AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
-    return ATTN_IMPLEMENTATION

@@ -14,18 +14,42 @@ A chain is a tree whose nodes each have one child, so one implementation serves 
   child is accepted the bonus token is drawn from the last p; at a leaf it is drawn from p itself.
   The committed tokens then follow the target's own sampling distribution exactly.
 
-Both functions synchronise with the host once per call (to walk the tree) and leave the host copy of
-the tree's tokens in ``tree.host_tokens``, so the caller needs no second read.
+Both functions are pure: they read the tree, the target's rows and (for sampling) the generator's
+stream, and write nothing else. Each synchronises with the host once per call (to walk the tree) and
+returns what it read in a :class:`Verdict` (accepted path, bonus token, host copy of the tree's
+tokens), so the caller needs no second read to know the committed tokens.
 
 What this module deliberately does not do: run models, touch caches, or build trees.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from specvlm.timing import to_host
-from specvlm.trees import DraftTree
+from specvlm.decoding.trees import DraftTree
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of verifying one draft tree (host values, read in the verifier's one host sync).
+
+    path: accepted node indices from the root down (each node's parent is the previous entry; [] when
+          the root's children were all rejected)
+    bonus: the token the target adds after the path's end (its greedy / sampled token there)
+    tokens: host copy of the tree's drafted tokens, tokens[i] = ``tree.tokens[i]`` (n,)
+    """
+
+    path: list[int]
+    bonus: int
+    tokens: list[int]
+
+    @property
+    def committed(self) -> list[int]:
+        """The tokens this step commits: the accepted path's tokens, then the bonus token."""
+        return [self.tokens[i] for i in self.path] + [self.bonus]
 
 
 def _walk(children: list[list[int]], accepted_child: list[int]) -> list[int]:
@@ -41,19 +65,18 @@ def _walk(children: list[list[int]], accepted_child: list[int]) -> list[int]:
         u = node + 1
 
 
-def greedy_verify(tree: DraftTree, target_logits: torch.Tensor) -> tuple[list[int], int]:
-    """Greedy acceptance over a draft tree.
+def greedy_verify(tree: DraftTree, target_logits: torch.Tensor) -> Verdict:
+    """Greedy acceptance over a draft tree (pure: ``tree`` is not modified).
 
     target_logits: (n + 1, V) target logits at the root (row 0) and at each node (row i + 1)
-    Returns (accepted node indices from the root down, bonus token).
+    Returns the :class:`Verdict` (accepted node indices from the root down, bonus token, host tokens).
     """
     n = tree.size
     if target_logits.shape[0] != n + 1:
         raise ValueError(f"a {n}-node tree needs {n + 1} rows of target logits, got {target_logits.shape[0]}")
     greedy = target_logits.argmax(dim=-1)  # (n + 1,)
     host = to_host(torch.cat([greedy, tree.tokens.to(greedy.device)]))  # the one host synchronisation
-    greedy_h, tokens_h = host[: n + 1], host[n + 1 :]
-    tree.host_tokens = tokens_h
+    greedy_h, tokens_h = host[: n + 1], host[n + 1 :]  # (n + 1,) target argmax per row, (n,) drafted tokens
     children = tree.children()
     accepted = [-1] * (n + 1)
     for u in range(n + 1):
@@ -62,8 +85,8 @@ def greedy_verify(tree: DraftTree, target_logits: torch.Tensor) -> tuple[list[in
                 accepted[u] = j
                 break
     path = _walk(children, accepted)
-    end = path[-1] + 1 if path else 0
-    return path, greedy_h[end]
+    end = path[-1] + 1 if path else 0  # row of the path's last node (0 = root)
+    return Verdict(path=path, bonus=greedy_h[end], tokens=tokens_h)
 
 
 def greedy_accept_chain(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
@@ -79,16 +102,17 @@ def greedy_accept_chain(draft_tokens: torch.Tensor, target_logits: torch.Tensor)
         parents=torch.arange(n, dtype=torch.long) - 1,
         depths=torch.arange(1, n + 1, dtype=torch.long),
     )
-    path, bonus = greedy_verify(tree, target_logits)
-    return torch.tensor([*draft_tokens[: len(path)].tolist(), bonus], dtype=torch.long, device=draft_tokens.device)
+    return torch.tensor(greedy_verify(tree, target_logits).committed, dtype=torch.long, device=draft_tokens.device)
 
 
-def sample_verify(tree: DraftTree, p: torch.Tensor, generator: torch.Generator) -> tuple[list[int], int]:
+def sample_verify(tree: DraftTree, p: torch.Tensor, generator: torch.Generator) -> Verdict:
     """Recursive rejection sampling over a draft tree (lossless speculative sampling).
+
+    Pure apart from drawing from ``generator``: neither ``tree`` (its ``q`` included) nor ``p`` is modified.
 
     p: (n + 1, V) target probabilities (processed exactly like ``tree.q``) at the root and each node
     tree.q: (n + 1, V) draft probabilities the children of each row were drawn from (without replacement)
-    Returns (accepted node indices from the root down, bonus token).
+    Returns the :class:`Verdict` (accepted node indices from the root down, bonus token, host tokens).
     """
     n = tree.size
     if p.shape[0] != n + 1:
@@ -124,8 +148,9 @@ def sample_verify(tree: DraftTree, p: torch.Tensor, generator: torch.Generator) 
         removed = removed / removed.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         q = torch.where(reject, removed, q)
     bonus = torch.multinomial(residual.to(generator.device), 1, generator=generator).squeeze(-1).to(device)
-    host = to_host(torch.cat([accepted, bonus, tree.tokens.to(device)]))  # the one host synchronisation
-    tree.host_tokens = host[2 * (n + 1) :]
-    path = _walk(children, host[: n + 1])
-    end = path[-1] + 1 if path else 0
-    return path, host[n + 1 + end]
+    # the one host synchronisation: [accepted child slot per row (n + 1), bonus per row (n + 1), tokens (n)]
+    host = to_host(torch.cat([accepted, bonus, tree.tokens.to(device)]))
+    accepted_h, bonus_h, tokens_h = host[: n + 1], host[n + 1 : 2 * (n + 1)], host[2 * (n + 1) :]
+    path = _walk(children, accepted_h)
+    end = path[-1] + 1 if path else 0  # row of the path's last node (0 = root)
+    return Verdict(path=path, bonus=bonus_h[end], tokens=tokens_h)

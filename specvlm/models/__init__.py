@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from specvlm.adapters.base import ModelAdapter, VideoLayout
-from specvlm.adapters.llava_onevision import LlavaOnevisionAdapter
-from specvlm.adapters.qwen2_5_vl import Qwen25VLAdapter
+from specvlm.models.base import ModelAdapter, VideoLayout
+from specvlm.models.llava_onevision import LlavaOnevisionAdapter
+from specvlm.models.qwen2_5_vl import Qwen25VLAdapter
 
 ADAPTERS = {cls.family: cls for cls in (LlavaOnevisionAdapter, Qwen25VLAdapter)}
 

@@ -1,4 +1,4 @@
-"""Attention kernels behind the hook in :mod:`specvlm.attention`, selected by name.
+"""Attention kernels behind the hook (:mod:`specvlm.attention.hook`), selected by name.
 
 :data:`ATTENTION_BACKENDS` maps a name to a function
 ``fn(module, query, key, value, ctx, scaling, dropout, need_lse, **kwargs) -> (out, lse)``:
@@ -13,6 +13,7 @@
 
 :func:`resolve_backend` turns ``"auto"`` into a concrete name for a device. This module knows nothing
 about score capture or registration with transformers; it only computes attention (and its LSE).
+The kernels' names live in :data:`specvlm.attention.context.BACKENDS`.
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-if TYPE_CHECKING:
-    from specvlm.attention import AttentionContext
+from specvlm.attention.context import BACKENDS, AttentionContext
 
 logger = logging.getLogger(__name__)
 
 
-def _logits(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
+def scaled_logits(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
     """Scaled float32 logits (B, H, q, k) of query (B, H, q, D) against key (B, H_kv, k, D), GQA-aware."""
     b, h, q, d = query.shape
     hkv = key.shape[1]
@@ -76,7 +76,7 @@ def _explicit_attention(
     key/value may have fewer (grouped) heads; ``allowed`` (q, k) bool. Rows seeing no key get a zero
     output and ``-inf`` LSE.
     """
-    logits = _logits(query, key, scaling)  # (B, H, q, k)
+    logits = scaled_logits(query, key, scaling)  # (B, H, q, k)
     if allowed is not None:
         logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
     lse = torch.logsumexp(logits, dim=-1)
@@ -334,7 +334,7 @@ ATTENTION_BACKENDS: dict[str, Callable] = {
     "cascade": _cascade_backend,
     "flash_attn": _flash_attn_backend,
 }
-BACKENDS: tuple[str, ...] = tuple(ATTENTION_BACKENDS)
+assert tuple(ATTENTION_BACKENDS) == BACKENDS, "every backend name has exactly one kernel"
 
 
 def resolve_backend(name: str, device) -> str:

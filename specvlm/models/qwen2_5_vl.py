@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from specvlm.adapters.base import ModelAdapter, VideoLayout
+from specvlm.models.base import ModelAdapter, VideoLayout
 
 
 class Qwen25VLAdapter(ModelAdapter):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from specvlm import cache as kv
+from specvlm.models import cache as kv
 from specvlm.attention import AttentionContext
 
 

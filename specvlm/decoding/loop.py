@@ -1,7 +1,14 @@
-"""The SpecVLM loop: prefill -> score -> prune -> draft prefill -> (draft, verify, accept, roll back)*.
+"""The SpecVLM loop: prefill -> score -> prune -> draft prefill -> (propose, verify, commit)*.
 
-Drafting proposes a chain or a tree (``specvlm.drafting``), verification is greedy or lossless
-speculative sampling (``specvlm.verify``).
+Each step of :func:`decode`, as in gpt-fast's speculative loop:
+
+1. **propose**: the draft proposes a chain or a tree under the pending token
+   (``specvlm.decoding.drafting``);
+2. **verify**: the target scores the pending token and every node in one forward (tree mask,
+   depth-based positions); greedy or lossless speculative sampling (``specvlm.decoding.verify``)
+   returns the accepted path and one bonus token, read to the host once;
+3. **commit**: both caches keep exactly the accepted path, the path's tokens and the bonus token are
+   appended up to EOS / ``max_new_tokens``, and the stop decision is made (a local value of the loop).
 
 One loop for every model family and every method:
 
@@ -12,9 +19,11 @@ One loop for every model family and every method:
 Invariants kept between steps (``out`` is the list of committed new tokens):
   * the target cache holds the prompt and ``out[:-1]``; ``out[-1]`` is pending (fed at the next step);
   * the draft cache holds its (pruned) prompt and a prefix of ``out``; missing tokens are fed first;
-  * after a step both caches keep exactly the committed path (``cache.keep``), nothing else.
+  * after a step both caches keep exactly the committed path (``cache.keep``), nothing else;
+  * the draft tree a step verifies is not modified by verification (the verifiers are pure).
 Decoding stops at the first EOS token or at ``max_new_tokens``, exactly where the stock greedy
-``generate()`` stops, and every committed token is the target's own greedy token.
+``generate()`` stops, and every committed token is the target's own greedy token (with sampling:
+distributed exactly as the target's own sampling).
 
 What this module deliberately does not do: load models, build processor inputs, or choose pruning
 strategies (it receives the kept sequence positions).
@@ -22,21 +31,24 @@ strategies (it receives the kept sequence positions).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from transformers import DynamicCache
 
-from specvlm import cache as kv
-from specvlm.adapters import ModelAdapter, VideoLayout
+from specvlm.models import cache as kv
+from specvlm.models import ModelAdapter, VideoLayout
 from specvlm.attention import AttentionContext, ScoreCapture, causal_context, tree_context
-from specvlm.drafting import DynamicTree, propose
-from specvlm.sampling import Sampling
+from specvlm.decoding.drafting import DynamicTree, propose
+from specvlm.decoding.sampling import Sampling
 from specvlm.stats import GenerationStats
 from specvlm.timing import host_syncs, to_host
-from specvlm.trees import DraftTree, TreeShape
-from specvlm.verify import greedy_verify, sample_verify
+from specvlm.decoding.trees import DraftTree, TreeShape
+from specvlm.decoding.logits import NextTokenRule
+from specvlm.decoding.verify import Verdict, greedy_verify, sample_verify
 
 logger = logging.getLogger(__name__)
 
@@ -171,25 +183,37 @@ def decode(
     shared_vocab: int,
     sampling: Sampling | None = None,
     generator: torch.Generator | None = None,
+    rule: NextTokenRule | None = None,
+    on_commit: Callable[[list[int]], None] | None = None,
 ) -> list[int]:
     """Speculative decoding after prefill; returns the committed new token ids.
 
-    Each step: the draft proposes a tree under the pending token, the target verifies every node in
-    one forward (tree mask, depth-based positions), the accepted path plus one bonus token is
-    committed, and both caches keep exactly the committed path. With ``draft=None`` or ``tree=None``
-    every step is a plain decoding step (``ar``). ``sampling=None`` is greedy decoding.
+    Each step: 1. the draft proposes a tree under the pending token, 2. the target verifies every node
+    in one forward (tree mask, depth-based positions), 3. the accepted path plus one bonus token is
+    committed and both caches keep exactly the committed path. With ``draft=None`` or ``tree=None``
+    every step is a plain decoding step (``ar``). ``rule`` is how the target chooses each token (its
+    generation config's logits processors, applied at every verified position with that position's
+    prefix; ``None``: the raw logits); ``sampling`` (the draft's proposal settings) is ``None`` for
+    greedy decoding. ``on_commit`` receives the tokens each step commits (the first token on its own),
+    as they are committed (a streamer).
+    Sets ``stats.stopped_by`` ("eos" | "max_new_tokens") and ``stats.host_syncs`` once, at the end.
     """
     tseq = target.seq
     device = tseq.adapter.device
+    # 0. the first new token comes from the prefill's last-position logits
+    first_scores = _target_scores(rule, target.logits[None], [[]])  # (1, V)
     if sampling is None:
-        first = to_host(target.logits.argmax())
+        first = to_host(first_scores[0].argmax())
     else:
-        first_p = sampling.probs(target.logits[None]).to(generator.device)
+        first_p = _target_probs(rule, sampling, first_scores).to(generator.device)
         first = to_host(torch.multinomial(first_p, 1, generator=generator).view(-1))[0]
-    out = [first]
+    out = [first]  # committed new tokens; out[-1] is pending (not yet in the target cache)
     syncs_before = host_syncs()  # the steps' own reads (the first token above comes from the prefill)
-    stats.stopped_by = "eos" if first in eos_token_ids else ("max_new_tokens" if max_new_tokens <= 1 else "")
-    while not stats.stopped_by:
+    _, stop = _commit_until_stop([first], 0, eos_token_ids, max_new_tokens)
+    if on_commit is not None:
+        on_commit([first])
+    while stop is None:
+        # 1. propose: the draft drafts a tree under the pending token (nothing for ``ar`` or one token left)
         remaining = max_new_tokens - len(out)
         proposal = None
         if draft is not None and tree is not None and remaining > 1:
@@ -197,41 +221,86 @@ def decode(
                 draft, out, tree, vocab=shared_vocab, max_depth=remaining - 1, sampling=sampling, generator=generator
             )
             stats.draft_steps += proposal.forwards
-        drafted = proposal.tree if proposal is not None else _empty_tree(device, sampling, shared_vocab)
-        path, bonus = _verify(tseq, out[-1], drafted, sampling, generator)
-        committed_before = len(out)
+        drafted = proposal.tree if proposal is not None else _empty_tree(device)
+
+        # 2. verify: one target forward over [pending, nodes...]; the verdict holds the step's one host read
+        verdict = _verify(tseq, out, drafted, sampling, generator, rule)
+
+        # 3. commit: both caches keep exactly the accepted path; append tokens up to EOS / max_new_tokens
         # target cache: keep the pending (root) token and the accepted nodes; the bonus token is pending
         start = kv.length(tseq.cache) - drafted.size - 1
-        kv.keep(tseq.cache, start, [0] + [i + 1 for i in path])
+        kv.keep(tseq.cache, start, [0] + [i + 1 for i in verdict.path])
         if proposal is not None:
             # draft cache: everything committed before this step + accepted nodes it has already fed
-            fed = [proposal.fed[i] for i in path if proposal.fed[i] >= 0]
+            fed = [proposal.fed[i] for i in verdict.path if proposal.fed[i] >= 0]
             kv.keep(draft.cache, proposal.base, fed)
-        new = [drafted.host_tokens[i] for i in path] + [bonus]
-        for token in new:
-            out.append(token)
-            if token in eos_token_ids:
-                stats.stopped_by = "eos"
-            elif len(out) >= max_new_tokens:
-                stats.stopped_by = "max_new_tokens"
-            if stats.stopped_by:
-                break
-        end = path[-1] if path else -1
-        reachable = len(path) + int(bool((drafted.parents == end).any())) if drafted.size else 0
-        stats.record_step(len(out) - committed_before, len(path), reachable)
+        kept, stop = _commit_until_stop(verdict.committed, len(out), eos_token_ids, max_new_tokens)
+        out.extend(kept)
+        if on_commit is not None:
+            on_commit(kept)
+        stats.record_step(len(kept), len(verdict.path), _tried_depth(drafted, verdict.path))
+    stats.stopped_by = stop
     stats.host_syncs = host_syncs() - syncs_before
     return out
 
 
-def _empty_tree(device, sampling, vocab) -> DraftTree:
+def _commit_until_stop(
+    tokens: list[int], committed: int, eos_token_ids: set[int], max_new_tokens: int
+) -> tuple[list[int], str | None]:
+    """The prefix of ``tokens`` to append after ``committed`` already committed tokens, and why decoding
+    stops there: ``"eos"`` (the first EOS token, kept), ``"max_new_tokens"`` (the budget is reached), or
+    None (every token kept, decoding continues). EOS wins when both happen at the same token."""
+    for i, token in enumerate(tokens):
+        if token in eos_token_ids:
+            return tokens[: i + 1], "eos"
+        if committed + i + 1 >= max_new_tokens:
+            return tokens[: i + 1], "max_new_tokens"
+    return tokens, None
+
+
+def _tried_depth(tree: DraftTree, path: list[int]) -> int:
+    """Deepest level at which the target was offered a candidate on ``path``: one more than the path's
+    length when its end node (the root for an empty path) has children, else the path's length."""
+    if not tree.size:
+        return 0
+    end = path[-1] if path else -1
+    return len(path) + int(bool((tree.parents == end).any()))
+
+
+def _empty_tree(device) -> DraftTree:
     empty = torch.empty(0, dtype=torch.long)
     return DraftTree(tokens=empty.to(device), parents=empty, depths=empty)
 
 
-def _verify(tseq: Sequence, root: int, tree: DraftTree, sampling, generator) -> tuple[list[int], int]:
-    """One target forward over [root, nodes...] with the tree mask; returns (accepted path, bonus)."""
+def _target_scores(rule: NextTokenRule | None, logits: torch.Tensor, prefixes: list[list[int]]) -> torch.Tensor:
+    """The target's scores (n, V) at positions after the prompt + ``prefixes[i]``: its logits as its
+    own ``generate()`` processes them, or the raw logits without a rule."""
+    return logits if rule is None else rule.scores(logits, prefixes)
+
+
+def _target_probs(rule: NextTokenRule | None, sampling: Sampling, scores: torch.Tensor) -> torch.Tensor:
+    """The target's sampling distribution p from its scores (the rule's warpers already applied)."""
+    return sampling.probs(scores) if rule is None else scores.float().softmax(dim=-1)
+
+
+def _node_prefixes(out: list[int], tree: DraftTree, tokens: list[int] | None) -> list[list[int]]:
+    """[committed tokens] for the root, then for each node the committed tokens and the drafted tokens
+    on its path (itself included)."""
+    prefixes = [list(out)]
+    parents = tree.parents.tolist()
+    for i in range(tree.size):
+        prefixes.append(prefixes[parents[i] + 1] + [tokens[i]])
+    return prefixes
+
+
+def _verify(tseq: Sequence, out: list[int], tree: DraftTree, sampling, generator, rule=None) -> Verdict:
+    """One target forward over [root, nodes...] with the tree mask; returns the :class:`Verdict`.
+
+    Does not modify ``tree``: when the draft's vocabulary is narrower than the target's, a padded copy
+    of its q (zero probability for the target-only tokens) is verified instead.
+    """
     device = tseq.adapter.device
-    ids = torch.cat([torch.tensor([root], dtype=torch.long, device=device), tree.tokens.to(device)])
+    ids = torch.cat([torch.tensor([out[-1]], dtype=torch.long, device=device), tree.tokens.to(device)])
     offsets = (tseq.decoded + torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])).to(device)
     length = kv.length(tseq.cache)
     if tree.size:
@@ -239,9 +308,17 @@ def _verify(tseq: Sequence, root: int, tree: DraftTree, sampling, generator) -> 
     else:
         ctx = causal_context(1, length + 1, device, backend=tseq.backend)
     logits = tseq.feed(ids, offsets, ctx)  # (n + 1, V)
+    if rule is not None and rule.reads_prefix:
+        # the processors read each position's prefix: the drafted tokens on each node's path (one more
+        # host read per step, only for such processors)
+        drafted = to_host(tree.tokens) if tree.size else []
+        logits = rule.scores(logits, _node_prefixes(out, tree, drafted))
+    elif rule is not None:
+        logits = rule.scores(logits, None)  # prefix-free (sampling warpers) or nothing at all
     if sampling is None:
         return greedy_verify(tree, logits)
-    p = sampling.probs(logits)
+    p = _target_probs(rule, sampling, logits)  # (n + 1, V)
     if tree.q is not None and tree.q.shape[-1] < p.shape[-1]:
-        tree.q = torch.nn.functional.pad(tree.q, (0, p.shape[-1] - tree.q.shape[-1]))
+        padded_q = torch.nn.functional.pad(tree.q, (0, p.shape[-1] - tree.q.shape[-1]))  # (n + 1, V)
+        tree = dataclasses.replace(tree, q=padded_q)  # a local copy: the caller's tree keeps its q
     return sample_verify(tree, p, generator)

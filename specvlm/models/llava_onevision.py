@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from specvlm.adapters.base import ModelAdapter, VideoLayout
+from specvlm.models.base import ModelAdapter, VideoLayout
 
 
 class LlavaOnevisionAdapter(ModelAdapter):

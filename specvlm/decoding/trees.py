@@ -7,7 +7,7 @@ must be in the tree; node order is (depth, path), so parents always precede thei
 
 Provided shapes: ``chain`` (depth = ``num_draft_tokens``), ``specvlm-25`` (the reference's static tree:
 25 nodes, depth 5, level sizes 4/8/8/3/2), and any user-supplied list of paths. Dynamic trees are
-built during drafting (``specvlm.drafting``) and described with the same :class:`DraftTree` buffers.
+built during drafting (``specvlm.decoding.drafting``) and described with the same :class:`DraftTree` buffers.
 
 What this module deliberately does not do: run models or pick tokens.
 """
@@ -123,7 +123,6 @@ class DraftTree:
     parents: torch.Tensor
     depths: torch.Tensor
     q: torch.Tensor | None = None
-    host_tokens: list[int] | None = None  # host copy of ``tokens``, set by the verifier's one host read
     structure: "TreeStructure | None" = None  # precomputed masks/children of a static shape
 
     @property

@@ -1,0 +1,51 @@
+"""The attention hook: one attention function registered with transformers' ``AttentionInterface``.
+
+Every SpecVLM forward passes an :class:`~specvlm.attention.context.AttentionContext` through the
+model's ``**kwargs`` (``specvlm_ctx=...``); the hook checks it, runs the kernel it names and, when
+the context carries a :class:`~specvlm.attention.capture.ScoreCapture`, records the verifier's
+scores. Nothing is stored on model objects. Without a context the function is exactly transformers'
+stock SDPA attention, so the stock ``generate()`` of a model that uses this implementation is
+unchanged. A context carrying a dense ``mask`` always runs through SDPA, whatever its ``backend``.
+
+What this module deliberately does not do: build position ids, manage caches, decide which tokens to
+keep, or support attention dropout in the ``cascade`` / ``flash_attn`` kernels (they are for inference).
+"""
+
+from __future__ import annotations
+
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+
+from specvlm.attention.context import AttentionContext
+from specvlm.attention.kernels import ATTENTION_BACKENDS, resolve_backend
+
+#: The name the hook is registered under (``model.set_attn_implementation``).
+ATTN_IMPLEMENTATION = "specvlm_attention"
+
+
+def specvlm_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention with explicit or structured masks, a chosen backend and optional score capture;
+    stock SDPA when no context is given."""
+    ctx: AttentionContext | None = kwargs.pop("specvlm_ctx", None)
+    if ctx is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    q_len, kv_len = query.shape[2], key.shape[2]
+    ctx.check(q_len, kv_len)
+    name = ctx.backend if ctx.backend in ATTENTION_BACKENDS else resolve_backend(ctx.backend, query.device)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    out, lse = ATTENTION_BACKENDS[name](
+        module, query, key, value, ctx, scale, dropout, ctx.capture is not None, **kwargs
+    )
+    if ctx.capture is not None:
+        ctx.capture.add(query, key, ctx, scale, lse=lse)
+    return out, None
+
+
+def register() -> str:
+    """Register the hook (idempotent) and return its implementation name."""
+    if ATTN_IMPLEMENTATION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ATTN_IMPLEMENTATION, specvlm_attention)
+    if ATTN_IMPLEMENTATION not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+    return ATTN_IMPLEMENTATION

@@ -1,0 +1,178 @@
+"""Decoding settings, defined once: :class:`DecodingConfig`.
+
+Every setting is a field with its default, its help text, its allowed values and the methods it
+applies to. Everything else is derived from these fields: the keywords of
+``SpecVLM.from_pretrained`` and the per-call overrides of ``SpecVLM.generate`` (and their docstrings),
+the ``specvlm`` command line's flags, and the settings an evaluation config's method entries accept.
+Values are validated once, on construction; code that receives a ``DecodingConfig`` may trust it.
+
+The paper's names are kept: ``drop_rate`` and ``stage1_mass`` (lambda).
+
+What this module deliberately does not do: load models, or know about per-call generation settings
+such as ``max_new_tokens`` and sampling (those belong to ``SpecVLM.generate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+from dataclasses import dataclass, field
+
+import pruning
+from pruning.budget import check_drop_rate
+from pruning.strategies import WINDOW_CHOICES
+from specvlm.attention.context import BACKENDS
+from specvlm.decoding import trees
+from specvlm.decoding.drafting import DynamicTree
+from specvlm.decoding.trees import TreeShape
+
+#: The methods, all through one loop: ``ar`` plain decoding (the fair baseline), ``sd`` a draft that
+#: sees every video token, ``specvlm`` a draft that sees the video tokens the pruning keeps.
+METHODS = ("ar", "sd", "specvlm")
+#: What ``compile`` may compile: nothing, the draft's decode step, or every decode step.
+COMPILE_MODES = ("off", "draft", "all")
+POSITION_MODES = ("original", "compact")
+ATTENTION_BACKEND_CHOICES = ("auto",) + BACKENDS
+#: Chain length (draft tokens per target verification). The best length follows the draft's acceptance
+#: rate; the embedded pair decodes fastest at 7 in a sweep of 4-8 (docs/performance.md).
+DEFAULT_NUM_DRAFT_TOKENS = 7
+
+_DRAFTING = ("sd", "specvlm")  # the methods with a draft
+_PRUNED = ("specvlm",)  # the methods whose draft sees a pruned video
+
+
+def _parse_tree(text: str):
+    """A ``tree`` value from text: a name, or JSON paths such as ``[[0],[1],[0,0]]``."""
+    if not text.lstrip().startswith("["):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"tree={text!r} is not valid JSON paths ({err.msg}); e.g. [[0],[1],[0,0]]") from err
+
+
+def _setting(default, help: str, *, choices=None, methods=_DRAFTING, scope: str = "method", parse=None):
+    """A field of :class:`DecodingConfig` with what every consumer needs to know about it.
+
+    choices: a tuple of allowed values, or a callable returning it (evaluated when asked)
+    methods: the methods the setting changes (others ignore it)
+    scope: "method" (an evaluation config sets it per method) or "model" (one value per loaded pair)
+    parse: text -> value for the command line (default: the default's type)
+    """
+    meta = {"help": help, "choices": choices, "methods": tuple(methods), "scope": scope, "parse": parse}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodingConfig:
+    """Validated decoding settings. Build it directly, or pass its fields as keywords to
+    ``SpecVLM.from_pretrained`` (defaults for the engine) and ``SpecVLM.generate`` (one call)."""
+
+    pruning: str = _setting(
+        "specvlm", "how the draft's video tokens are chosen: 'specvlm' (verifier-guided, two stages), "
+        "or a baseline", choices=pruning.available, methods=_PRUNED)  # fmt: skip
+    drop_rate: float = _setting(
+        0.9, "share of the video tokens the draft does not see; it keeps floor(N x (1 - drop_rate)), at least 1",
+        methods=_PRUNED)  # fmt: skip
+    stage1_mass: float = _setting(
+        0.4, "lambda: Stage I keeps the smallest top-scored set holding this share of the attention mass",
+        methods=_PRUNED)  # fmt: skip
+    num_draft_tokens: int = _setting(
+        DEFAULT_NUM_DRAFT_TOKENS, "draft tokens per target verification (chain length)")
+    positions: str = _setting(
+        "original", "the kept tokens' position ids in the draft: their original ones, or re-numbered 0..K-1 "
+        "as the reference implementation does", choices=POSITION_MODES, methods=_PRUNED)  # fmt: skip
+    window: str = _setting(
+        "middle", "which part of the video the 'window' pruning keeps", choices=WINDOW_CHOICES, methods=_PRUNED)
+    seed: int = _setting(0, "seed of the 'random' pruning and of sampling", methods=_PRUNED)
+    tree: object = _setting(
+        "chain", "what the draft proposes: 'chain', 'specvlm-25' (the reference's 25-node tree), 'dynamic' "
+        "(EAGLE-2 style) or JSON paths of child ranks such as [[0],[1],[0,0]]", parse=_parse_tree)  # fmt: skip
+    tree_depth: int = _setting(5, "dynamic tree: levels drafted")
+    tree_top_k: int = _setting(8, "dynamic tree: best nodes expanded per level")
+    tree_total_tokens: int = _setting(25, "dynamic tree: nodes kept for verification")
+    attn_backend: str = _setting(
+        "auto", "attention kernels: 'auto' (flash_attn or the fused cascade on CUDA, sdpa on CPU), 'sdpa', "
+        "'cascade' or 'flash_attn'", choices=ATTENTION_BACKEND_CHOICES, methods=METHODS, scope="model")  # fmt: skip
+    compile: str = _setting(
+        "off", "decode-time forwards through torch.compile: 'off', 'draft' (the draft's steps) or 'all' "
+        "(the target's too); the first step of each kind compiles (seconds), outputs are unchanged",
+        choices=COMPILE_MODES, methods=METHODS, scope="model")  # fmt: skip
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            choices = allowed(f.name)
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name}={getattr(self, f.name)!r}; choose one of {', '.join(map(repr, choices))}")
+        for name in ("seed", "num_draft_tokens", "tree_depth", "tree_top_k", "tree_total_tokens"):
+            value = getattr(self, name)
+            minimum = 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+        check_drop_rate(self.drop_rate)
+        mass = self.stage1_mass
+        if isinstance(mass, bool) or not isinstance(mass, numbers.Real) or not 0.0 <= float(mass) <= 1.0:
+            raise ValueError(f"stage1_mass={mass!r} must be a number in [0, 1]")
+        if isinstance(self.tree, (list, tuple)):
+            object.__setattr__(self, "tree", tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in self.tree))
+        self.tree_shape()  # validates the tree and its parameters
+
+    def tree_shape(self) -> TreeShape | DynamicTree:
+        """The static shape, or the dynamic-tree settings, this config drafts with."""
+        shape = trees.resolve(self.tree, self.num_draft_tokens)
+        if shape is None:
+            return DynamicTree(depth=self.tree_depth, top_k=self.tree_top_k, total_tokens=self.tree_total_tokens)
+        return shape
+
+    def replace(self, **changes) -> "DecodingConfig":
+        """A copy with ``changes`` applied (``None`` keeps a value); an unknown name raises TypeError."""
+        check_names(changes)
+        values = {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                  **{k: v for k, v in changes.items() if v is not None}}  # fmt: skip
+        return DecodingConfig(**values)
+
+
+SETTINGS: tuple[dataclasses.Field, ...] = dataclasses.fields(DecodingConfig)
+NAMES: tuple[str, ...] = tuple(f.name for f in SETTINGS)
+_BY_NAME = {f.name: f for f in SETTINGS}
+
+
+def check_names(settings) -> None:
+    """Raise TypeError naming the first key of ``settings`` that is not a decoding setting."""
+    unknown = [k for k in settings if k not in _BY_NAME]
+    if unknown:
+        raise TypeError(f"unknown setting {unknown[0]!r}; the decoding settings are: {', '.join(NAMES)}")
+
+
+def allowed(name: str) -> tuple | None:
+    """The allowed values of setting ``name``, or ``None`` when any value of its type may do."""
+    choices = _BY_NAME[name].metadata["choices"]
+    return tuple(choices()) if callable(choices) else choices
+
+
+def applies_to(method: str) -> tuple[str, ...]:
+    """The settings an evaluation method entry may set: those that change ``method``, per method."""
+    return tuple(f.name for f in SETTINGS if method in f.metadata["methods"] and f.metadata["scope"] == "method")
+
+
+def describe() -> str:
+    """One line per setting (name, default, help, choices), for docstrings and help text."""
+    lines = []
+    for f in SETTINGS:
+        choices = allowed(f.name)
+        extra = f" (one of {', '.join(map(str, choices))})" if choices and f.name != "tree" else ""
+        lines.append(f"    {f.name} = {f.default!r}: {f.metadata['help']}{extra}")
+    return "\n".join(lines)
+
+
+def parse(name: str, text: str):
+    """The value of setting ``name`` from command-line text."""
+    f = _BY_NAME[name]
+    if f.metadata["parse"] is not None:
+        return f.metadata["parse"](text)
+    kind = type(f.default)
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} must be {'an int' if kind is int else 'a number'}") from None

@@ -1,0 +1,165 @@
+"""Lossless against the checkpoint's own ``generate()``: its generation config and logits processors.
+
+A real checkpoint ships a ``generation_config.json`` that stock ``model.generate(**inputs)`` applies
+(Qwen2.5-VL-Instruct: ``do_sample`` with ``top_k`` 1, ``top_p`` 0.001, ``temperature`` 0.1 and
+``repetition_penalty`` 1.05). The tiny checkpoints here ship such configs; every method, tree and
+draft must return exactly what a separately loaded stock model's ``generate(**inputs)`` returns.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, GenerationConfig
+
+from specvlm import SpecVLM
+
+MAX_NEW = 24
+FAMILIES = ("llava_onevision", "qwen2_5_vl")
+#: A Qwen2.5-VL-Instruct style config (sampling that is greedy in effect) and a greedy one with
+#: prefix-dependent processors that change the output of these tiny models.
+CONFIGS = {
+    "qwen_style": {"do_sample": True, "top_k": 1, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 1.05},
+    "penalties": {"do_sample": False, "repetition_penalty": 1.3, "no_repeat_ngram_size": 3, "min_new_tokens": 12},
+}
+TREES = ("chain", "specvlm-25", "dynamic")
+
+
+@pytest.fixture(scope="module")
+def shipped(checkpoints, tmp_path_factory):
+    """{(family, config name): target checkpoint directory whose generation_config.json sets the config}."""
+    out = {}
+    for family in FAMILIES:
+        for name, settings in CONFIGS.items():
+            path = tmp_path_factory.mktemp(f"{family}-{name}")
+            shutil.copytree(checkpoints[family]["target"], path, dirs_exist_ok=True)
+            config = GenerationConfig.from_pretrained(path)
+            config.update(**settings)
+            config.eos_token_id = None  # long runs: many verification steps
+            config.save_pretrained(path)
+            out[family, name] = path
+    return out
+
+
+def _stock(path, inputs, **kwargs) -> list[int]:
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=MAX_NEW, **kwargs)
+    return ids[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.fixture(scope="module")
+def references(shipped, frames):
+    """{(family, config name): (inputs, the stock model's own generate(**inputs) tokens)}."""
+    out = {}
+    for (family, name), path in shipped.items():
+        engine = SpecVLM.from_pretrained(path)
+        inputs = engine.build_inputs(frames, "Describe the video.")
+        out[family, name] = (inputs, _stock(path, inputs))
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_config_changes_the_output(checkpoints, shipped, references, family, name):
+    """Guards the other tests: without the processors the stock output would differ."""
+    inputs, expected = references[family, name]
+    plain = _stock(checkpoints[family]["target"], inputs, do_sample=False, eos_token_id=None)
+    assert plain != expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("draft", ["separate", "self"])
+def test_every_method_and_tree_matches_the_checkpoints_generate(checkpoints, shipped, references, family, name, draft):
+    inputs, expected = references[family, name]
+    engine = SpecVLM.from_pretrained(shipped[family, name], draft=checkpoints[family]["draft"] if draft == "separate" else None)
+    runs = [("ar", "chain", 0.9)] + [(m, t, d) for m in ("sd", "specvlm") for t in TREES for d in ((0.0,) if m == "sd" else (0.0, 0.9))]
+    for method, tree, drop_rate in runs:
+        result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, tree=tree, drop_rate=drop_rate)
+        assert result.token_ids == expected, (method, tree, drop_rate)
+        assert result.stats.stopped_by == "max_new_tokens"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_per_call_generation_config_and_keywords_merge_like_stock(checkpoints, references, family):
+    """A per-call ``generation_config`` and keyword overrides merge over the checkpoint's config as in
+    stock ``generate()``; keywords win over the per-call config."""
+    inputs, _ = references[family, "penalties"]
+    path, draft = checkpoints[family]["target"], checkpoints[family]["draft"]
+    engine = SpecVLM.from_pretrained(path, draft=draft)
+    per_call = GenerationConfig(do_sample=False, repetition_penalty=1.3, no_repeat_ngram_size=3, eos_token_id=None)
+    cases = [
+        ({"generation_config": per_call}, {"generation_config": per_call}),
+        ({"generation_config": per_call, "repetition_penalty": 1.6}, {"generation_config": per_call, "repetition_penalty": 1.6}),
+        ({"repetition_penalty": 1.2, "min_new_tokens": 20, "eos_token_id": None}, {"repetition_penalty": 1.2, "min_new_tokens": 20, "eos_token_id": None}),
+    ]
+    for ours, stock in cases:
+        expected = _stock(path, inputs, **stock)
+        for method in ("ar", "specvlm"):
+            result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, **ours)
+            assert result.token_ids == expected, (method, ours)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_beams": 3}, "num_beams=3 is not supported with speculative decoding"),
+        ({"num_return_sequences": 2, "do_sample": True}, "num_return_sequences=2 is not supported"),
+        ({"guidance_scale": 1.5}, "guidance_scale=1.5 is not supported"),
+        ({"repetiton_penalty": 1.1}, "unknown argument 'repetiton_penalty'"),
+        ({"generation_config": {"top_k": 3}}, "generation_config must be a transformers GenerationConfig"),
+    ],
+)
+def test_what_speculation_cannot_honour_is_refused_before_any_work(checkpoints, frames, kwargs, message, monkeypatch):
+    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"])
+    calls = []
+    monkeypatch.setattr(engine, "_prefill_target", lambda *a, **k: calls.append(a))
+    with pytest.raises((ValueError, TypeError), match=message):
+        engine.generate(video=frames, prompt="Describe the video.", max_new_tokens=4, **kwargs)
+    assert not calls
+
+
+class _Recorder:
+    """A streamer that records what it receives (transformers' BaseStreamer protocol)."""
+
+    def __init__(self):
+        self.puts, self.ended = [], 0
+
+    def put(self, value):
+        self.puts.append(value.tolist())
+
+    def end(self):
+        self.ended += 1
+
+
+@pytest.mark.parametrize("method", ["ar", "specvlm"])
+def test_a_streamer_receives_the_prompt_then_exactly_the_results_ids(checkpoints, references, method):
+    inputs, _ = references["qwen2_5_vl", "penalties"]
+    engine = SpecVLM.from_pretrained(checkpoints["qwen2_5_vl"]["target"], draft=checkpoints["qwen2_5_vl"]["draft"])
+    streamer = _Recorder()
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, ignore_eos=True, streamer=streamer)
+    assert streamer.puts[0] == inputs["input_ids"].tolist()
+    steps = streamer.puts[1:]
+    assert all(len(p) == 1 for p in steps)  # batch 1, one put per committed step
+    assert [t for p in steps for t in p[0]] == result.token_ids
+    assert len(steps) == 1 + result.stats.target_steps and streamer.ended == 1
+
+
+def test_text_streamer_prints_the_answer(checkpoints, references, capsys):
+    from transformers import TextStreamer
+
+    inputs, _ = references["qwen2_5_vl", "penalties"]
+    engine = SpecVLM.from_pretrained(checkpoints["qwen2_5_vl"]["target"], draft=checkpoints["qwen2_5_vl"]["draft"])
+    streamer = TextStreamer(engine.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, streamer=streamer)
+    assert capsys.readouterr().out.strip() == result.text.strip()
+
+
+def test_a_streamer_without_put_is_refused(checkpoints, frames):
+    engine = SpecVLM.from_pretrained(checkpoints["qwen2_5_vl"]["target"])
+    with pytest.raises(ValueError, match="streamer must have put"):
+        engine.generate(video=frames, prompt="Describe the video.", max_new_tokens=4, streamer=object())
