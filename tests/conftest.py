@@ -18,7 +18,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
 
 
-# {module file name: {test function names}}. Elsewhere, mark slow tests with @pytest.mark.slow.
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
