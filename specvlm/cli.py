@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--draft", default=None, help="draft checkpoint; omit for self-drafting")
     gen.add_argument("--video", required=True, help="video file")
     gen.add_argument("--prompt", required=True, help="the question or instruction about the video")
+    gen.add_argument("--system", default=None, help="a system turn before the question (the chat template's format)")
     gen.add_argument("--method", choices=METHODS, default="specvlm",
                      help="specvlm: pruned draft; sd: the draft sees every video token; ar: plain decoding")  # fmt: skip
     gen.add_argument("--do-sample", action="store_true",
@@ -122,9 +123,14 @@ def _generate(args) -> int:
 
         streamer = TextStreamer(engine.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
+    question = {"prompt": args.prompt}
+    if args.system is not None:
+        user = [{"type": "video", "video": args.video}, {"type": "text", "text": args.prompt}]
+        question = {"messages": [{"role": "system", "content": [{"type": "text", "text": args.system}]},
+                                 {"role": "user", "content": user}]}  # fmt: skip
     result = engine.generate(
-        video=args.video,
-        prompt=args.prompt,
+        video=None if args.system is not None else args.video,
+        **question,
         max_new_tokens=args.max_new_tokens,
         num_frames=args.num_frames,
         fps=args.fps,

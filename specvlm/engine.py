@@ -152,6 +152,37 @@ def _ending(streamer):
             streamer.end()
 
 
+def _video_conversation(messages) -> tuple[list, object]:
+    """(the conversation with its one video entry reduced to ``{"type": "video"}``, that entry's video
+    source or None). Raises ValueError for a malformed conversation, a second video or an image."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError(f"messages must be a non-empty list of {{'role', 'content'}} turns, got {messages!r}")
+    out, sources = [], []
+    for i, turn in enumerate(messages):
+        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {turn!r}")
+        content = turn["content"]
+        if isinstance(content, str):
+            out.append(dict(turn))
+            continue
+        if not isinstance(content, (list, tuple)):
+            raise ValueError(f"messages[{i}]['content'] must be a string or a list of entries, got {type(content).__name__}")
+        entries = []
+        for entry in content:
+            kind = entry.get("type") if isinstance(entry, dict) else None
+            if kind in ("image", "image_url"):
+                raise ValueError(f"messages[{i}] holds an image: only one video per conversation is supported for now")
+            if kind == "video":
+                sources.append(next((entry[k] for k in ("video", "path", "url") if entry.get(k) is not None), None))
+                entries.append({"type": "video"})
+            else:
+                entries.append(entry)
+        out.append({**turn, "content": entries})
+    if len(sources) != 1:
+        raise ValueError(f"the conversation must hold exactly one video entry, found {len(sources)}")
+    return out, sources[0]
+
+
 def _document_settings(fn):
     """Fill ``{settings}`` in ``fn``'s docstring with the decoding settings (specvlm.config)."""
     fn.__doc__ = fn.__doc__.replace("{settings}", describe().replace("\n", "\n    ").lstrip())
@@ -223,14 +254,41 @@ class SpecVLM:
             return from_frames(video, num_frames=num_frames)
         raise TypeError(f"video must be a path, a Video or a (T, H, W, 3) uint8 array, got {type(video).__name__}")
 
-    def build_inputs(self, video, prompt: str, num_frames: int | None = None, fps: float | None = None):
-        """The stock processor's output for one video and one user prompt (``target.generate(**inputs)`` accepts it)."""
-        clip = self.load(video, num_frames=num_frames, fps=fps)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+    def build_inputs(
+        self,
+        video=None,
+        prompt: str | None = None,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        *,
+        messages: list | None = None,
+    ):
+        """The stock processor's output for one video and one user prompt, or for a conversation
+        (``target.generate(**inputs)`` accepts it).
+
+        ``messages`` is a conversation in the transformers chat format (a system turn, earlier user /
+        assistant turns, ...) holding exactly one video entry, ``{"type": "video", "video": path or
+        frames}`` (``"path"`` / ``"url"`` to a local file also work), or ``{"type": "video"}`` with the
+        video passed as ``video``. Pass either ``prompt`` or ``messages``.
+        """
         if getattr(self.processor, "chat_template", None) is None:
             raise ValueError("the processor has no chat template; pass a checkpoint whose processor defines one")
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        if messages is not None:
+            if prompt is not None:
+                raise ValueError("pass `prompt` or `messages`, not both")
+            messages, source = _video_conversation(messages)
+            if source is not None and video is not None:
+                raise ValueError("the conversation's video entry names a video and `video` is given too; give one")
+            video = source if source is not None else video
+            if video is None:
+                raise ValueError("the conversation's video entry names no video: add 'video': path or frames, or pass `video`")
+        else:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+            if video is None:
+                raise ValueError("pass `video` with `prompt`")
+            messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        clip = self.load(video, num_frames=num_frames, fps=fps)
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return self.processor(
             text=[text],
@@ -261,6 +319,7 @@ class SpecVLM:
         method: str = "specvlm",
         *,
         inputs=None,
+        messages: list | None = None,
         fps: float | None = None,
         generation_config=None,
         do_sample: bool | None = None,
@@ -283,8 +342,9 @@ class SpecVLM:
         the output follows the target's own distribution; all randomness comes from a
         ``torch.Generator`` seeded with ``seed``. What speculation cannot honour (``num_beams > 1``,
         ``num_return_sequences > 1``, guidance, constraints, ...) raises ValueError before any work.
-        Pass ``inputs`` (from :meth:`build_inputs`) instead of ``video`` + ``prompt`` to reuse processed
-        inputs. ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()``
+        ``messages`` is a conversation in the transformers chat format with one video entry (see
+        :meth:`build_inputs`), instead of ``prompt``. Pass ``inputs`` (from :meth:`build_inputs`) instead
+        of ``video`` + ``prompt`` to reuse processed inputs. ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()``
         with ``eos_token_id=[]`` would), e.g. for benchmarks. ``streamer`` (any transformers
         ``BaseStreamer``, e.g. ``TextStreamer`` or ``TextIteratorStreamer``) receives the prompt ids once,
         then each step's committed tokens as they are committed, then ``end()``.
@@ -308,9 +368,11 @@ class SpecVLM:
         if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
             raise ValueError(f"streamer must have put() and end() (a transformers BaseStreamer), got {type(streamer).__name__}")
         if inputs is None:
-            if video is None or prompt is None:
-                raise ValueError("pass `video` and `prompt`, or `inputs` from build_inputs()")
-            inputs = self.build_inputs(video, prompt, num_frames=num_frames, fps=fps)
+            if messages is None and (video is None or prompt is None):
+                raise ValueError("pass `video` and `prompt`, `messages` (a conversation), or `inputs` from build_inputs()")
+            inputs = self.build_inputs(video, prompt, num_frames=num_frames, fps=fps, messages=messages)
+        elif messages is not None or prompt is not None:
+            raise ValueError("pass `inputs` or a prompt / `messages`, not both")
         rule, sampling, eos_token_ids = self._next_token_rule(inputs, generation_config, max_new_tokens, gen_kwargs)
         if ignore_eos:
             eos_token_ids = set()

@@ -169,9 +169,9 @@ def test_bad_prompt(engine, frames, prompt):
 
 
 def test_generate_needs_video_and_prompt_or_inputs(engine, frames):
-    with pytest.raises(ValueError, match="pass `video` and `prompt`, or `inputs`"):
+    with pytest.raises(ValueError, match=r"pass `video` and `prompt`, `messages` \(a conversation\), or `inputs`"):
         engine.generate(video=frames, max_new_tokens=2)
-    with pytest.raises(ValueError, match="pass `video` and `prompt`, or `inputs`"):
+    with pytest.raises(ValueError, match=r"pass `video` and `prompt`, `messages` \(a conversation\), or `inputs`"):
         engine.generate(prompt=PROMPT, max_new_tokens=2)
 
 

@@ -1,0 +1,88 @@
+"""``messages=``: a conversation in the transformers chat format, with one video, gives the stock
+model's own output on the processor's own chat-template text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from specvlm import SpecVLM, load_video
+from specvlm.video import from_frames
+from specvlm.cli import main as cli_main
+
+MAX_NEW = 12
+FAMILIES = ("llava_onevision", "qwen2_5_vl")
+SYSTEM = "You answer questions about videos."
+
+
+def _conversation(video):
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+        {"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "Describe the video."}]},
+    ]
+
+
+def _stock(path, frames, metadata) -> tuple[list[int], dict]:
+    """Stock generate() on the processor's own chat-template output for the same conversation."""
+    processor = AutoProcessor.from_pretrained(path)
+    conversation = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]},
+    ]
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    inputs = processor(text=[text], videos=[frames], video_metadata=[metadata], do_sample_frames=False, return_tensors="pt")
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
+    return ids[0, inputs["input_ids"].shape[1] :].tolist(), inputs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", ["ar", "specvlm"])
+def test_a_conversation_with_a_system_turn_matches_stock_generate(checkpoints, video_file, family, method):
+    paths = checkpoints[family]
+    engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"])
+    clip = load_video(video_file, num_frames=8)
+    expected, stock_inputs = _stock(paths["target"], clip.frames, clip.metadata())
+    inputs = engine.build_inputs(messages=_conversation(video_file), num_frames=8)
+    assert torch.equal(inputs["input_ids"], stock_inputs["input_ids"])  # the system turn is in the prompt
+    assert SYSTEM.split()[0] in engine.processor.tokenizer.decode(inputs["input_ids"][0])
+    result = engine.generate(messages=_conversation(video_file), num_frames=8, max_new_tokens=MAX_NEW, method=method)
+    assert result.token_ids == expected
+    # a video entry may hold the frames themselves (a frames array carries no fps: Qwen's temporal
+    # positions then follow the array's default metadata, as they would in the stock processor)
+    array = from_frames(clip.frames)
+    expected_array, _ = _stock(paths["target"], array.frames, array.metadata())
+    frames_result = engine.generate(messages=_conversation(clip.frames), max_new_tokens=MAX_NEW, method=method)
+    assert frames_result.token_ids == expected_array
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([], "messages must be a non-empty list"),
+        ([{"role": "user"}], r"messages\[0\] must be a dict with 'role' and 'content'"),
+        ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "exactly one video entry, found 0"),
+        ([{"role": "user", "content": [{"type": "video", "video": "a.mp4"}, {"type": "video", "video": "b.mp4"}]}], "found 2"),
+        ([{"role": "user", "content": [{"type": "image"}, {"type": "video", "video": "a.mp4"}]}], "holds an image"),
+        ([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}], "names no video"),
+    ],
+)
+def test_malformed_conversations_are_named(checkpoints, messages, message):
+    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"])
+    with pytest.raises(ValueError, match=message):
+        engine.generate(messages=messages, max_new_tokens=2)
+
+
+def test_cli_system_turn(checkpoints, video_file, capsys):
+    paths = checkpoints["qwen2_5_vl"]
+    argv = ["generate", "--target", str(paths["target"]), "--draft", str(paths["draft"]), "--video", video_file,
+            "--prompt", "Describe the video.", "--system", SYSTEM, "--num-frames", "8", "--max-new-tokens", str(MAX_NEW), "--json"]
+    assert cli_main(argv) == 0
+
+    clip = load_video(video_file, num_frames=8)
+    expected, _ = _stock(paths["target"], clip.frames, clip.metadata())
+    assert json.loads(capsys.readouterr().out)["token_ids"] == expected
