@@ -280,11 +280,17 @@ class SpecVLM:
             if source is not None and video is not None:
                 raise ValueError("the conversation's video entry names a video and `video` is given too; give one")
             video = source if source is not None else video
+            for turn in messages:
+                content = turn["content"]
+                texts = [content] if isinstance(content, str) else [e.get("text", "") for e in content if isinstance(e, dict)]
+                for text in texts:
+                    self._check_no_placeholder(text)
             if video is None:
                 raise ValueError("the conversation's video entry names no video: add 'video': path or frames, or pass `video`")
         else:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+            self._check_no_placeholder(prompt)
             if video is None:
                 raise ValueError("pass `video` with `prompt`")
             messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
@@ -297,6 +303,19 @@ class SpecVLM:
             do_sample_frames=False,
             return_tensors="pt",
         )
+
+    def _check_no_placeholder(self, text) -> None:
+        """Raise when ``text`` holds the processor's image or video placeholder: the processor would
+        expand it into visual tokens with no pixels behind them."""
+        if not isinstance(text, str):
+            return
+        for name in ("video_token", "image_token"):
+            token = getattr(self.processor, name, None)
+            if isinstance(token, str) and token and token in text:
+                raise ValueError(
+                    f"the prompt contains the processor's {name.replace('_', ' ')} {token!r}; the video is placed by "
+                    "the chat template, so write the text without it"
+                )
 
     # ---- generation ----------------------------------------------------------------------------
     @property
@@ -373,7 +392,13 @@ class SpecVLM:
             inputs = self.build_inputs(video, prompt, num_frames=num_frames, fps=fps, messages=messages)
         elif messages is not None or prompt is not None:
             raise ValueError("pass `inputs` or a prompt / `messages`, not both")
+        for key in ("input_ids", "pixel_values_videos"):
+            if key not in inputs:
+                raise ValueError(
+                    f"inputs has no {key!r}; pass the processor's output for a prompt with a video (engine.build_inputs)"
+                )
         rule, sampling, eos_token_ids = self._next_token_rule(inputs, generation_config, max_new_tokens, gen_kwargs)
+        self._check_context(int(self._target.positions(inputs).max()) + 1, max_new_tokens)  # before any prefill
         if ignore_eos:
             eos_token_ids = set()
         if config.compile != "off":
@@ -382,7 +407,6 @@ class SpecVLM:
         timer = Timer(self._target.device)
         with timer("prefill"):
             target = self._prefill_target(plan, config, inputs)
-            self._check_context(target.seq.next_pos, max_new_tokens)
             draft, kept = self._prefill_draft(plan, config, inputs, target)
         self._mark_compiled(config, target.seq, draft)
         stats.video_tokens = target.layout.num_tokens

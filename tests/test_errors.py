@@ -6,6 +6,8 @@ then produces exactly the tokens it produced before the error.
 
 from __future__ import annotations
 
+import re
+
 import json
 
 import numpy as np
@@ -455,6 +457,35 @@ def test_context_overflow(checkpoints, frames):
     assert len(result.token_ids) == limit - length + 1
     with pytest.raises(ValueError, match="context overflow"):
         engine.generate(inputs=inputs, max_new_tokens=limit - length + 2, method="sd")
+
+
+def test_context_overflow_is_found_before_the_prefill(checkpoints, frames, monkeypatch):
+    engine = SpecVLM.from_pretrained(checkpoints["qwen2_5_vl"]["target"])
+    inputs = engine.build_inputs(frames, PROMPT)
+    calls = []
+    monkeypatch.setattr(engine, "_prefill_target", lambda *a, **k: calls.append(a))
+    limit = engine._target.max_positions
+    with pytest.raises(ValueError, match="context overflow"):
+        engine.generate(inputs=inputs, max_new_tokens=limit + 1)
+    assert not calls
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
+def test_a_prompt_holding_the_video_placeholder_is_refused(checkpoints, frames, family):
+    engine = SpecVLM.from_pretrained(checkpoints[family]["target"])
+    token = engine.processor.video_token
+    with pytest.raises(ValueError, match=f"the prompt contains the processor's video token {re.escape(repr(token))}"):
+        engine.generate(video=frames, prompt=f"What happens in {token}?", max_new_tokens=2)
+    conversation = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": token}]}]
+    with pytest.raises(ValueError, match="video token"):
+        engine.generate(messages=conversation, max_new_tokens=2)
+
+
+def test_inputs_without_the_videos_pixels_are_refused(engine, frames):
+    inputs = engine.build_inputs(frames, PROMPT)
+    del inputs["pixel_values_videos"]
+    with pytest.raises(ValueError, match="inputs has no 'pixel_values_videos'"):
+        engine.generate(inputs=inputs, max_new_tokens=2)
 
 
 # ------------------------------------------------------------------------------------------- CLI
