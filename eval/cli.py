@@ -2,8 +2,10 @@
 
 ``CONFIG`` is a YAML file or the name of one in ``configs/`` (``tiny`` -> ``configs/tiny.yaml``).
 Rank 0 prints a table of the summary at the end; ``--summarize DIR`` rebuilds the summary and plots
-of an existing run without generating anything. Exit status: 0 when the run finished (error rows
-are counted in the summary, not fatal), 2 for a bad config or dataset.
+of an existing run without generating anything (and without rewriting its results). Exit status: 0
+when the run finished (error rows are counted in the summary, not fatal), 2 for a bad config or
+dataset, an unusable ``--output`` (a file, under a file, not writable) or a directory in use by
+another run (one line on stderr naming the problem, before any model loads).
 
 What this module deliberately does not do: any evaluation logic (that is ``eval.runner``).
 """
@@ -33,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--summarize", metavar="DIR", default=None,
-                   help="only rebuild summary.json/summary.md/plots of the run in DIR")
+                   help="only rebuild summary.json/summary.md/plots of the run in DIR (refused while a run holds DIR)")
     p.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
     return p
 

@@ -211,6 +211,9 @@ class BenchmarkConfig:
     ``caption_prompt``). Frames: ``num_frames`` (uniform) or ``fps`` (optionally capped by
     ``max_frames``); neither means 8 frames. ``annotations`` overrides the annotation file(s) (a path
     or glob relative to ``root``); ``tasks`` keeps only those tasks; ``limit`` keeps the first N samples.
+    ``apply_bounds`` (MVBench): sample frames only between a row's ``start`` and ``end`` seconds, as
+    VideoChat2 does (``false``: over the whole file). ``allow_outside_root``: accept video paths in the
+    annotations that resolve outside ``root`` (``..``, absolute paths); by default such a row is an error row.
     """
 
     name: str
@@ -225,6 +228,8 @@ class BenchmarkConfig:
     tasks: tuple[str, ...] | None = None
     limit: int | None = None
     synthetic: SyntheticSettings | None = None
+    apply_bounds: bool = True
+    allow_outside_root: bool = False
 
     def __post_init__(self):
         where = f"benchmarks[{self.label or self.name}]"
@@ -265,6 +270,8 @@ class BenchmarkConfig:
                 raise ConfigError(f"{where}.tasks={self.tasks!r} must be a list of task names")
             object.__setattr__(self, "tasks", tuple(tasks))
         _int(f"{where}.limit", self.limit, 1, optional=True)
+        _bool(f"{where}.apply_bounds", self.apply_bounds)
+        _bool(f"{where}.allow_outside_root", self.allow_outside_root)
         if self.synthetic is not None and self.name != "synthetic":
             raise ConfigError(f"{where}.synthetic only applies to the synthetic benchmark, not {self.name!r}")
         if isinstance(self.synthetic, dict):

@@ -23,8 +23,50 @@ from eval.metrics import PeakMemory
 logger = logging.getLogger(__name__)
 
 
+#: What eval passes to every method's generation (greedy), merged into the checkpoint's generation config.
+PASSED_GENERATION = {"do_sample": False}
+#: The merged generation settings every result row records (``generation_settings``).
+RECORDED_GENERATION = (
+    "do_sample", "max_new_tokens", "eos_token_id", "temperature", "top_k", "top_p", "min_p", "typical_p",
+    "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens",
+    "begin_suppress_tokens", "sequence_bias", "min_new_tokens", "min_length", "forced_bos_token_id",
+    "forced_eos_token_id", "exponential_decay_length_penalty", "renormalize_logits", "remove_invalid_values", "num_beams",
+)  # fmt: skip
+#: Settings that only shape sampling: they do not change greedy outputs (``do_sample`` false).
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
+
+
 class MethodUnavailable(RuntimeError):
     """The method cannot run with this model setup (recorded as an error row saying why)."""
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def generation_settings(engine, max_new_tokens: int) -> dict:
+    """The effective generation settings of every method's call: what eval passes (greedy, the token cap)
+    merged as stock ``generate()`` merges it with the checkpoint's own ``generation_config`` (whose
+    ``repetition_penalty``, n-gram bans, minimum lengths, EOS ids apply to every method alike)."""
+    from specvlm.decoding.logits import merge_generation_config
+
+    target = engine.target
+    passed = {**PASSED_GENERATION, "max_new_tokens": max_new_tokens}
+    try:
+        prompt = torch.zeros((1, 1), dtype=torch.long, device=target.device)
+        merged, _ = merge_generation_config(target, prompt, None, **passed)
+    except Exception as err:  # noqa: BLE001 - generate() reports it per row; record the checkpoint's own values
+        logger.debug("merging the generation config failed (%s); recording the checkpoint's values", err)
+        merged = target.generation_config
+    out = {name: _jsonable(getattr(merged, name, None)) for name in RECORDED_GENERATION}
+    out.update(passed)
+    return out
 
 
 def run_method(engine, spec: MethodSpec, inputs, max_new_tokens: int, devices) -> dict:

@@ -24,6 +24,10 @@ HF_ASSISTED_NOTE = (
     "decode speedup) and its acceptance (tau) are not observable; only end-to-end metrics are reported."
 )
 CPU_MEMORY_NOTE = "peak memory on CPU is the process's peak resident set size so far (it never decreases)."
+UNGRADED_NOTE = (
+    "{n} sample(s) have a gold answer that matches none of their options (see answer_issue in results.jsonl): "
+    "they run and count for speed and agreement, but not for accuracy (the official MLVU script counts them wrong)."
+)
 
 def first_divergence(reference: list[int], ids: list[int]) -> int | None:
     """``None`` if identical, else the first position where they differ (or the shorter length)."""
@@ -129,6 +133,7 @@ def summarize_method(rows: list[dict], baseline: dict[str, dict]) -> dict:
 
     graded = [r for r in ok if r.get("answer") is not None]
     out["accuracy_n"] = len(graded)
+    out["ungraded"] = sum(1 for r in ok if r.get("answer_issue"))  # gold answer matches none of the options
     out["accuracy"] = _ratio(sum(bool(r.get("correct")) for r in graded), len(graded)) if graded else None
     return out
 
@@ -154,6 +159,9 @@ def summarize(rows: list[dict], method_order: list[str] | None = None) -> dict:
         notes.append(HF_ASSISTED_NOTE)
     if any(r.get("peak_memory_kind") == "cpu_peak_rss" for r in rows):
         notes.append(CPU_MEMORY_NOTE)
+    ungraded = {(r["benchmark"], r["prompt_mode"], r["sample_id"]) for r in rows if r.get("answer_issue")}
+    if ungraded:
+        notes.append(UNGRADED_NOTE.format(n=len(ungraded)))
     return {
         "rows": len(rows),
         "groups": groups,

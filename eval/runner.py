@@ -1,12 +1,20 @@
-"""Run a benchmark x method matrix: resume, shard, generate, record, merge, summarise.
+"""Run a benchmark x method matrix: lock, resume, shard, generate, record, merge, summarise.
 
-For every sample this rank owns (round-robin over the deterministic sample list) the video is
-decoded and processed once, then every pending method runs on those same inputs (``ar`` first), and
-each (sample, method) result is appended to disk immediately. Rows already on disk are skipped, so
-rerunning the same command resumes. A missing or undecodable video, an ``hf-assisted`` setup that
-transformers cannot run, a per-sample ``ValueError`` from the engine (e.g. context overflow) or a
-CUDA out-of-memory becomes an error row with the reason, and the run goes on. Warm-up runs (each
-method kind, on the first pending sample) precede timing and are not recorded.
+The output directory is checked first (it must be, or be creatable as, a writable directory) and
+locked for the run (:class:`eval.results.RunLock`: a second run or ``--summarize`` of it is refused
+while this one runs). For every sample this rank owns (round-robin over the deterministic sample
+list) the video is decoded and processed once, then every pending method runs on those same inputs
+(``ar`` first), and each (sample, method) result is appended to disk immediately. Every row records
+what produced it: its prompt, options, gold answer, the frame sampling, the model and the effective
+generation settings (eval's greedy call merged with the checkpoint's generation config).
+
+Rows already on disk are skipped, so rerunning the same command resumes; those rows must have been
+produced with the same settings (compared with ``config.yaml`` and with what each row records, so a
+directory without ``config.yaml`` is protected too). A malformed annotation row, a missing or
+undecodable video, an ``hf-assisted`` setup that transformers cannot run, a per-sample ``ValueError``
+from the engine (e.g. context overflow) or a CUDA out-of-memory becomes an error row with the reason,
+and the run goes on. Warm-up runs (each method kind, on the first pending sample) precede timing and
+are not recorded.
 
 At the end (after a barrier when there are several ranks) rank 0 merges the shards into
 ``results.jsonl``, writes ``summary.json`` / ``summary.md`` and the plots.
@@ -18,6 +26,7 @@ summary), or retry failures by itself (``retry_errors`` reruns error rows on req
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -30,9 +39,9 @@ from pathlib import Path
 import torch
 
 from eval import datasets, distributed, metrics, models, report, results
-from eval.config import ConfigError, EvalConfig, MethodSpec, fingerprint_conflicts, load_yaml, save_config
-from eval.datasets import Sample
-from eval.methods import MethodUnavailable, run_method
+from eval.config import BenchmarkConfig, ConfigError, EvalConfig, MethodSpec, fingerprint_conflicts, load_yaml, save_config
+from eval.datasets import AnnotationError, Sample
+from eval.methods import SAMPLING_ONLY, MethodUnavailable, generation_settings, run_method
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +57,61 @@ class RunOutcome:
     skipped: int
     rows: list[dict] | None = None
     summary: dict | None = None
+
+
+# --------------------------------------------------------------------------- the output directory
+
+
+def prepare_output(output: Path) -> Path:
+    """Create ``output`` if needed; a ConfigError (one line) if it is a file, lies under a file or is not writable."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {str(output)!r} is an existing file, not a directory; choose a directory")
+    for parent in output.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"output {str(output)!r} cannot be created: {str(parent)!r} is a file, not a directory")
+            break
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"output {str(output)!r} cannot be created: {err.strerror or err}") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory {str(output)!r} is not writable; choose a writable directory")
+    return output
+
+
+def _lock(output: Path, purpose: str) -> results.RunLock:
+    try:
+        return results.RunLock(output, purpose).acquire()
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ConfigError(
+                f"output directory {str(output)!r} is not writable ({err.strerror}); choose a writable directory"
+            ) from None
+        raise
+
+
+def _lock_all_ranks(rank, output: Path) -> results.RunLock | None:
+    """Rank 0 locks the directory; every rank learns whether it did (and stops with the same error if not)."""
+    lock, failure = None, None
+    if rank.is_main:
+        try:
+            lock = _lock(output, "run")
+        except ValueError as err:
+            failure = (type(err).__name__, str(err))
+    if rank.distributed:
+        import torch.distributed as dist
+
+        box = [failure]
+        dist.broadcast_object_list(box, src=0)
+        failure = box[0]
+    if failure is not None:
+        kind, message = failure
+        raise (results.DirectoryLocked if kind == "DirectoryLocked" else ConfigError)(message)
+    return lock
+
+
+# --------------------------------------------------------------------------- what a row records
 
 
 def check_resumable(config: EvalConfig, output: Path) -> None:
@@ -67,18 +131,89 @@ def check_resumable(config: EvalConfig, output: Path) -> None:
         )
 
 
+def model_record(config: EvalConfig) -> dict:
+    """The model settings a row records (the device map does not change outputs)."""
+    m = config.model
+    return {"target": m.target, "draft": m.draft, "torch_dtype": m.torch_dtype, "attn_backend": m.attn_backend,
+            "compile": m.compile}  # fmt: skip
+
+
+def sampling_record(bench: BenchmarkConfig) -> dict:
+    """How a benchmark's frames are sampled (the row adds its own bounds)."""
+    return {"num_frames": bench.num_frames, "fps": bench.fps, "max_frames": bench.max_frames,
+            "apply_bounds": bench.apply_bounds}  # fmt: skip
+
+
+def sample_record(sample: Sample) -> dict:
+    """What a row records about its sample: the prompt, options and gold answer as asked and graded."""
+    return {
+        "prompt": sample.prompt,
+        "options": list(sample.options),
+        "answer": sample.answer,
+        "answer_text": sample.answer_text,
+        "answer_issue": sample.answer_issue,
+        "reference": sample.reference,
+        "bounds": list(sample.bounds) if sample.bounds is not None else None,
+    }
+
+
+def _plain(value):
+    return json.loads(json.dumps(value))
+
+
+def _generation_view(g: dict) -> dict:
+    """The generation settings that can change outputs (sampling-only ones drop out when greedy)."""
+    if g.get("do_sample") is False:
+        return {k: v for k, v in g.items() if k not in SAMPLING_ONLY}
+    return g
+
+
+def _differences(recorded, expected, where: str) -> list[str]:
+    """``where.key: recorded X, now Y`` for every difference; dicts compared over the keys both have."""
+    if isinstance(recorded, dict) and isinstance(expected, dict):
+        out = []
+        for k in expected:
+            if k in recorded:
+                out += _differences(recorded[k], expected[k], f"{where}.{k}")
+        return out
+    return [] if _plain(recorded) == _plain(expected) else [f"{where}: recorded {recorded!r}, now {expected!r}"]
+
+
+def check_recorded(output: Path, rows: dict[str, dict], samples: dict[str, Sample], benches: dict, model: dict,
+                   generation: dict) -> None:  # fmt: skip
+    """Refuse to resume when a kept row was produced with other settings than this run's (names the first).
+
+    ``generation`` may hold only some settings (those known before the models load). Rows written
+    before a field was recorded are not compared on it.
+    """
+    for key, row in rows.items():
+        pairs = []  # (field, recorded, expected), only for what the row records
+        if "model" in row:
+            pairs.append(("model", row["model"], model))
+        if "generation" in row:
+            pairs.append(("generation", _generation_view(row["generation"] or {}), _generation_view(generation)))
+        bench = benches.get(row.get("benchmark"))
+        if bench is not None and "video_sampling" in row:
+            pairs.append(("video_sampling", row["video_sampling"], sampling_record(bench)))
+        sample = samples.get(key.split("|", 1)[0])
+        if sample is not None and sample.error is None and row.get("status") == "ok":
+            now = sample_record(sample)
+            pairs += [(f, row[f], now[f]) for f in ("prompt", "options", "answer", "bounds") if f in row]
+        diffs = [d for field, got, want in pairs for d in _differences(got, want, field)]
+        if diffs:
+            raise ConfigError(
+                f"{output} holds row {key!r} produced with other settings ({'; '.join(diffs[:3])}); "
+                "use another --output, or rerun with the settings that produced it"
+            )
+
+
 def _inputs(engine, sample: Sample, bench) -> tuple[object, int]:
     """Processed inputs for one sample (decoded once, shared by every method) and the frame count."""
-    from specvlm import load_video
-
-    if bench.fps is not None:
-        clip = load_video(sample.video, fps=bench.fps, max_frames=bench.max_frames)
-    else:
-        clip = load_video(sample.video, num_frames=bench.num_frames)
+    clip = datasets.load_clip(sample, num_frames=bench.num_frames, fps=bench.fps, max_frames=bench.max_frames)
     return engine.build_inputs(clip, sample.prompt), clip.num_frames
 
 
-def _base_row(sample: Sample, spec: MethodSpec, rank: int) -> dict:
+def _base_row(sample: Sample, spec: MethodSpec, rank: int, context: dict) -> dict:
     return {
         "key": results.row_key(sample.key, spec.key),
         "benchmark": sample.benchmark,
@@ -89,33 +224,37 @@ def _base_row(sample: Sample, spec: MethodSpec, rank: int) -> dict:
         "method": spec.key,
         "method_name": spec.name,
         "settings": spec.options,
-        "answer": sample.answer,
+        **sample_record(sample),
+        "video_sampling": context["sampling"][sample.benchmark],
+        "model": context["model"],
+        "generation": context["generation"],
         "rank": rank,
         "time": time.time(),
     }
 
 
-def _error_row(sample: Sample, spec: MethodSpec, rank: int, err: BaseException) -> dict:
-    row = _base_row(sample, spec, rank)
+def _error_row(sample: Sample, spec: MethodSpec, rank: int, err: BaseException, context: dict) -> dict:
+    row = _base_row(sample, spec, rank, context)
     row.update(status="error", error=f"{type(err).__name__}: {err}", error_type=type(err).__name__)
     logger.warning("%s: error row: %s", row["key"], row["error"])
     return row
 
 
-def _run_one(engine, spec: MethodSpec, sample: Sample, inputs, frames: int, config: EvalConfig, devices, rank: int) -> dict:
+def _run_one(engine, spec: MethodSpec, sample: Sample, inputs, frames: int, config: EvalConfig, devices, rank: int,
+             context: dict) -> dict:  # fmt: skip
     try:
         out = run_method(engine, spec, inputs, config.generation.max_new_tokens, devices)
     except MethodUnavailable as err:
-        return _error_row(sample, spec, rank, err)
+        return _error_row(sample, spec, rank, err, context)
     except torch.cuda.OutOfMemoryError as err:
         torch.cuda.empty_cache()
-        return _error_row(sample, spec, rank, err)
+        return _error_row(sample, spec, rank, err, context)
     except Exception as err:  # noqa: BLE001 - recorded, not swallowed: the row says what failed and why
         if spec.name == "hf-assisted" or isinstance(err, ValueError):
             logger.debug("%s failed", spec.key, exc_info=True)
-            return _error_row(sample, spec, rank, err)
+            return _error_row(sample, spec, rank, err, context)
         raise
-    row = _base_row(sample, spec, rank)
+    row = _base_row(sample, spec, rank, context)
     row.update(status="ok", error=None, frames=frames, **out)
     if sample.options:
         row["prediction"] = metrics.extract_choice(out["text"], len(sample.options), sample.options)
@@ -135,7 +274,7 @@ def _warmup(engine, specs, todo, benches, config: EvalConfig, devices) -> dict:
     for sample, _ in todo:
         try:
             prepared = _inputs(engine, sample, benches[sample.benchmark])
-        except VideoDecodeError:
+        except (VideoDecodeError, AnnotationError):
             continue
         n = config.generation.warmup_max_new_tokens or config.generation.max_new_tokens
         for spec in kinds.values():
@@ -190,24 +329,30 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
     """Run (or resume) the experiment; see the module docstring."""
     from specvlm import VideoDecodeError
 
+    output = prepare_output(Path(config.output))  # before anything else: a bad --output costs nothing
     rank = distributed.current()
     distributed.init(rank, config.barrier_timeout_s)
+    lock = None
     try:
-        output = Path(config.output)
-        output.mkdir(parents=True, exist_ok=True)
+        lock = _lock_all_ranks(rank, output)
         check_resumable(config, output)
-        if rank.is_main:
-            save_config(config, output / "config.yaml")
         samples = datasets.load_all(config.benchmarks, output, config.limit)
         specs = config.method_specs()
         benches = {b.label: b for b in config.benchmarks}
-        done = results.finished_keys(output, retry_errors)
+        on_disk = results.latest_rows(output)
+        kept = {k: r for k, r in on_disk.items() if not (retry_errors and r.get("status") == "error")}
+        by_key = {s.key: s for s in samples}
+        context = {"model": model_record(config), "sampling": {b.label: sampling_record(b) for b in config.benchmarks}}
+        passed = {"do_sample": False, "max_new_tokens": config.generation.max_new_tokens}
+        check_recorded(output, kept, by_key, benches, context["model"], passed)
+        if rank.is_main:
+            save_config(config, output / "config.yaml")  # only once this run may write here
         todo = []
         skipped = 0
         for i, sample in enumerate(samples):
             if not rank.owns(i):
                 continue
-            pending = [m for m in specs if results.row_key(sample.key, m.key) not in done]
+            pending = [m for m in specs if results.row_key(sample.key, m.key) not in kept]
             skipped += len(specs) - len(pending)
             if pending:
                 todo.append((sample, pending))
@@ -217,6 +362,8 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
         if todo:
             engine = models.load_engine(config.model, output, rank.local_rank, config.generation.ignore_eos)
             _check_engine(engine, specs)
+            context["generation"] = generation_settings(engine, config.generation.max_new_tokens)
+            check_recorded(output, kept, by_key, benches, context["model"], context["generation"])
             devices = models.model_devices(engine)
             path = results.writer_path(output, rank.rank, rank.world_size)
             with results.RowWriter(path) as writer, _progress(progress and rank.is_main, total) as bar:
@@ -227,15 +374,15 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
                         bar.update(task, description=sample.key)
                     try:
                         inputs, frames = prepared.pop(sample.key, None) or _inputs(engine, sample, benches[sample.benchmark])
-                    except VideoDecodeError as err:
+                    except (VideoDecodeError, AnnotationError) as err:
                         for spec in pending:
-                            writer.write(_error_row(sample, spec, rank.rank, err))
+                            writer.write(_error_row(sample, spec, rank.rank, err, context))
                             written += 1
                             if bar is not None:
                                 bar.advance(task)
                         continue
                     for spec in pending:
-                        writer.write(_run_one(engine, spec, sample, inputs, frames, config, devices, rank.rank))
+                        writer.write(_run_one(engine, spec, sample, inputs, frames, config, devices, rank.rank, context))
                         written += 1
                         if bar is not None:
                             bar.advance(task)
@@ -248,6 +395,8 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
         outcome.summary = _write_summary(config, output, rows, specs, rank.world_size, environment(engine))
         return outcome
     finally:
+        if lock is not None:
+            lock.release()
         distributed.shutdown(rank)
 
 
@@ -285,11 +434,18 @@ def _write_summary(config: EvalConfig, output: Path, rows: list[dict], specs, wo
 
 
 def summarize_existing(output: Path, plots: bool = True) -> dict:
-    """Rebuild summary files and plots from ``output/results.jsonl`` (and shards) without running anything."""
+    """Rebuild summary files and plots from the rows on disk without running anything.
+
+    Refused while a run holds the directory (its rows are still being written). Reads
+    ``results.jsonl`` and any shards but rewrites neither: only a run merges."""
+    output = Path(output)
+    if not output.is_dir():
+        raise ConfigError(f"--summarize {str(output)!r}: not a directory")
     config = EvalConfig.from_dict(load_yaml(output / "config.yaml"))
     if not plots:
         config = dataclasses.replace(config, plots=False)
-    specs = config.method_specs()
-    samples = datasets.load_all(config.benchmarks, output, config.limit)
-    rows = results.merge(output, _ordering(samples, specs))
-    return _write_summary(config, output, rows, specs, 1, environment())
+    with _lock(output, "summarize"):
+        specs = config.method_specs()
+        samples = datasets.load_all(config.benchmarks, output, config.limit)
+        rows = results.ordered_rows(output, _ordering(samples, specs))
+        return _write_summary(config, output, rows, specs, 1, environment())
