@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 
 from specvlm import __version__
 from specvlm import config as settings
 from specvlm.config import METHODS
+from specvlm.decoding import trees
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -20,7 +23,10 @@ BENCH_SETTINGS = ("drop_rate", "num_draft_tokens", "attn_backend", "compile")
 def _setting_type(name: str):
     def parse(text: str):
         try:
-            return settings.parse(name, text)
+            value = settings.parse(name, text)
+            if name == "tree":
+                trees.resolve(value, 1)  # a malformed tree is reported against --tree, before anything loads
+            return value
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from err
 
@@ -46,6 +52,49 @@ def add_setting_arguments(parser, names=settings.NAMES) -> None:
         )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (give an integer >= 1)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be an integer >= 1")
+    return value
+
+
+def _device_map(text: str):
+    """``--device-map`` text: a GPU index ("0") becomes an int, anything else stays text."""
+    return int(text) if text.isdigit() else text
+
+
+def _add_json_argument(parser, what: str) -> None:
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                        help=f"{what} as JSON: without FILE on stdout (instead of the text), with FILE written "
+                             "to FILE (the text still goes to stdout)")  # fmt: skip
+
+
+def _check_json_file(dest) -> None:
+    """Raise ValueError before any work when ``--json FILE`` cannot be written."""
+    if dest is None or dest == "-":
+        return
+    parent = os.path.dirname(os.path.abspath(dest))
+    if os.path.isdir(dest):
+        raise ValueError(f"--json {dest!r} is a directory; give a file path (or --json alone for stdout)")
+    if not os.path.isdir(parent):
+        raise ValueError(f"--json {dest!r}: the directory {parent!r} does not exist")
+
+
+def _write_json(data, dest: str, what: str) -> None:
+    """``data`` as JSON on stdout (``dest`` "-") or in the file ``dest`` (said on stderr)."""
+    text = json.dumps(data, indent=2)
+    if dest == "-":
+        sys.stdout.write(text + "\n")
+        return
+    with open(dest, "w") as f:
+        f.write(text + "\n")
+    sys.stderr.write(f"specvlm: wrote {what} as JSON to {dest}\n")
+
+
 def chosen_settings(args, names=settings.NAMES) -> dict:
     """The decoding settings given on the command line (unset ones are left to the config's defaults)."""
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -56,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
                         help="logging level (default: WARNING)")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"specvlm {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to run")
 
     gen = sub.add_parser("generate", help="answer a prompt about a video")
     gen.add_argument("--target", required=True, help="target checkpoint (path or hub id)")
@@ -74,36 +123,45 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-frames", type=int, default=None,
                      help="frames sampled uniformly from the video (default: 8, unless --fps is given)")
     gen.add_argument("--fps", type=float, default=None, help="sample frames at this rate instead of a fixed count")
+    gen.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                     help="at most N frames: when --fps would sample more, N frames spread uniformly over the "
+                          "video instead (default: no cap)")  # fmt: skip
     gen.add_argument("--ignore-eos", action="store_true", help="decode exactly --max-new-tokens tokens")
     gen.add_argument("--stream", action="store_true", help="print the answer as its tokens are committed")
     gen.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate (default: 256)")
     gen.add_argument("--dtype", default=None, choices=DTYPES, help="torch dtype (default: the checkpoint's)")
-    gen.add_argument("--device-map", default=None, help='e.g. "auto" or "cuda:0" (default: CPU)')
-    gen.add_argument("--json", action="store_true", help="print the result as JSON")
+    gen.add_argument("--device-map", default=None, type=_device_map,
+                     help='where the models go: "cpu", "auto", "cuda", "cuda:N" or a GPU index N (default: CPU)')
+    _add_json_argument(gen, "the answer, its token ids and its statistics")
     add_setting_arguments(gen)
 
     demo = sub.add_parser("demo", help="run plain decoding and SpecVLM on tiny offline models and a synthetic video")
     demo.add_argument("--max-new-tokens", type=int, default=160, help="tokens per answer (default: 160)")
     demo.add_argument("--num-frames", type=int, default=32, help="frames of the synthetic video (default: 32)")
+    _add_json_argument(demo, "the answers, their token ids and statistics per method")
 
     bench = sub.add_parser("bench", help="measure decode speed of ar, sd, specvlm (chain, tree) and hf-assisted")
     bench.add_argument("--target", default=None, help="target checkpoint (default: the embedded trained pair)")
     bench.add_argument("--draft", default=None, help="draft checkpoint (default: the embedded trained pair)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cpu: the pair on this machine; cuda: real-shape random-weight models on the GPU")
-    bench.add_argument("--max-new-tokens", type=int, default=128, help="tokens per run, EOS ignored (default: 128)")
-    bench.add_argument("--min-video-tokens", type=int, default=1024, help="video tokens of the bench video (default: 1024)")
-    bench.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up (fastest counts)")
+    bench.add_argument("--max-new-tokens", type=_positive_int, default=128, help="tokens per run, EOS ignored (default: 128)")
+    bench.add_argument("--min-video-tokens", type=_positive_int, default=1024,
+                       help="video tokens of the bench video (default: 1024)")
+    bench.add_argument("--repeats", type=_positive_int, default=3,
+                       help="timed runs per method after one warm-up (fastest counts; default: 3)")
     bench.add_argument("--no-hf-assisted", action="store_true", help="skip transformers' assisted generation")
     bench.add_argument("--profile", action="store_true",
                        help="also break a plain step, a chain verification and a draft step down by operator (torch.profiler)")
-    bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target shape")
-    bench.add_argument("--draft-shape", default="qwen2-0.5b", help="cuda mode: draft shape")
-    bench.add_argument("--context", type=int, default=16384, help="cuda mode: target context tokens")
-    bench.add_argument("--keep", type=float, default=0.1, help="cuda mode: share of the context the draft keeps")
-    bench.add_argument("--tau", type=float, default=4.0, help="cuda mode: tokens per step to project the speedup from")
-    bench.add_argument("--dtype", default="bfloat16", choices=DTYPES[1:], help="cuda mode: torch dtype")
-    bench.add_argument("--json", default=None, help="also write the figures to this file")  # fmt: skip
+    bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target shape (default: qwen2-7b)")
+    bench.add_argument("--draft-shape", default="qwen2-0.5b", help="cuda mode: draft shape (default: qwen2-0.5b)")
+    bench.add_argument("--context", type=_positive_int, default=16384, help="cuda mode: target context tokens (default: 16384)")
+    bench.add_argument("--keep", type=float, default=0.1,
+                       help="cuda mode: share of the context the draft keeps, in (0, 1] (default: 0.1)")
+    bench.add_argument("--tau", type=float, default=4.0,
+                       help="cuda mode: tokens per step to project the speedup from, >= 1 (default: 4.0)")
+    bench.add_argument("--dtype", default="bfloat16", choices=DTYPES[1:], help="cuda mode: torch dtype (default: bfloat16)")
+    _add_json_argument(bench, "the figures")
     add_setting_arguments(bench, BENCH_SETTINGS)
     return parser
 
@@ -113,6 +171,9 @@ def _generate(args) -> int:
 
     from specvlm.engine import SpecVLM
 
+    if args.stream and args.json == "-":
+        raise ValueError("--stream prints the answer on stdout, so --json cannot too; give --json a FILE")
+    _check_json_file(args.json)
     dtype = getattr(torch, args.dtype) if args.dtype not in (None, "auto") else args.dtype
     engine = SpecVLM.from_pretrained(
         args.target, draft=args.draft, torch_dtype=dtype, device_map=args.device_map, **chosen_settings(args)
@@ -134,6 +195,7 @@ def _generate(args) -> int:
         max_new_tokens=args.max_new_tokens,
         num_frames=args.num_frames,
         fps=args.fps,
+        max_frames=args.max_frames,
         method=args.method,
         ignore_eos=args.ignore_eos,
         streamer=streamer,
@@ -142,11 +204,32 @@ def _generate(args) -> int:
     )
     if args.stream:
         sys.stdout.write("\n" + result.stats.summary() + "\n")
-    elif args.json:
-        sys.stdout.write(json.dumps({"text": result.text, "token_ids": result.token_ids, "stats": result.stats.to_dict()}) + "\n")
-    else:
+    elif args.json != "-":
         sys.stdout.write(result.text + "\n\n" + result.stats.summary() + "\n")
+    if args.json:
+        payload = {"text": result.text, "token_ids": result.token_ids, "stats": result.stats.to_dict()}
+        _write_json(payload, args.json, "the result")
     return 0
+
+
+def _finite(x):
+    return x if isinstance(x, float) and math.isfinite(x) else None
+
+
+def _demo_figures(report) -> dict:
+    """The demo's report as plain data for ``--json``."""
+    methods = {
+        name: {
+            "text": r.text,
+            "token_ids": r.token_ids,
+            "stats": r.stats.to_dict(),
+            "decode_s_runs": report.decode_s.get(name, []),
+            "decode_speedup_over_ar": _finite(report.speedup(name)),
+        }
+        for name, r in report.results.items()
+    }
+    return {"model": report.model, "prompt": report.prompt, "identical": report.identical,
+            "warmed_up": report.warmed_up, "timed_runs": report.timed_runs, "methods": methods}  # fmt: skip
 
 
 def _demo(args) -> int:
@@ -154,22 +237,33 @@ def _demo(args) -> int:
 
     from specvlm.zoo.demo import run_demo
 
+    _check_json_file(args.json)
     hf_logging.disable_progress_bar()
     report = run_demo(num_frames=args.num_frames, max_new_tokens=args.max_new_tokens)
-    sys.stdout.write("\n".join(report.lines()) + "\n")
+    if args.json != "-":
+        sys.stdout.write("\n".join(report.lines()) + "\n")
+    if args.json:
+        _write_json(_demo_figures(report), args.json, "the demo's results")
     return 0 if report.identical else 1
 
 
 def _bench(args) -> int:
-    import json
-
     import torch
 
     from eval import bench
     from specvlm.config import DecodingConfig
 
     config = DecodingConfig(**chosen_settings(args, BENCH_SETTINGS))  # validated before any model loads
+    _check_json_file(args.json)
     if args.device == "cuda":
+        for flag, shape in (("--target-shape", args.target_shape), ("--draft-shape", args.draft_shape)):
+            if shape not in bench.REAL_SHAPES:
+                known = ", ".join(sorted(bench.REAL_SHAPES))
+                raise ValueError(f"{flag} {shape!r} is not a known shape; choose one of {known}")
+        if not 0 < args.keep <= 1:
+            raise ValueError(f"--keep {args.keep} must be in (0, 1]")
+        if not (math.isfinite(args.tau) and args.tau >= 1):
+            raise ValueError(f"--tau {args.tau} must be a number >= 1 (tokens committed per step, bonus included)")
         if not torch.cuda.is_available():
             raise ValueError("--device cuda needs a CUDA GPU, and torch sees none")
         figures = bench.bench_shapes(
@@ -198,10 +292,10 @@ def _bench(args) -> int:
         )  # fmt: skip
         figures = report.to_dict()
         text = bench.format_report(report)
-    sys.stdout.write(text + "\n")
+    if args.json != "-":
+        sys.stdout.write(text + "\n")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        _write_json(figures, args.json, "the figures")
     return 0
 
 
@@ -211,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"generate": _generate, "demo": _demo, "bench": _bench}
     try:
         return commands[args.command](args)
-    except ValueError as err:  # bad input: say what and exit non-zero, without a traceback
-        sys.stderr.write(f"specvlm: error: {err}\n")
+    except (ValueError, OSError) as err:  # bad input: say what and exit non-zero, without a traceback
+        message = " ".join(str(err).split())  # one line, whatever the library wrote
+        sys.stderr.write(f"specvlm: error: {message}\n")
         return 2
 
 

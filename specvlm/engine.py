@@ -20,10 +20,12 @@ import torch
 import pruning
 from specvlm import attention
 from specvlm.attention import resolve_backend
+from specvlm.audit import Divergence, classify, extend_inputs
 from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
 from specvlm.decoding.logits import NextTokenRule, merge_generation_config
 from specvlm.decoding.loop import decode, prefill_draft, prefill_target
 from specvlm.decoding.sampling import Sampling
+from specvlm.decoding.trees import TreeShape, check_vocab
 from specvlm.models import adapter_for, family_of
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.timing import Timer
@@ -89,13 +91,82 @@ def _check_checkpoint_path(role: str, ref) -> None:
         raise ValueError(f"{role} checkpoint {path!r} is a file; give the checkpoint's directory")
     if not os.path.exists(os.path.join(path, "config.json")):
         raise ValueError(f"{role} checkpoint {path!r} has no config.json: it is not a saved model directory")
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            _check_safetensors(role, os.path.join(path, name))
 
 
-def _load_model(path_or_model, torch_dtype, device_map):
+def _check_safetensors(role: str, file: str) -> None:
+    """Raise ValueError naming ``file`` when its safetensors header is unreadable or does not cover the
+    file (truncated, garbage); reads the header only."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(file, framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise ValueError(
+            f"{role} checkpoint file {file!r} is not a readable safetensors file ({err}); it may be truncated "
+            "or corrupt: download or save the checkpoint again"
+        ) from err
+
+
+#: The placement strategies ``device_map`` may name (transformers / accelerate).
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _check_device_map(device_map) -> None:
+    """Raise ValueError before anything loads when ``device_map`` is malformed or names a GPU this machine
+    does not have."""
+    if device_map is None or (isinstance(device_map, str) and device_map in DEVICE_MAP_STRATEGIES):
+        return
+    allowed = (
+        f"use None (CPU), {', '.join(map(repr, DEVICE_MAP_STRATEGIES))}, 'cpu', 'cuda', 'cuda:N', a GPU index, "
+        "a torch.device or a dict of module name -> device"
+    )
+    values = list(device_map.values()) if isinstance(device_map, dict) else [device_map]
+    for value in values:
+        if isinstance(value, str) and value == "disk" and isinstance(device_map, dict):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, torch.device)):
+            raise ValueError(f"device_map={device_map!r} is not a device map; {allowed}")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"device_map={device_map!r}: a GPU index must be >= 0; {allowed}")
+            device = torch.device("cuda", value)
+        else:
+            try:
+                device = torch.device(value)
+            except RuntimeError:
+                raise ValueError(f"device_map={device_map!r}: {value!r} is not a device; {allowed}") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    f"device_map={device_map!r} needs a CUDA device, but no CUDA device is available on this machine; "
+                    f"use device_map=None or 'cpu' (or 'auto', which places the model on what there is)"
+                )
+            count = torch.cuda.device_count()
+            if device.index is not None and device.index >= count:
+                raise ValueError(
+                    f"device_map={device_map!r} names CUDA device {device.index}, but this machine has {count} "
+                    f"(cuda:0..cuda:{count - 1})"
+                )
+        elif device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device_map={device_map!r} needs Apple's MPS backend, which is not available; {allowed}")
+
+
+def _load_model(path_or_model, torch_dtype, device_map, role: str = "target"):
+    from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText
 
     if isinstance(path_or_model, (str, os.PathLike)):
-        model = AutoModelForImageTextToText.from_pretrained(path_or_model, dtype=torch_dtype, device_map=device_map)
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(path_or_model, dtype=torch_dtype, device_map=device_map)
+        except SafetensorError as err:  # a hub checkpoint's downloaded file (local ones are checked before loading)
+            raise ValueError(
+                f"{role} checkpoint {os.fspath(path_or_model)!r} has a weights file that is not a readable safetensors "
+                f"file ({err}); it may be truncated or corrupt: download or save the checkpoint again"
+            ) from err
     else:
         model = path_or_model
     family_of(model.config)  # raises for unsupported families, listing the supported ones
@@ -209,6 +280,13 @@ class SpecVLM:
         self._draft = adapter_for(draft) if draft is not None else None
         vocab = self._target.vocab_size if draft is None else min(self._target.vocab_size, self._draft.vocab_size)
         self.shared_vocab = vocab
+        self._check_tree(self.config)
+
+    def _check_tree(self, config: DecodingConfig) -> None:
+        """Raise ValueError when the config's static tree asks for more siblings than the vocabulary has."""
+        shape = config.tree_shape()
+        if isinstance(shape, TreeShape):
+            check_vocab(shape, self.shared_vocab)
 
     @classmethod
     @_document_settings
@@ -227,31 +305,37 @@ class SpecVLM:
 
         check_names(settings)
         config = DecodingConfig(**settings)
+        _check_device_map(device_map)
         for role, ref in (("target", target), ("draft", draft)):
             _check_checkpoint_path(role, ref)
         if processor is None:
             if not isinstance(target, (str, os.PathLike)):
                 raise ValueError("pass `processor=` when `target` is an already loaded model")
             processor = AutoProcessor.from_pretrained(target)
-        target_model = _load_model(target, torch_dtype, device_map)
+        target_model = _load_model(target, torch_dtype, device_map, "target")
         draft_model = None
         if draft is not None:
-            draft_model = _load_model(draft, torch_dtype, device_map)
+            draft_model = _load_model(draft, torch_dtype, device_map, "draft")
             draft_tokenizer = _load_tokenizer(draft)
             _check_pair(target_model, draft_model, processor.tokenizer, draft_tokenizer)
         return cls(target_model, processor, draft_model, config)
 
     # ---- inputs --------------------------------------------------------------------------------
-    def load(self, video, *, num_frames: int | None = None, fps: float | None = None) -> Video:
-        """A :class:`Video` from a path or a (T, H, W, 3) uint8 frames array / list of frames."""
+    def load(
+        self, video, *, num_frames: int | None = None, fps: float | None = None, max_frames: int | None = None
+    ) -> Video:
+        """A :class:`Video` from a path or a (T, H, W, 3) uint8 frames array / list of frames.
+
+        ``max_frames`` caps the frames sampled (with ``fps``: uniform over the clip when the rate gives more).
+        """
         if isinstance(video, Video):
             return video
         if isinstance(video, (str, os.PathLike)):
             if num_frames is None and fps is None:
                 num_frames = DEFAULT_NUM_FRAMES
-            return load_video(video, num_frames=num_frames, fps=fps)
+            return load_video(video, num_frames=num_frames, fps=fps, max_frames=max_frames)
         if isinstance(video, (np.ndarray, torch.Tensor, list, tuple)):
-            return from_frames(video, num_frames=num_frames)
+            return from_frames(video, num_frames=num_frames, max_frames=max_frames)
         raise TypeError(f"video must be a path, a Video or a (T, H, W, 3) uint8 array, got {type(video).__name__}")
 
     def build_inputs(
@@ -262,6 +346,7 @@ class SpecVLM:
         fps: float | None = None,
         *,
         messages: list | None = None,
+        max_frames: int | None = None,
     ):
         """The stock processor's output for one video and one user prompt, or for a conversation
         (``target.generate(**inputs)`` accepts it).
@@ -269,7 +354,8 @@ class SpecVLM:
         ``messages`` is a conversation in the transformers chat format (a system turn, earlier user /
         assistant turns, ...) holding exactly one video entry, ``{"type": "video", "video": path or
         frames}`` (``"path"`` / ``"url"`` to a local file also work), or ``{"type": "video"}`` with the
-        video passed as ``video``. Pass either ``prompt`` or ``messages``.
+        video passed as ``video``. Pass either ``prompt`` or ``messages``. ``max_frames`` caps the frames
+        sampled (see :meth:`load`).
         """
         if getattr(self.processor, "chat_template", None) is None:
             raise ValueError("the processor has no chat template; pass a checkpoint whose processor defines one")
@@ -294,13 +380,15 @@ class SpecVLM:
             if video is None:
                 raise ValueError("pass `video` with `prompt`")
             messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-        clip = self.load(video, num_frames=num_frames, fps=fps)
+        clip = self.load(video, num_frames=num_frames, fps=fps, max_frames=max_frames)
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return self.processor(
             text=[text],
             videos=[clip.frames],
             video_metadata=[clip.metadata()],
             do_sample_frames=False,
+            # frames are always (T, H, W, 3): the processor would guess channels-first for a height of 1 or 3
+            videos_kwargs={"input_data_format": "channels_last"},
             return_tensors="pt",
         )
 
@@ -340,6 +428,7 @@ class SpecVLM:
         inputs=None,
         messages: list | None = None,
         fps: float | None = None,
+        max_frames: int | None = None,
         generation_config=None,
         do_sample: bool | None = None,
         temperature: float | None = None,
@@ -363,7 +452,8 @@ class SpecVLM:
         ``num_return_sequences > 1``, guidance, constraints, ...) raises ValueError before any work.
         ``messages`` is a conversation in the transformers chat format with one video entry (see
         :meth:`build_inputs`), instead of ``prompt``. Pass ``inputs`` (from :meth:`build_inputs`) instead
-        of ``video`` + ``prompt`` to reuse processed inputs. ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()``
+        of ``video`` + ``prompt`` to reuse processed inputs; ``num_frames``, ``fps`` and ``max_frames`` sample the
+        video (see :meth:`load`). ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()``
         with ``eos_token_id=[]`` would), e.g. for benchmarks. ``streamer`` (any transformers
         ``BaseStreamer``, e.g. ``TextStreamer`` or ``TextIteratorStreamer``) receives the prompt ids once,
         then each step's committed tokens as they are committed, then ``end()``.
@@ -380,6 +470,8 @@ class SpecVLM:
         gen_kwargs.update({k: v for k, v in sampling_kwargs.items() if v is not None})
         config = self.config.replace(**overrides) if overrides else self.config
         plan = Plan.resolve(method, config)
+        if plan.drafts:
+            self._check_tree(config)
         if not isinstance(ignore_eos, bool):
             raise ValueError(f"ignore_eos={ignore_eos!r} must be True or False")
         if do_sample is not None and not isinstance(do_sample, bool):
@@ -389,7 +481,9 @@ class SpecVLM:
         if inputs is None:
             if messages is None and (video is None or prompt is None):
                 raise ValueError("pass `video` and `prompt`, `messages` (a conversation), or `inputs` from build_inputs()")
-            inputs = self.build_inputs(video, prompt, num_frames=num_frames, fps=fps, messages=messages)
+            inputs = self.build_inputs(
+                video, prompt, num_frames=num_frames, fps=fps, messages=messages, max_frames=max_frames
+            )
         elif messages is not None or prompt is not None:
             raise ValueError("pass `inputs` or a prompt / `messages`, not both")
         for key in ("input_ids", "pixel_values_videos"):
@@ -498,6 +592,28 @@ class SpecVLM:
         )
         keep = pruning.keep_sequence_indices(target.seq.prefix, layout.positions, result.kept.cpu())
         return keep, int(result.kept.numel())
+
+    @torch.no_grad()
+    def audit(self, inputs, expected, got, *, generation_config=None, **generation_kwargs) -> Divergence:
+        """Classify the tokens ``got`` against reference tokens ``expected`` for the same ``inputs`` and
+        generation settings (the target's own ``generate()``, or an ``ar`` run): identical, a near-tie of
+        the reference's scores at the first difference, or a mismatch (a bug); see :mod:`specvlm.audit`.
+
+        The reference's scores at the first difference come from one target forward over the prompt and
+        the tokens before it, processed by the generation config's processors as ``generate()`` would.
+        Only a divergence costs that forward."""
+        expected, got = [int(t) for t in expected], [int(t) for t in got]
+
+        def scores_at(i: int) -> torch.Tensor:
+            rule, _, _ = self._next_token_rule(inputs, generation_config, max(len(expected), 1), generation_kwargs)
+            device = self._target.device
+            extended = {
+                k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extend_inputs(inputs, expected[:i]).items()
+            }
+            logits = self.target(**extended, logits_to_keep=1).logits[0, -1:]  # (1, V)
+            return rule.scores(logits, [expected[:i]])[0]
+
+        return classify(expected, got, scores_at, self.target.dtype)
 
     def draft_keep(self, inputs, method: str = "specvlm", **overrides) -> torch.Tensor:
         """The sorted prompt positions (long, on CPU) the draft is prefilled with for ``inputs``: every

@@ -551,17 +551,22 @@ def _frames_to_array(frames: Any) -> np.ndarray:
     return frames
 
 
-def from_frames(frames: Any, *, fps: float = 1.0, num_frames: int | None = None) -> Video:
+def from_frames(
+    frames: Any, *, fps: float = 1.0, num_frames: int | None = None, max_frames: int | None = None
+) -> Video:
     """Wrap in-memory frames in a :class:`Video` (``backend="array"``).
 
     ``frames``: ``(T, H, W, 3)`` uint8 numpy array or torch tensor, or a list of
     PIL images (converted to RGB) or ``(H, W, 3)`` uint8 arrays.  ``fps`` is the
     frame rate of those frames.  ``num_frames`` optionally sub-samples them
-    uniformly (:func:`sample_indices`); otherwise all frames are kept.
+    uniformly (:func:`sample_indices`); otherwise all frames are kept, at most
+    ``max_frames`` of them (uniformly sub-sampled when there are more).
     """
     fps = _check_positive("fps", fps)
     if num_frames is not None:
         _check_int("num_frames", num_frames, 1)
+    if max_frames is not None:
+        _check_int("max_frames", max_frames, 1)
     array = _frames_to_array(frames)
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"frames has shape {array.shape}; expected 4-D (T, H, W, 3) with 3 RGB channels last")
@@ -572,10 +577,10 @@ def from_frames(frames: Any, *, fps: float = 1.0, num_frames: int | None = None)
     if array.shape[1] == 0 or array.shape[2] == 0:
         raise ValueError(f"frames has shape {array.shape}; height and width must be >= 1")
     total = int(array.shape[0])
-    if num_frames is None:
+    if num_frames is None and (max_frames is None or total <= max_frames):
         indices = list(range(total))
     else:
-        indices = sample_indices(total, fps, num_frames=num_frames)
+        indices = sample_indices(total, fps, num_frames=num_frames or total, max_frames=max_frames)
         array = array[indices]
     return Video(
         frames=np.ascontiguousarray(array), fps=fps, total_frames=total, indices=indices, backend="array", path=None

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForImageTextToText, GenerationConfig
 
 from specvlm import SpecVLM
+from specvlm.config import DEFAULT_NUM_DRAFT_TOKENS
 
 MAX_NEW = 24
 FAMILIES = ("llava_onevision", "qwen2_5_vl")
@@ -82,6 +83,31 @@ def test_every_method_and_tree_matches_the_checkpoints_generate(checkpoints, shi
         result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, tree=tree, drop_rate=drop_rate)
         assert result.token_ids == expected, (method, tree, drop_rate)
         assert result.stats.stopped_by == "max_new_tokens"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampling"])
+def test_the_draft_proposes_under_the_targets_prefix_processors(shipped, references, family, sample, monkeypatch):
+    """A self-draft that prunes nothing is the target itself: with the target's prefix-dependent
+    processors applied to its logits at every drafted node (each with its own prefix) it proposes
+    exactly what the target commits, so every step accepts its whole chain. Without them (the raw draft
+    logits) the penalties reject drafted tokens: the contrast shows the processors reach the draft."""
+    from specvlm.decoding import loop
+
+    inputs, expected = references[family, "penalties"]
+    engine = SpecVLM.from_pretrained(shipped[family, "penalties"], draft=None)
+    settings = dict(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", tree="chain", drop_rate=0.0)
+    if sample:
+        settings.update(do_sample=True, top_k=1, seed=0)  # sampling that is greedy in effect: same tokens
+    result = engine.generate(**settings)
+    assert result.token_ids == expected
+    full = DEFAULT_NUM_DRAFT_TOKENS + 1
+    assert result.stats.accepted_lengths[:-1] == [full] * (len(result.stats.accepted_lengths) - 1)
+
+    monkeypatch.setattr(loop.DraftRule, "after", classmethod(lambda cls, *args: None))
+    raw = engine.generate(**settings)
+    assert raw.token_ids == expected  # still lossless, only slower
+    assert min(raw.stats.accepted_lengths[:-1]) < full
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -163,3 +189,27 @@ def test_a_streamer_without_put_is_refused(checkpoints, frames):
     engine = SpecVLM.from_pretrained(checkpoints["qwen2_5_vl"]["target"])
     with pytest.raises(ValueError, match="streamer must have put"):
         engine.generate(video=frames, prompt="Describe the video.", max_new_tokens=4, streamer=object())
+
+
+def test_draft_rule_pads_a_narrower_draft_vocabulary_to_the_targets():
+    """Prefix ids and processor token ids may lie beyond a narrower draft vocabulary: the draft's logits
+    are padded to the target's width with -inf (never proposed) before the processors run."""
+    from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+    from specvlm.decoding.drafting import DraftRule
+    from specvlm.decoding.logits import NextTokenRule
+
+    width, vocab = 12, 8
+    processors = LogitsProcessorList([
+        RepetitionPenaltyLogitsProcessor(2.0),
+        MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=2, min_new_tokens=5, eos_token_id=torch.tensor([10])),
+    ])  # fmt: skip
+    rule = NextTokenRule(processors=processors, prompt_ids=torch.tensor([[1, 11]]), do_sample=False)
+    draft_rule = DraftRule.after(rule, [3, 9], width)  # 11 and 9 are target-only / beyond the draft's range
+    logits = torch.full((2, vocab), 2.0)
+    scores = draft_rule.scores(logits, torch.tensor([[5], [6]]))
+    assert scores.shape == (2, vocab)
+    penalised = {1, 3}  # in the prefix and within the draft's vocabulary (11 and 9 are not)
+    for row, own in enumerate((5, 6)):
+        expected = [1.0 if t in penalised | {own} else 2.0 for t in range(vocab)]
+        assert scores[row].tolist() == expected

@@ -16,6 +16,12 @@ One interface, :func:`propose`, for every shape:
 The draft cache receives the tokens committed since the last step, then the nodes it expands (the
 nodes whose children it computes), each attending to the prefix and its own ancestors.
 
+When the target's generation config holds logits processors that read the tokens before a position
+(repetition penalty, n-gram bans, minimum lengths, ...), the draft's logits at every node are processed
+by the same processors with that node's own prefix (prompt, committed tokens, the node's path), as
+transformers' assisted decoding processes its assistant's: the draft then proposes what the target will
+choose, not what the raw draft prefers. A :class:`DraftRule` carries them.
+
 Host reads: a static shape is planned once (masks, index tensors, fed offsets) and drafted with device
 operations only, so its tokens reach the host first in the verifier's single read of the step. A
 dynamic tree ranks candidates on the host, one read per level.
@@ -34,6 +40,7 @@ import torch
 
 from specvlm.models import cache as kv
 from specvlm.attention import AttentionContext
+from specvlm.decoding.logits import NextTokenRule
 from specvlm.decoding.sampling import Sampling, sample_without_replacement
 from specvlm.timing import to_host
 from specvlm.decoding.trees import DraftTree, TreeShape, TreeStructure
@@ -52,6 +59,42 @@ class DynamicTree:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"tree_{name}={value!r} must be an int >= 1")
+
+
+@dataclass(frozen=True)
+class DraftRule:
+    """The target's prefix-dependent logits processors, applied to the draft's logits.
+
+    rule: the target's :class:`~specvlm.decoding.logits.NextTokenRule` (it :attr:`reads_prefix`)
+    committed: (1, C) long, the prompt ids followed by every committed token (the pending root last)
+    width: the target's vocabulary size; draft logits are padded to it with -inf (tokens the draft
+        cannot propose), so that processors indexing target-only token ids (in the prefix, an EOS id,
+        a banned word) see the vocabulary they were built for
+    """
+
+    rule: NextTokenRule
+    committed: torch.Tensor
+    width: int
+
+    @classmethod
+    def after(cls, rule: NextTokenRule, out: list[int], width: int) -> "DraftRule":
+        """The draft rule for a step whose committed tokens (after the prompt) are ``out``."""
+        ids = torch.tensor([out], dtype=torch.long, device=rule.prompt_ids.device)
+        return cls(rule=rule, committed=torch.cat([rule.prompt_ids, ids], dim=-1), width=width)
+
+    def scores(self, logits: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
+        """(r, vocab) processed float32 scores of the draft ``logits`` (r, vocab); row i is at the position
+        after the committed tokens and ``paths[i]`` ((r, d) long, the drafted tokens on the row's path)."""
+        rows, vocab = logits.shape
+        device = self.committed.device
+        padded = torch.nn.functional.pad(logits.float(), (0, max(self.width - vocab, 0)), value=-math.inf)
+        ids = torch.cat([self.committed.expand(rows, -1), paths.to(device)], dim=-1)
+        return self.rule.processors(ids, padded.to(device))[:, :vocab].to(logits.device)
+
+
+#: The proposal distribution over processed scores: their softmax, nothing more (the rule's own warpers
+#: already applied temperature, top-k, top-p).
+_PLAIN = Sampling()
 
 
 @dataclass
@@ -130,19 +173,25 @@ def propose(
     max_depth: int,
     sampling: Sampling | None = None,
     generator: torch.Generator | None = None,
+    rule: DraftRule | None = None,
 ) -> Proposal:
     """Propose a tree of draft tokens after the committed tokens ``out`` (``out[-1]`` is the root).
 
     Only the first ``vocab`` logits (the vocabulary shared with the target) are used; the tree is cut
-    at ``max_depth`` levels so that no step drafts past ``max_new_tokens``.
+    at ``max_depth`` levels so that no step drafts past ``max_new_tokens``. ``rule``: the target's
+    prefix-dependent processors for the draft's logits at every node (then, when sampling, q is the
+    softmax of the processed scores: the rule's own warpers replace ``sampling``'s).
     """
     device = draft.adapter.device
     missing = torch.tensor(out[draft.decoded :], dtype=torch.long, device=device)
     root_logits = draft.append(missing, logits_to_keep=1)[-1:, :vocab]  # (1, vocab)
     base = kv.length(draft.cache)
+    if rule is not None:
+        root_logits = rule.scores(root_logits, torch.empty(1, 0, dtype=torch.long))
+        sampling = _PLAIN if sampling is not None else None
     if isinstance(shape, DynamicTree):
-        return _propose_dynamic(draft, base, root_logits, shape, max_depth, sampling, generator, vocab)
-    return _propose_static(draft, base, root_logits, shape, max_depth, sampling, generator, vocab)
+        return _propose_dynamic(draft, base, root_logits, shape, max_depth, sampling, generator, vocab, rule)
+    return _propose_static(draft, base, root_logits, shape, max_depth, sampling, generator, vocab, rule)
 
 
 @dataclass(frozen=True)
@@ -154,6 +203,7 @@ class _Level:
     rank: torch.Tensor  # (m,) each node's rank among its siblings
     width: int  # children drawn per parent row
     rows: torch.Tensor  # (r,) tree rows (parent + 1) of the logits rows, for the draft distribution q
+    paths: torch.Tensor  # (r, depth - 1) node indices on each logits row's path (root first), for a DraftRule
     expand: torch.Tensor  # (e,) nodes of this level that have children, fed after the level is drawn
     fed_before: int  # nodes fed to the draft cache before this level's expanded nodes
     local: torch.Tensor | None  # (e, fed_before + e) bool: each expanded node sees its fed ancestors and
@@ -183,6 +233,7 @@ def _static_plan(paths: tuple[tuple[int, ...], ...], max_depth: int, device: str
         expand = [i for i in nodes if i in has_kids]
         local = _ancestor_block(parents, fed, expand, count)
         as_long = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+        row_paths = [_path_nodes(parents, e) for e in prev_expand]
         levels.append(
             _Level(
                 nodes=as_long(nodes),
@@ -190,6 +241,7 @@ def _static_plan(paths: tuple[tuple[int, ...], ...], max_depth: int, device: str
                 rank=as_long([paths[i][-1] for i in nodes]),
                 width=max(paths[i][-1] for i in nodes) + 1,
                 rows=as_long([e + 1 for e in prev_expand]),
+                paths=as_long(row_paths).view(len(prev_expand), depth - 1),
                 expand=as_long(expand),
                 fed_before=count,
                 local=None if bool(local.all()) else local.to(device),
@@ -200,7 +252,16 @@ def _static_plan(paths: tuple[tuple[int, ...], ...], max_depth: int, device: str
     return _StaticPlan(structure=TreeStructure.of(parents), levels=tuple(levels), fed=tuple(fed))
 
 
-def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampling, generator, vocab) -> Proposal:
+def _path_nodes(parents: list[int], node: int) -> list[int]:
+    """The nodes from the root's first child down to ``node`` (empty for the root itself, -1)."""
+    path = []
+    while node >= 0:
+        path.append(node)
+        node = parents[node]
+    return path[::-1]
+
+
+def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampling, generator, vocab, rule=None) -> Proposal:
     """Draft a static shape level by level without reading anything back to the host."""
     device = root_logits.device
     plan = _static_plan(shape.paths, max_depth, str(device))
@@ -225,13 +286,16 @@ def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampl
             else:
                 ctx = AttentionContext(prefix=base, local=level.local, backend=draft.backend)
             logits = draft.feed(tokens[level.expand], offsets, ctx)[:, :vocab]
+            if rule is not None:
+                nxt = plan.levels[depth]  # a level that expands nodes always has a next level
+                logits = rule.scores(logits, tokens[nxt.paths])
     tree = DraftTree(
         tokens=tokens, parents=plan.structure.parents, depths=plan.structure.depths, q=q_full, structure=plan.structure
     )
     return Proposal(tree=tree, base=base, fed=list(plan.fed), forwards=forwards)
 
 
-def _propose_dynamic(draft, base, root_logits, spec: DynamicTree, max_depth, sampling, generator, vocab) -> Proposal:
+def _propose_dynamic(draft, base, root_logits, spec: DynamicTree, max_depth, sampling, generator, vocab, rule=None) -> Proposal:
     depth_limit = min(spec.depth, max_depth)
     k = min(spec.top_k, vocab)
     nodes: list[_Node] = []
@@ -266,6 +330,9 @@ def _propose_dynamic(draft, base, root_logits, spec: DynamicTree, max_depth, sam
         parents = [nd.parent for nd in nodes]
         toks = [nd.token for nd in nodes]
         logits = _feed_nodes(draft, base, fed_all, parents, frontier, toks, depth)[:, :vocab]
+        if rule is not None:
+            paths = [[toks[i] for i in _path_nodes(parents, node)] for node in frontier]
+            logits = rule.scores(logits, torch.tensor(paths, dtype=torch.long))
         forwards += 1
         tokens, q, logq = _children(logits, k, sampling, generator)
         host = to_host(torch.stack([tokens.double(), logq.double()]))  # one host read per level

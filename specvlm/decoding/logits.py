@@ -8,8 +8,12 @@ list at any position with that position's own prefix (the prompt ids, the commit
 verified tree node, the drafted tokens on its path), so verification sees at every node exactly the
 scores stock decoding would see there: greedy takes their argmax, sampling their softmax.
 
-The draft's proposal distribution q need not match anything (verification corrects it); it uses the
-prefix-free part of the settings (temperature, top-k, top-p) through :class:`~specvlm.decoding.sampling.Sampling`.
+The draft's proposal distribution q need not match anything (verification corrects it), but the closer
+it is to the target's choice the more drafted tokens are accepted: when the processors read the prefix,
+the draft's logits at every drafted node go through the same list with that node's own prefix
+(:class:`~specvlm.decoding.drafting.DraftRule`, as transformers' assisted decoding processes its
+assistant's logits); otherwise the draft applies the prefix-free settings (temperature, top-k, top-p)
+through :class:`~specvlm.decoding.sampling.Sampling`.
 
 What this module deliberately does not do: run models, or decide when to stop (the loop does).
 """
@@ -17,6 +21,7 @@ What this module deliberately does not do: run models, or decide when to stop (t
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -102,7 +107,7 @@ class NextTokenRule:
         )
         return cls(processors=processors, prompt_ids=prompt_ids, do_sample=bool(config.do_sample))
 
-    @property
+    @functools.cached_property
     def reads_prefix(self) -> bool:
         """Whether a processor reads the tokens before the position (repetition penalty, n-gram bans,
         minimum lengths, ...); the sampling warpers (temperature, top-k, top-p, ...) do not, and run

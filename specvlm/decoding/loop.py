@@ -42,7 +42,7 @@ from transformers import DynamicCache
 from specvlm.models import cache as kv
 from specvlm.models import ModelAdapter, VideoLayout
 from specvlm.attention import AttentionContext, ScoreCapture, causal_context, tree_context
-from specvlm.decoding.drafting import DynamicTree, propose
+from specvlm.decoding.drafting import DraftRule, DynamicTree, propose
 from specvlm.decoding.sampling import Sampling
 from specvlm.stats import GenerationStats
 from specvlm.timing import host_syncs, to_host
@@ -193,13 +193,15 @@ def decode(
     committed and both caches keep exactly the committed path. With ``draft=None`` or ``tree=None``
     every step is a plain decoding step (``ar``). ``rule`` is how the target chooses each token (its
     generation config's logits processors, applied at every verified position with that position's
-    prefix; ``None``: the raw logits); ``sampling`` (the draft's proposal settings) is ``None`` for
+    prefix, and at every drafted node to the draft's logits when they read the prefix; ``None``: the raw
+    logits); ``sampling`` (the draft's proposal settings) is ``None`` for
     greedy decoding. ``on_commit`` receives the tokens each step commits (the first token on its own),
     as they are committed (a streamer).
     Sets ``stats.stopped_by`` ("eos" | "max_new_tokens") and ``stats.host_syncs`` once, at the end.
     """
     tseq = target.seq
     device = tseq.adapter.device
+    draft_reads_prefix = rule is not None and rule.reads_prefix  # the draft's logits need the processors too
     # 0. the first new token comes from the prefill's last-position logits
     first_scores = _target_scores(rule, target.logits[None], [[]])  # (1, V)
     if sampling is None:
@@ -218,7 +220,14 @@ def decode(
         proposal = None
         if draft is not None and tree is not None and remaining > 1:
             proposal = propose(
-                draft, out, tree, vocab=shared_vocab, max_depth=remaining - 1, sampling=sampling, generator=generator
+                draft,
+                out,
+                tree,
+                vocab=shared_vocab,
+                max_depth=remaining - 1,
+                sampling=sampling,
+                generator=generator,
+                rule=DraftRule.after(rule, out, target.logits.shape[-1]) if draft_reads_prefix else None,
             )
             stats.draft_steps += proposal.forwards
         drafted = proposal.tree if proposal is not None else _empty_tree(device)

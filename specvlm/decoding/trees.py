@@ -60,26 +60,37 @@ class TreeShape:
         return int(self.ranks.max()) + 1
 
 
+def _show(paths) -> str:
+    """``paths`` as the JSON-like text a user writes (lists, not tuples)."""
+    if isinstance(paths, (list, tuple)):
+        return "[" + ", ".join(_show(p) for p in paths) + "]"
+    return repr(paths)
+
+
+#: The expected format of a user-supplied tree, for error messages.
+TREE_FORMAT = "a list of paths, each a list of child ranks (ints >= 0), e.g. [[0], [1], [0, 0]]"
+
+
 def from_paths(paths) -> TreeShape:
     """Validate and order a list of paths; raises ValueError naming the offending path."""
     try:
         normalised = [tuple(operator.index(r) for r in p) for p in paths]  # no silent int(1.5), int("1")
     except (TypeError, ValueError) as err:
-        raise ValueError(f"a tree is a list of paths of child ranks (lists of ints), got {paths!r}") from err
+        raise ValueError(f"tree={_show(paths)} is not {TREE_FORMAT}") from err
     if not normalised:
-        raise ValueError("a tree needs at least one path")
+        raise ValueError(f"tree=[] is empty: a tree needs at least one path ({TREE_FORMAT})")
     if len(set(normalised)) != len(normalised):
-        raise ValueError(f"duplicate paths in tree {paths!r}")
+        raise ValueError(f"duplicate paths in tree={_show(paths)}")
     present = set(normalised)
     for p in normalised:
         if not p:
-            raise ValueError("the empty path is the root (the pending token); do not list it")
+            raise ValueError("tree: the empty path is the root (the pending token); do not list it")
         if any(r < 0 for r in p):
-            raise ValueError(f"path {list(p)} has a negative child rank")
+            raise ValueError(f"tree path {list(p)} has a negative child rank")
         if p[:-1] and p[:-1] not in present:
-            raise ValueError(f"path {list(p)} needs its parent {list(p[:-1])} in the tree")
+            raise ValueError(f"tree path {list(p)} needs its parent {list(p[:-1])} in the tree")
         if p[-1] > 0 and p[:-1] + (p[-1] - 1,) not in present:
-            raise ValueError(f"path {list(p)} needs its previous sibling {list(p[:-1] + (p[-1] - 1,))} in the tree")
+            raise ValueError(f"tree path {list(p)} needs its previous sibling {list(p[:-1] + (p[-1] - 1,))} in the tree")
     ordered = tuple(sorted(normalised, key=lambda p: (len(p), p)))
     index = {p: i for i, p in enumerate(ordered)}
     parents = torch.tensor([index[p[:-1]] if len(p) > 1 else -1 for p in ordered], dtype=torch.long)
@@ -104,8 +115,19 @@ def resolve(tree, num_draft_tokens: int) -> TreeShape | None:
             return from_paths(SPECVLM_25)
         if tree == "dynamic":
             return None
-        raise ValueError(f"unknown tree {tree!r}; choose one of {TREE_KINDS} or pass a list of paths")
+        raise ValueError(f"unknown tree {tree!r}; choose one of {', '.join(map(repr, TREE_KINDS))} or give {TREE_FORMAT}")
     return from_paths(tree)
+
+
+def check_vocab(shape: TreeShape, vocab_size: int) -> None:
+    """Raise ValueError when a node of ``shape`` has more children than the vocabulary has tokens
+    (siblings are distinct tokens, so a node has at most ``vocab_size`` children)."""
+    siblings = shape.max_rank()
+    if siblings > vocab_size:
+        raise ValueError(
+            f"tree has {siblings} siblings under one node, more than the vocabulary's {vocab_size} tokens; "
+            f"give at most {vocab_size} children per node (child ranks 0..{vocab_size - 1})"
+        )
 
 
 @dataclass
