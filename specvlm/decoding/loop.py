@@ -40,7 +40,7 @@ import torch
 from transformers import DynamicCache
 
 from specvlm.models import cache as kv
-from specvlm.models import ModelAdapter, VideoLayout
+from specvlm.models import ModelAdapter, SideFeatures, VideoLayout
 from specvlm.attention import AttentionContext, ScoreCapture, causal_context, tree_context
 from specvlm.decoding.drafting import DraftRule, DynamicTree, propose
 from specvlm.decoding.sampling import Sampling
@@ -122,7 +122,7 @@ def prefill_target(adapter: ModelAdapter, inputs, *, capture_scores: bool, backe
     """
     layout = adapter.layout(inputs)
     positions = adapter.positions(inputs).to(adapter.device)  # (P, L)
-    embeds = adapter.embed(inputs)  # (1, L, D)
+    embeds, side = adapter.embed_prompt(inputs)  # (1, L, D), side features (e.g. DeepStack) or None
     length = embeds.shape[1]
     cache = kv.new_cache(adapter.text_config)
     split = layout.last_position + 1
@@ -130,15 +130,26 @@ def prefill_target(adapter: ModelAdapter, inputs, *, capture_scores: bool, backe
     if capture_scores:
         if split >= length:
             raise ValueError("the prompt has no text after the video, so the verifier's attention cannot be scored")
-        adapter.forward(embeds[:, :split], positions[:, :split], cache, AttentionContext(backend=backend), logits_to_keep=1)
+        head, tail = _split_side(side, split, length)
+        adapter.forward(
+            embeds[:, :split], positions[:, :split], cache, AttentionContext(backend=backend), logits_to_keep=1, side=head
+        )
         capture = ScoreCapture(key_positions=layout.positions.to(adapter.device))
         ctx = causal_context(length - split, length, adapter.device, backend=backend, capture=capture)
-        logits = adapter.forward(embeds[:, split:], positions[:, split:], cache, ctx, logits_to_keep=1)
+        logits = adapter.forward(embeds[:, split:], positions[:, split:], cache, ctx, logits_to_keep=1, side=tail)
         scores = capture.mean()
     else:
-        logits = adapter.forward(embeds, positions, cache, AttentionContext(backend=backend), logits_to_keep=1)
+        logits = adapter.forward(embeds, positions, cache, AttentionContext(backend=backend), logits_to_keep=1, side=side)
     seq = Sequence(adapter, cache, prefix=length, next_pos=int(positions.max()) + 1, axes=positions.shape[0], backend=backend)
     return TargetPrefill(seq=seq, logits=logits[0, -1], positions=positions, layout=layout, scores=scores)
+
+
+def _split_side(side: SideFeatures | None, split: int, length: int):
+    """(side features of prompt positions [0, split), of [split, length)), or (None, None)."""
+    if side is None:
+        return None, None
+    index = torch.arange(length)
+    return side.select(index[:split]), side.select(index[split:])
 
 
 @torch.no_grad()
@@ -159,7 +170,9 @@ def prefill_draft(
         cache = kv.subset(tseq.cache, keep.to(tseq.adapter.device))
         return Sequence(tseq.adapter, cache, prefix=keep.numel(), next_pos=tseq.next_pos, axes=tseq.axes, backend=tseq.backend)
     keep = keep.to(draft.device)
-    embeds = draft.embed(inputs)[:, keep]
+    embeds, side = draft.embed_prompt(inputs)
+    embeds = embeds[:, keep]
+    side = side.select(keep) if side is not None else None  # the kept tokens' own side features (DeepStack)
     if positions == "original":
         pos = target.positions.to(draft.device)[:, keep]
     elif positions == "compact":
@@ -167,7 +180,7 @@ def prefill_draft(
     else:
         raise ValueError(f"unknown positions mode {positions!r}; choose 'original' or 'compact'")
     cache = kv.new_cache(draft.text_config)
-    draft.forward(embeds, pos, cache, AttentionContext(backend=tseq.backend), logits_to_keep=1)
+    draft.forward(embeds, pos, cache, AttentionContext(backend=tseq.backend), logits_to_keep=1, side=side)
     return Sequence(draft, cache, prefix=keep.numel(), next_pos=int(pos.max()) + 1, axes=tseq.axes, backend=tseq.backend)
 
 

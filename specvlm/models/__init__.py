@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from specvlm.models.base import ModelAdapter, VideoLayout
+from specvlm.models.base import ModelAdapter, SideFeatures, VideoLayout
 from specvlm.models.llava_onevision import LlavaOnevisionAdapter
 from specvlm.models.qwen2_5_vl import Qwen25VLAdapter
+from specvlm.models.qwen2_vl import Qwen2VLAdapter
+from specvlm.models.qwen3_vl import Qwen3VLAdapter
 
-ADAPTERS = {cls.family: cls for cls in (LlavaOnevisionAdapter, Qwen25VLAdapter)}
+ADAPTERS = {cls.family: cls for cls in (LlavaOnevisionAdapter, Qwen25VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter)}
 
 
 def family_of(config) -> str:
@@ -15,7 +17,8 @@ def family_of(config) -> str:
     for family, cls in ADAPTERS.items():
         if model_type in cls.model_types:
             return family
-    raise ValueError(f"unsupported model type {model_type!r}; supported families: {', '.join(sorted(ADAPTERS))}")
+    types = ", ".join(t for family in sorted(ADAPTERS) for t in ADAPTERS[family].model_types)
+    raise ValueError(f"unsupported model type {model_type!r}; supported model types: {types}")
 
 
 def adapter_for(model) -> ModelAdapter:
@@ -23,4 +26,4 @@ def adapter_for(model) -> ModelAdapter:
     return ADAPTERS[family_of(model.config)](model)
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "VideoLayout", "adapter_for", "family_of"]
+__all__ = ["ADAPTERS", "ModelAdapter", "SideFeatures", "VideoLayout", "adapter_for", "family_of"]

@@ -57,6 +57,29 @@ class VideoLayout:
         return last
 
 
+@dataclass(frozen=True)
+class SideFeatures:
+    """Per-token features a family adds inside its decoder besides the input embeddings (Qwen3-VL's
+    DeepStack: visual features of intermediate vision layers added to the hidden states of the first
+    decoder layers at the visual positions). They belong to their tokens: a forward over a subset of
+    the prompt's tokens must receive exactly those tokens' features (:meth:`select`).
+
+    mask: (L,) bool, the prompt positions that carry side features
+    features: (S, M, D) with M = mask.sum(): S feature sets (one per decoder layer they feed), rows in
+        prompt order
+    """
+
+    mask: torch.Tensor
+    features: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> "SideFeatures":
+        """The side features of the prompt positions ``index`` ((n,) long, increasing), in that order."""
+        index = index.to(self.mask.device)
+        rows = torch.cumsum(self.mask, 0) - 1  # (L,) row of each carrying position in ``features``
+        mask = self.mask[index]  # (n,)
+        return SideFeatures(mask=mask, features=self.features[:, rows[index][mask].to(self.features.device)])
+
+
 class ModelAdapter:
     """Family-independent part; subclasses implement the three family hooks at the bottom."""
 
@@ -107,12 +130,16 @@ class ModelAdapter:
     @torch.no_grad()
     def embed(self, inputs) -> torch.Tensor:
         """(1, L, D) input embeddings of the whole prompt with this model's own video features scattered in."""
+        return self.scatter_video(inputs, self.video_features(inputs))
+
+    @torch.no_grad()
+    def scatter_video(self, inputs, features: torch.Tensor) -> torch.Tensor:
+        """(1, L, D) input embeddings of the prompt with ``features`` (N, D) at its video placeholder tokens."""
         input_ids = inputs["input_ids"].to(self.device)
         if input_ids.shape[0] != 1:
             raise ValueError(f"batch size {input_ids.shape[0]} is not supported; SpecVLM decodes one prompt at a time")
         embeds = self._input_embeddings(input_ids)
         slots = (input_ids[0] == self.video_token_id).nonzero().squeeze(-1)  # (N_slots,)
-        features = self.video_features(inputs)  # (N_features, D)
         if features.shape[0] != slots.numel():
             raise ValueError(
                 f"{self.family} produced {features.shape[0]} video features for {slots.numel()} video placeholder "
@@ -120,6 +147,10 @@ class ModelAdapter:
             )
         embeds[0, slots] = features.to(embeds.dtype)
         return embeds
+
+    def embed_prompt(self, inputs) -> tuple[torch.Tensor, SideFeatures | None]:
+        """(:meth:`embed` of the prompt, its :class:`SideFeatures` or None for families without any)."""
+        return self.embed(inputs), None
 
     def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
         """(1, n) token ids -> (1, n, D) embeddings."""
@@ -143,13 +174,15 @@ class ModelAdapter:
         cache: DynamicCache,
         ctx: AttentionContext,
         logits_to_keep: int = 0,
+        side: SideFeatures | None = None,
     ) -> torch.Tensor:
         """Run the language model over ``embeds`` (1, n, D) at positions ``pos`` (P, n); returns logits.
 
         The stock text decoder runs with an explicit mask mapping (so transformers builds none) and the
         hook context; ``logits_to_keep`` = k > 0 returns only the last k rows (1, k, V), 0 returns all.
+        ``side``: the side features of exactly these n tokens (:meth:`SideFeatures.select`), if the family has any.
         """
-        masks = {"full_attention": None}
+        masks = {"full_attention": None} if self.accepts_mask_mapping else None
         out = self.language_model()(
             inputs_embeds=embeds,
             position_ids=self.as_position_ids(pos),
@@ -157,6 +190,7 @@ class ModelAdapter:
             use_cache=True,
             specvlm_ctx=ctx,
             **{self._cache_kwarg: cache},
+            **(self.side_kwargs(side) if side is not None else {}),
         )
         hidden = out.last_hidden_state
         if logits_to_keep:
@@ -202,6 +236,14 @@ class ModelAdapter:
         return self.model.model.language_model
 
     # ---- family hooks -------------------------------------------------------------------------
+    #: the stock text model takes a {layer type: mask} mapping as ``attention_mask`` (then it builds no mask);
+    #: False: it takes a plain mask, and gets None (the hook's context carries the real mask either way)
+    accepts_mask_mapping: bool = True
+
+    def side_kwargs(self, side: SideFeatures) -> dict:
+        """The stock text model's keyword arguments that feed ``side`` (families with side features)."""
+        raise NotImplementedError(f"{self.family} has no side features")
+
     def layout_signature(self) -> dict:
         """Vision settings that determine the video-token layout; target and draft must agree on them."""
         raise NotImplementedError

@@ -33,21 +33,21 @@ class Qwen25VLAdapter(ModelAdapter):
         slots = (input_ids == self.video_token_id).nonzero().squeeze(-1).cpu()
         thw = inputs["video_grid_thw"]
         if thw.shape[0] != 1:
-            raise ValueError(f"qwen2_5_vl: {thw.shape[0]} videos in one prompt; exactly one is supported")
+            raise ValueError(f"{self.family}: {thw.shape[0]} videos in one prompt; exactly one is supported")
         merge = self.config.vision_config.spatial_merge_size
         t, h, w = (int(x) for x in thw[0])
         grid = (t, h // merge, w // merge)
         n = grid[0] * grid[1] * grid[2]
         if slots.numel() != n:
             raise ValueError(
-                f"qwen2_5_vl: {slots.numel()} video placeholder tokens for a {grid} grid ({n} expected): "
+                f"{self.family}: {slots.numel()} video placeholder tokens for a {grid} grid ({n} expected): "
                 "the processor does not match the model"
             )
         return VideoLayout(positions=slots, grid=grid, structural=slots[:0])
 
     def positions(self, inputs) -> torch.Tensor:
         if inputs.get("mm_token_type_ids") is None:
-            raise ValueError("qwen2_5_vl inputs need `mm_token_type_ids` (the stock processor returns them)")
+            raise ValueError(f"{self.family} inputs need `mm_token_type_ids` (the stock processor returns them)")
         extra = {k: inputs[k] for k in ("video_grid_thw", "second_per_grid_ts", "attention_mask") if inputs.get(k) is not None}
         pos, _ = self.model.model.get_rope_index(inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], **extra)
         return pos[:, 0]  # (3, L)

@@ -3,9 +3,11 @@
 Used by the tests, by `specvlm demo` and by anyone who wants to try the framework without downloading
 weights. Each checkpoint is a directory written with ``save_pretrained`` (model, tokenizer, processor)
 and is loaded back exactly like a hub checkpoint with ``from_pretrained``: the stock
-``LlavaOnevisionForConditionalGeneration`` / ``Qwen2_5_VLForConditionalGeneration`` classes and their stock
-processors. The tokenizer is a byte-level BPE without merges (any text encodes; the vocabulary is
-the 256 bytes plus the family's special tokens), built with the ``tokenizers`` library.
+``LlavaOnevisionForConditionalGeneration`` / ``Qwen2_5_VLForConditionalGeneration`` /
+``Qwen2VLForConditionalGeneration`` / ``Qwen3VLForConditionalGeneration`` /
+``Qwen3VLMoeForConditionalGeneration`` classes and their stock processors. The tokenizer is a byte-level
+BPE without merges (any text encodes; the vocabulary is the 256 bytes plus the family's special tokens),
+built with the ``tokenizers`` library.
 
 What this module deliberately does not do: train anything (random weights make every acceptance rate
 meaningless; trained pairs live elsewhere) or reproduce real model sizes.
@@ -22,7 +24,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("llava_onevision", "qwen2_5_vl")
+FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe")
 
 # Jinja chat templates in the families' own prompt format (ChatML), kept minimal.
 _LLAVA_OV_TEMPLATE = (
@@ -43,17 +45,21 @@ _QWEN_VL_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+_QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 _SPECIALS = {
     "llava_onevision": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
-    "qwen2_5_vl": [
-        "<|endoftext|>",
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|vision_start|>",
-        "<|vision_end|>",
-        "<|image_pad|>",
-        "<|video_pad|>",
-    ],
+    "qwen2_5_vl": _QWEN_SPECIALS,
+    "qwen2_vl": _QWEN_SPECIALS,
+    "qwen3_vl": _QWEN_SPECIALS,
+    "qwen3_vl_moe": _QWEN_SPECIALS,
 }
 
 
@@ -231,12 +237,170 @@ def _qwen2_5_vl(spec: TinySpec, tokenizer):
     return model, processor
 
 
+def _qwen_text_config(spec: TinySpec, tokenizer, *, interleaved: bool = False) -> dict:
+    """Text-model settings shared by the tiny Qwen-VL families (3-D mRoPE over head_dim / 2 frequencies)."""
+    head_dim = spec.hidden_size // spec.num_heads
+    half = head_dim // 2
+    # mRoPE sections (temporal, height, width), like the real 16/24/24 (Qwen2-VL) or 24/20/20 (Qwen3-VL) splits
+    t_sec = half // 4
+    h_sec = (half - t_sec) // 2
+    rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [t_sec, h_sec, half - t_sec - h_sec]}
+    if interleaved:
+        rope["mrope_interleaved"] = True
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_positions,
+        rope_parameters=rope,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+
+
+def _qwen_token_ids(tokenizer) -> dict:
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in _QWEN_SPECIALS}
+    return dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def _qwen2_vl(spec: TinySpec, tokenizer):
+    """Qwen2-VL: Qwen2.5-VL's layout with a plain ViT (no window attention) and no fps-scaled positions.
+
+    The video processor's ``cap_pixels_per_frame`` is set (False: tiny frames are resized to exactly
+    image_size x image_size, so the per-frame cap of qwen-vl-utils would change nothing but the warning).
+    """
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    config = Qwen2VLConfig(
+        text_config=_qwen_text_config(spec, tokenizer),
+        vision_config=dict(
+            depth=spec.vision_layers,
+            embed_dim=spec.vision_hidden_size,
+            hidden_size=spec.hidden_size,  # the merger projects to the language model's width
+            mlp_ratio=spec.vision_mlp_ratio,
+            num_heads=spec.vision_heads,
+            patch_size=spec.patch_size,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        tie_word_embeddings=False,
+        **_qwen_token_ids(tokenizer),
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    model = Qwen2VLForConditionalGeneration(config)
+    pixels = spec.image_size * spec.image_size
+    kw = dict(patch_size=spec.patch_size, temporal_patch_size=2, merge_size=2)
+    size = {"shortest_edge": pixels, "longest_edge": pixels}
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, **kw),
+        video_processor=Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False, **kw),
+        tokenizer=tokenizer,
+        chat_template=_QWEN_VL_TEMPLATE,
+    )
+    return model, processor
+
+
+#: Frames whose pixels make up a tiny Qwen3-VL video's whole budget at image_size x image_size.
+QWEN3_VL_BUDGET_FRAMES = 8
+
+
+def _qwen3_vl(spec: TinySpec, tokenizer, moe: bool = False):
+    """Qwen3-VL (``moe``: Qwen3-VL-MoE): per-tubelet timestamps, interleaved mRoPE and DeepStack.
+
+    DeepStack takes one feature set from every vision layer (at most 3, like the real 3 of 27), added after
+    the first decoder layers. The video processor's size is Qwen3-VL's *total* pixel budget over all frames:
+    ``QWEN3_VL_BUDGET_FRAMES`` frames of image_size x image_size (8 frames of 64 x 64 become 48 x 48; more
+    frames get a smaller side). ``cap_pixels_per_frame`` is set explicitly to False (the stock behaviour of
+    transformers 5.25, without its warning): the tiny budget is already per video.
+    """
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    if moe:
+        from transformers import Qwen3VLMoeConfig as Config
+        from transformers import Qwen3VLMoeForConditionalGeneration as Model
+    else:
+        from transformers import Qwen3VLConfig as Config
+        from transformers import Qwen3VLForConditionalGeneration as Model
+
+    text = _qwen_text_config(spec, tokenizer, interleaved=True)
+    text["head_dim"] = spec.hidden_size // spec.num_heads
+    if moe:
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=spec.intermediate_size // 2)
+    side = spec.image_size // spec.patch_size
+    config = Config(
+        text_config=text,
+        vision_config=dict(
+            depth=spec.vision_layers,
+            hidden_size=spec.vision_hidden_size,
+            intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
+            num_heads=spec.vision_heads,
+            out_hidden_size=spec.hidden_size,
+            patch_size=spec.patch_size,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=side * side,
+            deepstack_visual_indexes=list(range(min(spec.vision_layers, 3))),
+        ),
+        tie_word_embeddings=False,
+        **_qwen_token_ids(tokenizer),
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    model = Model(config)
+    pixels = spec.image_size * spec.image_size
+    factor = spec.patch_size * 2
+    kw = dict(patch_size=spec.patch_size, temporal_patch_size=2, merge_size=2)
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size={"shortest_edge": pixels, "longest_edge": pixels}, **kw),
+        video_processor=Qwen3VLVideoProcessor(
+            size={"shortest_edge": 2 * factor * factor, "longest_edge": QWEN3_VL_BUDGET_FRAMES * pixels},
+            cap_pixels_per_frame=False,
+            **kw,
+        ),
+        tokenizer=tokenizer,
+        chat_template=_QWEN_VL_TEMPLATE,
+    )
+    return model, processor
+
+
+def _qwen3_vl_moe(spec: TinySpec, tokenizer):
+    return _qwen3_vl(spec, tokenizer, moe=True)
+
+
+_BUILDERS = {
+    "llava_onevision": llava_onevision,
+    "qwen2_5_vl": _qwen2_5_vl,
+    "qwen2_vl": _qwen2_vl,
+    "qwen3_vl": _qwen3_vl,
+    "qwen3_vl_moe": _qwen3_vl_moe,
+}
+
+
 def build_tiny(spec: TinySpec):
     """Return ``(model, processor)``: a stock model with random weights (seeded) and its stock processor."""
     tokenizer = build_tokenizer(spec.family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        builder = llava_onevision if spec.family == "llava_onevision" else _qwen2_5_vl
+        builder = _BUILDERS[spec.family]
         model, processor = builder(spec, tokenizer)
         _scale_weights(model)
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -1,0 +1,341 @@
+"""Qwen2-VL, Qwen3-VL and Qwen3-VL-MoE: tiny checkpoints, their video layouts, and greedy SpecVLM output
+equal to the stock target's greedy ``generate()`` (float32, CPU) for every method, draft kind and tree.
+
+Reference tokens come from a separately loaded stock model (stock ``generate``), never from our loop.
+EOS is disabled so every run spans several verify steps. The Qwen3-VL checkpoints have a 3-layer target
+and a 2-layer draft: DeepStack adds visual features after the first decoder layers, which reach the text
+only through a later layer, so a 1-layer draft could not show that its DeepStack features matter.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from specvlm import SpecVLM
+from specvlm.attention import AttentionContext
+from specvlm.decoding.loop import prefill_draft, prefill_target
+from specvlm.models import adapter_for, family_of
+from specvlm.models import cache as kv
+from specvlm.zoo.tiny import TinySpec, save_tiny
+
+MAX_NEW = 20
+FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe")
+LAYERS = {"qwen2_vl": (2, 1), "qwen3_vl": (3, 2), "qwen3_vl_moe": (3, 2)}  # (target, draft) decoder layers
+TREES = ("chain", "specvlm-25", "dynamic")
+
+
+@pytest.fixture(scope="module")
+def family_checkpoints(tmp_path_factory):
+    """{family: {"target": path, "draft": path}}."""
+    root = tmp_path_factory.mktemp("family_checkpoints")
+    out = {}
+    for family in FAMILIES:
+        target_layers, draft_layers = LAYERS[family]
+        out[family] = {
+            "target": save_tiny(TinySpec(family=family, seed=0, num_layers=target_layers), root / family / "target"),
+            "draft": save_tiny(TinySpec(family=family, seed=1, num_layers=draft_layers), root / family / "draft"),
+        }
+    return out
+
+
+@pytest.fixture(scope="module")
+def engines(family_checkpoints):
+    """{(family, "separate" | "self"): engine} with EOS disabled."""
+    out = {}
+    for family, paths in family_checkpoints.items():
+        for draft in ("separate", "self"):
+            engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"] if draft == "separate" else None)
+            engine.target.generation_config.eos_token_id = None
+            out[family, draft] = engine
+    return out
+
+
+@pytest.fixture(scope="module")
+def references(family_checkpoints, engines, frames):
+    """{family: (inputs, stock greedy new tokens)}."""
+    out = {}
+    for family in FAMILIES:
+        inputs = engines[family, "self"].build_inputs(frames, "Describe the video.")
+        stock = AutoModelForImageTextToText.from_pretrained(family_checkpoints[family]["target"]).eval()
+        assert stock.config.model_type == family
+        with torch.no_grad():
+            ids = stock.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=None)
+        out[family] = (inputs, ids[0, inputs["input_ids"].shape[1] :].tolist())
+    return out
+
+
+def _expected_kept(method: str, drop_rate: float, n: int) -> int:
+    if method == "ar":
+        return 0
+    if method == "sd":
+        return n
+    return max(1, math.floor(n * (1 - Fraction(str(drop_rate)))))
+
+
+def _check(engines, references, family, draft, method, drop_rate, tree):
+    inputs, expected = references[family]
+    result = engines[family, draft].generate(
+        inputs=inputs, max_new_tokens=MAX_NEW, method=method, drop_rate=drop_rate, tree=tree
+    )
+    assert len(expected) == MAX_NEW
+    assert result.token_ids == expected, (family, draft, method, drop_rate, tree)
+    stats = result.stats
+    n = stats.video_tokens
+    assert n == engines[family, draft]._target.layout(inputs).num_tokens
+    assert stats.kept_video_tokens == _expected_kept(method, drop_rate, n)
+    if method == "specvlm" and drop_rate == 0.9:
+        assert stats.kept_video_tokens == n // 10  # floor(N * 0.1)
+    assert stats.new_tokens == MAX_NEW and stats.stopped_by == "max_new_tokens"
+    assert sum(stats.accepted_lengths) == MAX_NEW - 1  # the first token is the prefill's
+    if method == "ar":
+        assert stats.mean_accepted_tokens == 1.0 and stats.draft_kv_tokens == 0
+    else:
+        # the draft's prompt: every text token (timestamps and vision start / end included) + the kept video tokens
+        assert stats.draft_kv_tokens == stats.target_kv_tokens - n + stats.kept_video_tokens
+    return result
+
+
+# the whole matrix: 3 methods x 2 drop rates x 3 trees x 2 draft kinds per family (ar ignores trees and drafts)
+MATRIX = [
+    (draft, method, drop_rate, tree)
+    for draft in ("separate", "self")
+    for method in ("ar", "sd", "specvlm")
+    for drop_rate in (0.0, 0.9)
+    for tree in (TREES if method != "ar" else ("chain",))
+]
+
+
+# a representative subset runs by default: every method, draft kind, tree and drop rate at least once per
+# dense family (the MoE variant shares the Qwen3-VL adapter: test_qwen3_vl_moe_target_with_dense_draft);
+# the rest of the matrix is marked slow
+FAST = [
+    (family, *case)
+    for family in ("qwen2_vl", "qwen3_vl")
+    for case in (
+        ("separate", "ar", 0.9, "chain"),
+        ("separate", "specvlm", 0.9, "specvlm-25"),
+        ("separate", "sd", 0.0, "chain"),
+        ("self", "specvlm", 0.9, "chain"),
+        ("self", "specvlm", 0.0, "dynamic"),
+    )
+]
+SLOW_MOE = pytest.mark.slow  # the tiny MoE decoder is about twice as slow as the dense one on CPU
+SLOW = [(family, *case) for family in FAMILIES for case in MATRIX if (family, *case) not in FAST]
+
+
+@pytest.mark.parametrize("family,draft,method,drop_rate,tree", FAST)
+def test_matches_stock_greedy(engines, references, family, draft, method, drop_rate, tree):
+    _check(engines, references, family, draft, method, drop_rate, tree)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,draft,method,drop_rate,tree", SLOW)
+def test_matches_stock_greedy_full_matrix(engines, references, family, draft, method, drop_rate, tree):
+    _check(engines, references, family, draft, method, drop_rate, tree)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", pytest.param("qwen3_vl_moe", marks=SLOW_MOE)])
+def test_self_draft_without_pruning_accepts_everything(engines, references, family):
+    """The self-draft's cache is the target's own prefill cache (DeepStack already applied): with every
+    video token kept it drafts exactly the target's tokens, so every chain is accepted in full."""
+    inputs, expected = references[family]
+    engine = engines[family, "self"]
+    gamma = engine.config.num_draft_tokens
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.0)
+    assert result.token_ids == expected
+    lengths = result.stats.accepted_lengths
+    assert lengths[:-1] == [gamma + 1] * (len(lengths) - 1)
+    assert result.stats.draft_kv_tokens == result.stats.target_kv_tokens
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_checkpoints_load_as_their_family(family_checkpoints, engines, family):
+    """The tiny checkpoints load through the stock Auto classes as their own model type, the draft pairs with
+    the target, and the saved processor sets ``cap_pixels_per_frame`` explicitly (no per-call warning)."""
+    engine = engines[family, "separate"]
+    assert engine.target.config.model_type == engine.draft.config.model_type == family
+    expected = "qwen3_vl" if family.startswith("qwen3_vl") else family
+    assert family_of(engine.target.config) == expected
+    assert engine._target.family == engine._draft.family == expected
+    processor = AutoProcessor.from_pretrained(family_checkpoints[family]["target"])
+    assert processor.video_processor.cap_pixels_per_frame is False
+
+
+def test_qwen2_vl_temporal_positions_are_not_fps_scaled(engines, references):
+    """Qwen2-VL: one run of video tokens, its temporal mRoPE id advances by one per temporal patch
+    (Qwen2.5-VL would scale it by tokens_per_second / fps), and decoding continues from max + 1."""
+    inputs, _ = references["qwen2_vl"]
+    adapter = engines["qwen2_vl", "separate"]._target
+    layout = adapter.layout(inputs)
+    t, h, w = layout.grid
+    positions = adapter.positions(inputs)  # (3, L)
+    start = int(layout.positions[0])
+    assert torch.equal(layout.positions, torch.arange(start, start + t * h * w))  # contiguous
+    video = positions[:, layout.positions].view(3, t, h, w)
+    assert torch.equal(video[0, :, 0, 0], start + torch.arange(t))
+    assert torch.equal(video[1, 0, :, 0], start + torch.arange(h))
+    assert torch.equal(video[2, 0, 0, :], start + torch.arange(w))
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_vl_moe"])
+def test_qwen3_vl_layout_is_interleaved_with_timestamps(engines, references, family):
+    """Each temporal patch is ``<t seconds>`` text + ``<|vision_start|>`` + its h x w tokens + ``<|vision_end|>``:
+    the prunable tokens are exactly the video placeholders in (t, h, w) order, not contiguous, each tubelet
+    its own (1, h, w) mRoPE grid; the draft keeps every timestamp and vision start / end token."""
+    inputs, _ = references[family]
+    engine = engines[family, "separate"]
+    adapter = engine._target
+    tokenizer = engine.processor.tokenizer
+    ids = inputs["input_ids"][0]
+    layout = adapter.layout(inputs)
+    t, h, w = layout.grid
+    assert t == int(inputs["video_grid_thw"][0, 0]) and t > 1
+    assert torch.equal(layout.positions, (ids == adapter.video_token_id).nonzero().squeeze(-1))
+    assert layout.structural.numel() == 0
+    runs = layout.positions.view(t, h * w)
+    assert torch.equal(runs[:, -1] - runs[:, 0], torch.full((t,), h * w - 1))  # each tubelet is one run
+    gaps = runs[1:, 0] - runs[:-1, -1]
+    assert bool((gaps > 2).all())  # vision end + timestamp text + vision start between runs
+    vision_start = tokenizer.convert_tokens_to_ids("<|vision_start|>")
+    assert torch.equal(ids[runs[:, 0] - 1], torch.full((t,), vision_start))
+    text = tokenizer.decode(ids[: int(runs[1, 0])])
+    assert text.count(" seconds>") == 2
+    # positions: time lives only in the timestamps; every tubelet restarts h / w at its own offset
+    positions = adapter.positions(inputs)  # (3, L)
+    stock, _ = engine.target.model.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"]
+    )
+    assert torch.equal(positions, stock[:, 0])
+    video = positions[:, layout.positions].view(3, t, h, w)
+    for k in range(t):
+        first = int(positions[0, runs[k, 0]])
+        assert bool((video[0, k] == first).all())
+        assert torch.equal(video[1, k, :, 0], first + torch.arange(h))
+        assert torch.equal(video[2, k, 0, :], first + torch.arange(w))
+    # the draft's prompt: all text (timestamps, vision start / end) plus the kept video tokens
+    keep = engine.draft_keep(inputs, drop_rate=0.9)
+    text_positions = (ids != adapter.video_token_id).nonzero().squeeze(-1)
+    assert bool(torch.isin(text_positions, keep).all())
+    assert int(torch.isin(keep, layout.positions).sum()) == layout.num_tokens // 10
+
+
+def _stock_pruned_prefill(model, inputs, keep, positions, *, deepstack: bool, cache_kwarg: str = "cache"):
+    """Logits (V,) at the last kept token and the cache of the stock text model prefilled with the prompt
+    tokens ``keep`` at their original positions, DeepStack computed by the stock vision tower for the kept
+    video tokens (or left out)."""
+    ids = inputs["input_ids"]
+    video = ids[0] == model.config.video_token_id  # (L,)
+    out = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+    embeds = model.get_input_embeddings()(ids)
+    embeds = embeds.masked_scatter(video[None, :, None], torch.cat(out.pooler_output).to(embeds.dtype))
+    kept_video = video[keep]  # which kept tokens are video tokens
+    rows = torch.isin(video.nonzero().squeeze(-1), keep)  # which video tokens are kept
+    extra = {}
+    if deepstack:
+        extra = {
+            "visual_pos_masks": kept_video[None],
+            "deepstack_visual_embeds": [torch.cat(per_layer)[rows] for per_layer in out.deepstack_features],
+        }
+    cache = kv.new_cache(model.config.get_text_config(decoder=True))
+    hidden = model.model.language_model(
+        inputs_embeds=embeds[:, keep], position_ids=positions[:, None, keep], use_cache=True, **{cache_kwarg: cache}, **extra
+    ).last_hidden_state
+    return model.lm_head(hidden[0, -1]), cache
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", pytest.param("qwen3_vl_moe", marks=SLOW_MOE)])
+@torch.no_grad()
+def test_qwen3_vl_draft_gets_the_deepstack_features_of_its_kept_tokens(engines, references, family):
+    """A separate draft prefilled with the kept tokens must receive exactly those tokens' DeepStack features:
+    our prefill equals the stock text model fed the stock vision tower's DeepStack rows of the kept tokens,
+    and the same prefill without them gives different logits and a different cache."""
+    inputs, _ = references[family]
+    engine = engines[family, "separate"]
+    keep = engine.draft_keep(inputs, drop_rate=0.9)
+    target = prefill_target(engine._target, inputs, capture_scores=False)
+    draft = engine._draft
+    assert len(engine.draft.config.vision_config.deepstack_visual_indexes) >= 1
+    assert engine.draft.config.get_text_config().num_hidden_layers >= 2
+
+    stock = dict(cache_kwarg=draft._cache_kwarg)  # the installed transformers' name for the cache argument
+    ref_logits, ref_cache = _stock_pruned_prefill(engine.draft, inputs, keep, target.positions, deepstack=True, **stock)
+    bare_logits, bare_cache = _stock_pruned_prefill(engine.draft, inputs, keep, target.positions, deepstack=False, **stock)
+    assert (ref_logits - bare_logits).abs().max() > 1e-2  # DeepStack changes the draft's next-token logits
+
+    seq = prefill_draft(draft, inputs, target, keep)  # the loop's own draft prefill
+    assert kv.length(seq.cache) == keep.numel()
+    for layer in range(len(ref_cache.layers)):
+        torch.testing.assert_close(seq.cache.layers[layer].keys[..., : keep.numel(), :], ref_cache.layers[layer].keys)
+        torch.testing.assert_close(seq.cache.layers[layer].values[..., : keep.numel(), :], ref_cache.layers[layer].values)
+    # layer 0 runs before any DeepStack addition; the next layers see it
+    assert not torch.allclose(seq.cache.layers[1].keys[..., : keep.numel(), :], bare_cache.layers[1].keys)
+
+    # through the adapter: with the kept tokens' side features it matches the reference, without it does not
+    embeds, side = draft.embed_prompt(inputs)
+    pos = target.positions[:, keep]
+    ctx = AttentionContext(backend="sdpa")
+    with_side = draft.forward(embeds[:, keep], pos, kv.new_cache(draft.text_config), ctx, 1, side=side.select(keep))
+    without = draft.forward(embeds[:, keep], pos, kv.new_cache(draft.text_config), ctx, 1)
+    torch.testing.assert_close(with_side[0, -1], ref_logits)
+    torch.testing.assert_close(without[0, -1], bare_logits)
+
+
+@torch.no_grad()
+def test_qwen3_vl_target_prefill_applies_deepstack(engines, references):
+    """The target's two-chunk prefill (scores captured) gives the stock forward's last logits, which differ
+    from the same prefill without DeepStack."""
+    inputs, _ = references["qwen3_vl"]
+    engine = engines["qwen3_vl", "separate"]
+    stock = engine.target(**inputs).logits[0, -1]
+    prefill = prefill_target(engine._target, inputs, capture_scores=True)
+    torch.testing.assert_close(prefill.logits, stock)
+    adapter = engine._target
+    embeds, _ = adapter.embed_prompt(inputs)
+    ctx = AttentionContext(backend="sdpa")
+    bare = adapter.forward(embeds, prefill.positions, kv.new_cache(adapter.text_config), ctx, 1)[0, -1]
+    assert (bare - stock).abs().max() > 1e-2
+
+
+def test_qwen3_vl_moe_target_with_dense_draft(family_checkpoints, references):
+    """A Qwen3-VL-MoE target pairs with a dense Qwen3-VL draft (one family, one layout, e.g. 30B-A3B with 2B)."""
+    inputs, expected = references["qwen3_vl_moe"]
+    engine = SpecVLM.from_pretrained(family_checkpoints["qwen3_vl_moe"]["target"], draft=family_checkpoints["qwen3_vl"]["draft"])
+    engine.target.generation_config.eos_token_id = None
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.9)
+    assert result.token_ids == expected
+    assert result.stats.kept_video_tokens == result.stats.video_tokens // 10
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adapter_follows_its_model_when_the_model_moves(family):
+    from specvlm.zoo.tiny import build_tiny
+
+    model, _ = build_tiny(TinySpec(family=family, num_layers=1))
+    adapter = adapter_for(model)
+    model.to(torch.float64)
+    ids = torch.tensor([[1, 2, 3]])
+    assert adapter.dtype == torch.float64
+    assert torch.equal(adapter.embed_tokens(ids), model.get_input_embeddings()(ids))
+
+
+def test_qwen3_vl_timestamps_come_from_the_video_file(engines, video_file):
+    """A decoded mp4 passes its real fps and sampled frame indices to the processor (``VideoMetadata``):
+    each tubelet's ``<t seconds>`` is the mean time of its two source frames (not the 24 fps fallback),
+    and the output equals the stock model's greedy output on those inputs."""
+    engine = engines["qwen3_vl", "self"]
+    clip = engine.load(video_file, num_frames=8)
+    inputs = engine.build_inputs(video_file, "What moves?", num_frames=8)
+    text = engine.processor.tokenizer.decode(inputs["input_ids"][0])
+    idx = [int(i) for i in clip.indices]
+    stamps = [f"<{(idx[k] + idx[k + 1]) / 2 / clip.fps:.1f} seconds>" for k in range(0, len(idx), 2)]
+    assert clip.fps != 24 and text.count(" seconds>") == len(stamps)
+    positions = [text.index(stamp) for stamp in stamps]
+    assert positions == sorted(positions)
+    expected = engine.target.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=None)
+    result = engine.generate(inputs=inputs, max_new_tokens=12, method="specvlm", drop_rate=0.9)
+    assert result.token_ids == expected[0, inputs["input_ids"].shape[1] :].tolist()
