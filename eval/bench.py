@@ -41,6 +41,8 @@ from specvlm.engine import Plan
 from specvlm.timing import Timer, synchronize
 from specvlm.decoding.trees import SPECVLM_25, TreeStructure, chain, from_paths
 
+from eval.methods import generation_settings
+
 logger = logging.getLogger(__name__)
 
 RUNS = {  # name -> engine.generate settings
@@ -58,6 +60,7 @@ class RunResult:
     new_tokens: int
     tau: float | None
     identical_to_ar: bool
+    divergence: dict | None = None  # specvlm.audit's classification of a run that differs from ar's tokens
     forward_s: float | None = None  # time inside model forwards during decoding
     host_syncs_per_step: float | None = None
     target_steps: int | None = None
@@ -209,7 +212,18 @@ def run_engine(engine, inputs, name: str, max_new_tokens: int, drop_rate: float,
     return run, result.token_ids
 
 
-def run_hf_assisted(engine, inputs, max_new_tokens: int, ar_ids) -> RunResult:
+def _classify(engine, inputs, ar_ids: list[int], name: str, max_new_tokens: int, drop_rate: float) -> dict:
+    """A run that differs from ar's tokens: a near-tie of the target's scores or a mismatch (specvlm.audit)."""
+    if name == "hf-assisted":
+        ids = run_hf_assisted(engine, inputs, max_new_tokens, ar_ids, return_ids=True)
+    else:
+        _, ids = run_engine(engine, inputs, name, max_new_tokens, drop_rate, ar_ids)
+    verdict = engine.audit(inputs, ar_ids, ids, do_sample=False, max_new_tokens=max_new_tokens)
+    (logger.error if verdict.verdict == "mismatch" else logger.warning)("%s differs from ar: %s", name, verdict)
+    return verdict.to_dict()
+
+
+def run_hf_assisted(engine, inputs, max_new_tokens: int, ar_ids, return_ids: bool = False):
     """transformers' assisted generation with the engine's draft, proposing a constant
     ``engine.config.num_draft_tokens`` tokens per step (the engine's chain length)."""
     target, draft = engine.target, engine.draft
@@ -231,6 +245,8 @@ def run_hf_assisted(engine, inputs, max_new_tokens: int, ar_ids) -> RunResult:
     finally:
         gc.num_assistant_tokens, gc.num_assistant_tokens_schedule = saved
     ids = out[0, prompt_len:].tolist()
+    if return_ids:
+        return ids
     decode = timer.get("assisted") - timer.get("prefill_target") - timer.get("prefill_draft")
     return RunResult(name="hf-assisted", decode_s=decode, new_tokens=len(ids), tau=None, identical_to_ar=ids == ar_ids)
 
@@ -408,6 +424,7 @@ def bench_pair(
     # slow spell of the machine hits them all alike instead of one method's consecutive runs.
     names = list(RUNS) + (["hf-assisted"] if hf_assisted else [])
     timed: dict[str, list[RunResult]] = {name: [] for name in names}
+    report.settings["generation"] = {**generation_settings(engine, max_new_tokens), "eos_token_id": None}
     ar_ids = None
     for attempt in range(repeats + 1):
         for name in names:
@@ -424,6 +441,8 @@ def bench_pair(
     for name in names:
         best = fastest(timed[name])
         best.identical_to_ar = all(r.identical_to_ar for r in timed[name])
+        if not best.identical_to_ar:
+            best.divergence = _classify(engine, inputs, ar_ids, name, max_new_tokens, drop_rate)
         report.runs[name] = best
         logger.info("%s: decode %.3f s, tau %s", name, best.decode_s, best.tau)
 
@@ -463,6 +482,17 @@ def bench_pair(
     return report
 
 
+def _verdict(run: RunResult) -> str:
+    """The identical column: True, or False with the divergence's class (a mismatch is a bug) and margin."""
+    if run.identical_to_ar:
+        return "True"
+    d = run.divergence or {}
+    verdict = d.get("verdict", "unclassified")
+    if d.get("margin") is None:
+        return f"False ({verdict})"
+    return f"False ({verdict} at token {d['position']}: margin {d['margin']:.3g}, tolerance {d['tolerance']:.3g})"
+
+
 def format_report(report: BenchReport) -> str:
     lines = [f"machine: {report.machine}", f"settings: {json.dumps(report.settings)}", ""]
     lines.append(f"{'method':<15}{'decode s':>10}{'spread':>8}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'overhead':>10}{'syncs/step':>12}  identical")
@@ -475,7 +505,7 @@ def format_report(report: BenchReport) -> str:
         syncs = f"{r.host_syncs_per_step:.2f}" if r.host_syncs_per_step is not None else "-"
         spread = f"+{100 * r.spread:.0f}%" if r.spread is not None else "-"
         lines.append(
-            f"{name:<15}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}{overhead:>10}{syncs:>12}  {r.identical_to_ar}"
+            f"{name:<15}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}{overhead:>10}{syncs:>12}  {_verdict(r)}"
         )
     lines.append("")
     lines.append("per-step costs (ms, medians): " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.step_costs_ms.items()))

@@ -114,13 +114,19 @@ def summarize_method(rows: list[dict], baseline: dict[str, dict]) -> dict:
         if pos is None:
             identical += 1
         else:
-            divergences.append({"sample_id": r["sample_id"], "first_diverging_position": pos})
+            verdict = r.get("divergence") or {}
+            divergences.append({
+                "sample_id": r["sample_id"], "first_diverging_position": pos,
+                "verdict": verdict.get("verdict"), "margin": verdict.get("margin"), "tolerance": verdict.get("tolerance"),
+            })  # fmt: skip
         if base["new_tokens"] == r["new_tokens"]:
             pairs.append((base, r))
         else:
             mismatched += 1
     out["agreement_pairs"] = compared
     out["lossless_rate"] = _ratio(identical, compared)
+    out["near_ties"] = sum(1 for d in divergences if d["verdict"] == "near-tie")
+    out["mismatches"] = sum(1 for d in divergences if d["verdict"] == "mismatch")
     out["divergences"] = divergences
     out["speedup_pairs"] = len(pairs)
     out["speedup_pairs_skipped_token_mismatch"] = mismatched

@@ -262,6 +262,24 @@ def _run_one(engine, spec: MethodSpec, sample: Sample, inputs, frames: int, conf
     return row
 
 
+def _audit(engine, row: dict, baseline: dict | None, inputs, max_new_tokens: int) -> None:
+    """Classify a row whose tokens differ from the ``ar`` row of its sample (identical rows need nothing):
+    ``row["divergence"]`` is a near-tie of the target's scores at the first difference (low precision)
+    or a mismatch (a bug), with the margin; see :mod:`specvlm.audit`. Costs one target forward."""
+    if row.get("status") != "ok" or not baseline or baseline.get("status") != "ok":
+        return
+    if row["token_ids"] == baseline["token_ids"]:
+        return
+    try:
+        verdict = engine.audit(inputs, baseline["token_ids"], row["token_ids"], do_sample=False, max_new_tokens=max_new_tokens)
+    except (ValueError, RuntimeError) as err:  # the row's result stands; only its classification is missing
+        logger.warning("%s: could not classify its divergence from ar: %s", row["key"], err)
+        return
+    row["divergence"] = verdict.to_dict()
+    log = logger.error if verdict.verdict == "mismatch" else logger.info
+    log("%s differs from ar: %s", row["key"], verdict)
+
+
 def _warmup(engine, specs, todo, benches, config: EvalConfig, devices) -> dict:
     """Run each method kind ``warmup`` times on the first decodable pending sample; return its inputs."""
     from specvlm import VideoDecodeError
@@ -381,8 +399,14 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
                             if bar is not None:
                                 bar.advance(task)
                         continue
+                    baseline = kept.get(results.row_key(sample.key, "ar"))
                     for spec in pending:
-                        writer.write(_run_one(engine, spec, sample, inputs, frames, config, devices, rank.rank, context))
+                        row = _run_one(engine, spec, sample, inputs, frames, config, devices, rank.rank, context)
+                        if spec.key == "ar":
+                            baseline = row
+                        else:
+                            _audit(engine, row, baseline, inputs, config.generation.max_new_tokens)
+                        writer.write(row)
                         written += 1
                         if bar is not None:
                             bar.advance(task)

@@ -603,9 +603,10 @@ class SpecVLM:
         the tokens before it, processed by the generation config's processors as ``generate()`` would.
         Only a divergence costs that forward."""
         expected, got = [int(t) for t in expected], [int(t) for t in got]
+        max_new_tokens = generation_kwargs.pop("max_new_tokens", None) or max(len(expected), 1)
 
         def scores_at(i: int) -> torch.Tensor:
-            rule, _, _ = self._next_token_rule(inputs, generation_config, max(len(expected), 1), generation_kwargs)
+            rule, _, _ = self._next_token_rule(inputs, generation_config, max_new_tokens, generation_kwargs)
             device = self._target.device
             extended = {
                 k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extend_inputs(inputs, expected[:i]).items()

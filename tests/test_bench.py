@@ -120,14 +120,16 @@ def test_bench_pair_profile_breaks_steps_down_by_operator(engine):
 
 def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
     """A warm-up round, then every method once per round (a slow spell of the machine hits all methods
-    alike); the fastest timed run of each counts, and one non-identical run marks the method."""
+    alike); the fastest timed run of each counts, and one non-identical run marks the method, which is
+    then run once more and its divergence classified against the target's own scores."""
     calls = []
     real_engine, real_hf = bench.run_engine, bench.run_hf_assisted
 
     def run_engine(engine_, inputs, name, *args):
         calls.append(name)
         run, ids = real_engine(engine_, inputs, name, *args)
-        if name == "sd" and calls.count("sd") == 2:  # the first timed sd run goes wrong
+        if name == "sd" and calls.count("sd") >= 2:  # after the warm-up, sd goes wrong at its second token
+            ids = ids[:1] + [(ids[1] + 1) % engine_.shared_vocab] + ids[2:]
             run.identical_to_ar = False
         return run, ids
 
@@ -139,9 +141,13 @@ def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
     monkeypatch.setattr(bench, "run_hf_assisted", run_hf)
     report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=2)
     methods = ["ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted"]
-    assert calls == methods * 3
+    assert calls == methods * 3 + ["sd"]  # the rerun that is classified
     assert not report.runs["sd"].identical_to_ar
-    assert all(report.runs[m].identical_to_ar for m in methods if m != "sd")
+    assert all(report.runs[m].identical_to_ar and report.runs[m].divergence is None for m in methods if m != "sd")
+    divergence = report.runs["sd"].divergence
+    assert (divergence["verdict"], divergence["position"]) == ("mismatch", 1)
+    assert "False (mismatch at token 1: margin" in bench.format_report(report)
+    assert report.settings["generation"]["do_sample"] is False and report.settings["generation"]["eos_token_id"] is None
 
 
 def test_decode_macs_counts_projections_mlp_attention_and_head():

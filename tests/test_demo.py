@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from specvlm import zoo
+from specvlm.audit import Divergence
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.zoo import demo
 
@@ -23,6 +24,11 @@ class FakeEngine:
 
     def build_inputs(self, video, prompt, num_frames=None):
         return {"video": video, "prompt": prompt}
+
+    def audit(self, inputs, expected, got, **kwargs):
+        """A scripted classification of the first differing run (the real one reads the target's scores)."""
+        self.audited = (list(expected), list(got))
+        return Divergence("mismatch", position=2, expected=expected[2], got=got[2], margin=1.5, tolerance=0.125, dtype="bf16")
 
     def generate(self, *, inputs, max_new_tokens, method, **kwargs):
         self.calls.append((method, max_new_tokens))
@@ -92,9 +98,14 @@ def test_speedup_does_not_depend_on_which_method_ran_first(monkeypatch):
 
 def test_any_run_with_different_tokens_is_reported(monkeypatch):
     script = [s if i != 5 else ("specvlm", 0.8, [5, 6, 8]) for i, s in enumerate(SCRIPT)]
-    _, report = _run(monkeypatch, script)
+    engine, report = _run(monkeypatch, script)
     assert not report.identical
-    assert report.lines()[-1] == "SpecVLM output token ids are DIFFERENT FROM plain decoding"
+    assert engine.audited == (TOKENS, [5, 6, 8])  # the first ar run is the reference; the differing run is classified
+    assert report.divergence.verdict == "mismatch"
+    assert report.lines()[-1] == (
+        "SpecVLM output token ids are DIFFERENT FROM plain decoding: mismatch at token 2: expected 7, got 8, "
+        "reference margin 1.5 (tolerance 0.125 for bf16)"
+    )
 
 
 def test_without_warmup_and_one_timed_run(monkeypatch):

@@ -309,3 +309,43 @@ def test_unwritable_output_is_a_one_line_error_also_as_root(finished, tmp_path, 
     monkeypatch.setattr(Path, "mkdir", denied)
     _refused_output([str(cfg), "--no-progress", "--output", str(tmp_path / "new")], capsys,
                     "cannot be created: Permission denied")  # fmt: skip
+
+
+def test_a_divergence_from_ar_is_classified_in_the_row_and_the_summary(tmp_path, checkpoints, monkeypatch):
+    """A method row whose tokens differ from ar's gets a verdict from the target's own scores: here a
+    token the target did not choose (a bug in the making) is a mismatch, counted in the summary."""
+    family = checkpoints["llava_onevision"]
+    data = tmp_path / "data"
+    ml = data / "mlvu"
+    write_json(ml / "json" / "2_needle.json", [
+        {"video": "n0.mp4", "question": "What?", "candidates": NEEDLE, "answer": "Swimming", "question_type": "needle"},
+    ])  # fmt: skip
+    video(ml / "video" / "2_needle" / "n0.mp4", seed=2)
+    cfg = write_config(tmp_path / "exp.yaml", family["target"], family["draft"], {"mvbench": ml, "mlvu": ml})
+    config = yaml.safe_load(cfg.read_text())
+    config["benchmarks"] = [b for b in config["benchmarks"] if b["name"] == "mlvu"]
+    cfg.write_text(yaml.safe_dump(config))
+    real = runner.run_method
+
+    def corrupted(engine, spec, inputs, max_new_tokens, devices):
+        out = real(engine, spec, inputs, max_new_tokens, devices)
+        if spec.name == "specvlm":
+            ids = list(out["token_ids"])
+            ids[1] = (ids[1] + 1) % engine.shared_vocab
+            out["token_ids"] = ids
+        return out
+
+    monkeypatch.setattr(runner, "run_method", corrupted)
+    out = tmp_path / "run"
+    assert main([str(cfg), "--output", str(out), "--no-progress"]) == 0
+    rows = rows_of(out)
+    (ar,) = [r for r in rows.values() if r["method"] == "ar"]
+    (spec,) = [r for r in rows.values() if r["method"] != "ar"]
+    assert "divergence" not in ar
+    verdict = spec["divergence"]
+    assert (verdict["verdict"], verdict["position"], verdict["expected"]) == ("mismatch", 1, ar["token_ids"][1])
+    assert verdict["margin"] > verdict["tolerance"]
+    summary = json.loads((out / "summary.json").read_text())
+    method = next(m for g in summary["groups"].values() for k, m in g["methods"].items() if k != "ar")
+    assert (method["mismatches"], method["near_ties"], method["lossless_rate"]) == (1, 0, 0.0)
+    assert method["divergences"][0]["verdict"] == "mismatch"

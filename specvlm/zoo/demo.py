@@ -26,6 +26,7 @@ import numpy as np
 
 from specvlm import zoo
 from specvlm.zoo import synthetic
+from specvlm.audit import Divergence
 from specvlm.engine import SpecVLM
 from specvlm.stats import GenerationResult
 from specvlm.zoo.tiny import TinySpec, save_tiny
@@ -47,6 +48,7 @@ class DemoReport:
     identical: bool  # every run of every method produced the same token ids as the first ar run
     decode_s: dict[str, list[float]] = field(default_factory=dict)  # per method: decode seconds of each timed run, in order
     warmed_up: bool = False  # each method ran once over the full length, untimed, before the timed runs
+    divergence: Divergence | None = None  # the first differing run, classified (near-tie or mismatch)
 
     @property
     def timed_runs(self) -> int:
@@ -76,8 +78,10 @@ class DemoReport:
         if n > 1:
             warm = ", after one untimed full-length run of each" if self.warmed_up else ""
             out.append(f"decode times: fastest of {n} alternating timed runs per method{warm}")
-        verdict = "identical to" if self.identical else "DIFFERENT FROM"
-        out.append(f"SpecVLM output token ids are {verdict} plain decoding")
+        if self.identical:
+            out.append("SpecVLM output token ids are identical to plain decoding")
+        else:
+            out.append(f"SpecVLM output token ids are DIFFERENT FROM plain decoding: {self.divergence}")
         return out
 
 
@@ -119,7 +123,12 @@ def run_demo(
                 runs[m].append(engine.generate(inputs=inputs, max_new_tokens=max_new_tokens, method=m))
         results = {m: min(rs, key=lambda r: r.stats.decode_s) for m, rs in runs.items()}
         reference = runs["ar"][0].token_ids
-        identical = all(r.token_ids == reference for r in warm + [r for rs in runs.values() for r in rs])
+        every = warm + [r for rs in runs.values() for r in rs]
+        identical = all(r.token_ids == reference for r in every)
+        divergence = None
+        if not identical:
+            first = next(r for r in every if r.token_ids != reference)
+            divergence = engine.audit(inputs, reference, first.token_ids, max_new_tokens=max_new_tokens)
         return DemoReport(
             model=model,
             prompt=prompt,
@@ -127,4 +136,5 @@ def run_demo(
             identical=identical,
             decode_s={m: [r.stats.decode_s for r in rs] for m, rs in runs.items()},
             warmed_up=warmup,
+            divergence=divergence,
         )
