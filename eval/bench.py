@@ -533,11 +533,21 @@ def format_report(report: BenchReport) -> str:
 
 # ---------------------------------------------------------------------------------------------- real shapes (GPU)
 
-REAL_SHAPES = {  # Qwen2-family text decoders (random weights: costs depend on shapes only)
+REAL_SHAPES = {  # text decoders of real checkpoints (random weights: costs depend on shapes only)
+    # Qwen2 family: LLaVA-OneVision 72B/7B/0.5B, Qwen2-VL, Qwen2.5-VL 7B / 3B drafts
     "qwen2-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                      num_key_value_heads=4, vocab_size=152064),
     "qwen2-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                        num_key_value_heads=2, vocab_size=152064),
+    # Qwen3 family (q/k norms, head_dim 128): Qwen3-VL 32B / 8B / 2B; InternVL3.5-38B (Qwen3-32B) / -1B (Qwen3-0.6B)
+    "qwen3-32b": dict(hidden_size=5120, intermediate_size=25600, num_hidden_layers=64, num_attention_heads=64,
+                      num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    "qwen3-8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    "qwen3-2b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                     num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    "qwen3-0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, vocab_size=151936),
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=512),
 }  # fmt: skip
@@ -553,20 +563,22 @@ class _TextAdapter(ModelAdapter):
 
 
 def build_text_model(shape: str, device, dtype):
-    """A stock ``Qwen2ForCausalLM`` with random weights of the named shape, using the specvlm attention hook."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    """A stock ``Qwen2ForCausalLM`` or ``Qwen3ForCausalLM`` (``qwen3-*`` shapes) with random weights of the
+    named shape, using the specvlm attention hook."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     from specvlm.attention import register
 
     if shape not in REAL_SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {sorted(REAL_SHAPES)}")
-    config = Qwen2Config(**REAL_SHAPES[shape], max_position_embeddings=65536, tie_word_embeddings=False)
+    config_class, model_class = (Qwen3Config, Qwen3ForCausalLM) if shape.startswith("qwen3") else (Qwen2Config, Qwen2ForCausalLM)
+    config = config_class(**REAL_SHAPES[shape], max_position_embeddings=65536, tie_word_embeddings=False)
     config._attn_implementation = register()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = Qwen2ForCausalLM(config)
+            model = model_class(config)
     finally:
         torch.set_default_dtype(previous)
     return model.eval()

@@ -153,8 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-hf-assisted", action="store_true", help="skip transformers' assisted generation")
     bench.add_argument("--profile", action="store_true",
                        help="also break a plain step, a chain verification and a draft step down by operator (torch.profiler)")
-    bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target shape (default: qwen2-7b)")
-    bench.add_argument("--draft-shape", default="qwen2-0.5b", help="cuda mode: draft shape (default: qwen2-0.5b)")
+    bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target text-decoder shape, e.g. qwen2-7b, qwen3-8b, qwen3-32b (default: qwen2-7b)")
+    bench.add_argument("--draft-shape", default="qwen2-0.5b", help="cuda mode: draft text-decoder shape, e.g. qwen2-0.5b, qwen3-2b, qwen3-0.6b (default: qwen2-0.5b)")
     bench.add_argument("--context", type=_positive_int, default=16384, help="cuda mode: target context tokens (default: 16384)")
     bench.add_argument("--keep", type=float, default=0.1,
                        help="cuda mode: share of the context the draft keeps, in (0, 1] (default: 0.1)")

@@ -222,3 +222,19 @@ def test_cli_bench_needs_both_checkpoints(capsys, checkpoints):
 def test_bench_shapes_cuda_small():
     out = bench.bench_shapes("tiny", "tiny", context=2048, device="cuda", dtype=torch.bfloat16, repeats=3)
     assert out["verify_tree_over_plain"] > 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "layers", "params_b", "tied"),
+    [("qwen2-7b", 28, 7.6, False), ("qwen2-0.5b", 24, 0.49, True), ("qwen3-32b", 64, 32.8, False),
+     ("qwen3-8b", 36, 8.2, False), ("qwen3-2b", 28, 1.7, True), ("qwen3-0.6b", 28, 0.6, True)],
+)  # fmt: skip
+def test_real_shapes_build_the_families_text_decoders(shape, layers, params_b, tied):
+    """The cuda bench's shapes are the real checkpoints' text decoders (built on the meta device: no memory);
+    the bench always gives them a separate output head, which the small real checkpoints share with the
+    input embedding."""
+    model = bench.build_text_model(shape, "meta", torch.bfloat16)
+    family = "Qwen3" if shape.startswith("qwen3") else "Qwen2"
+    assert type(model).__name__ == f"{family}ForCausalLM" and model.config.num_hidden_layers == layers
+    params = sum(p.numel() for p in model.parameters()) - (model.lm_head.weight.numel() if tied else 0)
+    assert params / 1e9 == pytest.approx(params_b, rel=0.05)

@@ -126,7 +126,8 @@ def test_tiny_references():
 
 def test_shipped_configs_are_valid():
     names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
-    for required in ("tiny", "synthetic", "llava_ov_72b_7b", "qwen2_5_vl_32b_7b", "qwen2_5_vl_7b_self"):
+    for required in ("tiny", "synthetic", "llava_ov_72b_7b", "qwen2_5_vl_32b_7b", "qwen2_5_vl_7b_self", "qwen3_vl_8b_2b",
+                     "internvl3_5_38b_1b"):
         assert required in names
     for name in names:
         cfg = load_config(CONFIGS / f"{name}.yaml")
