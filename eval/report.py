@@ -66,6 +66,13 @@ def markdown(summary: dict) -> str:
     errors = summary.get("errors", {})
     lines.append("")
     lines.append(f"Error rows: {errors.get('rows', 0)} (samples with errors: {errors.get('samples', 0)}).")
+    for group, g in summary.get("groups", {}).items():
+        for method, m in g["methods"].items():
+            if m.get("near_ties") or m.get("mismatches"):
+                lines.append(
+                    f"Divergences from ar in {group} `{method}`: {m.get('near_ties', 0)} near-tie(s) of the target's "
+                    f"scores, {m.get('mismatches', 0)} mismatch(es) (bugs); see summary.json 'divergences'."
+                )
     for note in summary.get("notes", []):
         lines.append(f"Note: {note}")
     return "\n".join(lines)

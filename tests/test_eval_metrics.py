@@ -55,7 +55,8 @@ def test_summary_speedups_tau_agreement_accuracy_errors():
         _row("s0", "ar", 4.0, 1.0, [1, 2, 3, 4, 5], steps=4, committed=4, answer="A", correct=True),
         _row("s1", "ar", 2.0, 1.0, [1, 2, 3], steps=2, committed=2, answer="B", correct=False),
         _row("s0", "sd", 1.0, 1.0, [1, 2, 3, 4, 5], steps=1, committed=4, answer="A", correct=True, kv=1.0),
-        _row("s1", "sd", 1.0, 1.0, [1, 2, 9], steps=1, committed=2, answer="B", correct=False, kv=1.0),
+        {**_row("s1", "sd", 1.0, 1.0, [1, 2, 9], steps=1, committed=2, answer="B", correct=False, kv=1.0),
+         "divergence": {"verdict": "near-tie", "position": 2, "margin": 0.03, "tolerance": 0.125}},
         _row("s0", "hf-assisted", None, None, [1, 2, 3, 4, 5], e2e_s=2.5),
         {**_row("s1", "hf-assisted", None, None, [], e2e_s=0.0), "status": "error", "error": "ValueError: nope"},
     ]
@@ -68,7 +69,10 @@ def test_summary_speedups_tau_agreement_accuracy_errors():
     assert sd["decode_speedup_total"] == pytest.approx(6.0 / 2.0)  # total over total
     assert sd["decode_speedup_mean"] == pytest.approx((4.0 + 2.0) / 2)  # per-sample mean
     assert sd["e2e_speedup_total"] == pytest.approx(8.0 / 4.0)
-    assert sd["lossless_rate"] == 0.5 and sd["divergences"] == [{"sample_id": "s1", "first_diverging_position": 2}]
+    assert sd["lossless_rate"] == 0.5 and (sd["near_ties"], sd["mismatches"]) == (1, 0)
+    assert sd["divergences"] == [
+        {"sample_id": "s1", "first_diverging_position": 2, "verdict": "near-tie", "margin": 0.03, "tolerance": 0.125}
+    ]
     assert sd["accuracy"] == 0.5 and sd["accuracy_n"] == 2 and sd["draft_kv_fraction_mean"] == 1.0
     assert sd["tpot_s"] == pytest.approx(2.0 / (4 + 2)) and sd["ttft_s_mean"] == 1.0
     assert hf["ok"] == 1 and hf["errors"] == 1 and hf["tau"] is None and hf["decode_speedup_total"] is None

@@ -349,3 +349,4 @@ def test_a_divergence_from_ar_is_classified_in_the_row_and_the_summary(tmp_path,
     method = next(m for g in summary["groups"].values() for k, m in g["methods"].items() if k != "ar")
     assert (method["mismatches"], method["near_ties"], method["lossless_rate"]) == (1, 0, 0.0)
     assert method["divergences"][0]["verdict"] == "mismatch"
+    assert "0 near-tie(s) of the target's scores, 1 mismatch(es)" in (out / "summary.md").read_text()
