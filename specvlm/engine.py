@@ -193,11 +193,9 @@ def _check_pair(target, draft, target_tokenizer, draft_tokenizer) -> None:
     tf, df = family_of(target.config), family_of(draft.config)
     if tf != df:
         raise ValueError(f"target family {tf!r} and draft family {df!r} differ: their video-token layouts are not the same")
-    if target.config.video_token_id != draft.config.video_token_id:
-        raise ValueError(
-            f"video token ids differ: target {target.config.video_token_id}, draft {draft.config.video_token_id}"
-        )
     ta, da = adapter_for(target), adapter_for(draft)
+    if ta.video_token_id != da.video_token_id:  # the placeholder id (InternVL's is its image token id)
+        raise ValueError(f"video token ids differ: target {ta.video_token_id}, draft {da.video_token_id}")
     if ta.layout_signature() != da.layout_signature():
         raise ValueError(
             f"video-token layouts differ: target {ta.layout_signature()}, draft {da.layout_signature()}"
@@ -486,7 +484,7 @@ class SpecVLM:
             )
         elif messages is not None or prompt is not None:
             raise ValueError("pass `inputs` or a prompt / `messages`, not both")
-        for key in ("input_ids", "pixel_values_videos"):
+        for key in ("input_ids", self._target.video_input_key):
             if key not in inputs:
                 raise ValueError(
                     f"inputs has no {key!r}; pass the processor's output for a prompt with a video (engine.build_inputs)"

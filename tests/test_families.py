@@ -1,5 +1,6 @@
-"""Qwen2-VL, Qwen3-VL and Qwen3-VL-MoE: tiny checkpoints, their video layouts, and greedy SpecVLM output
-equal to the stock target's greedy ``generate()`` (float32, CPU) for every method, draft kind and tree.
+"""Qwen2-VL, Qwen3-VL, Qwen3-VL-MoE, InternVL, LLaVA-OneVision-1.5 and GLM-4.1V / 4.5V (MoE): tiny checkpoints, their video layouts,
+and greedy SpecVLM output equal to the stock target's greedy ``generate()`` (float32, CPU) for every method,
+draft kind and tree.
 
 Reference tokens come from a separately loaded stock model (stock ``generate``), never from our loop.
 EOS is disabled so every run spans several verify steps. The Qwen3-VL checkpoints have a 3-layer target
@@ -10,6 +11,7 @@ only through a later layer, so a 1-layer draft could not show that its DeepStack
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 
 import pytest
@@ -24,8 +26,16 @@ from specvlm.models import cache as kv
 from specvlm.zoo.tiny import TinySpec, save_tiny
 
 MAX_NEW = 20
-FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe")
-LAYERS = {"qwen2_vl": (2, 1), "qwen3_vl": (3, 2), "qwen3_vl_moe": (3, 2)}  # (target, draft) decoder layers
+FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe")
+LAYERS = {  # (target, draft) decoder layers
+    "qwen2_vl": (2, 1),
+    "qwen3_vl": (3, 2),
+    "qwen3_vl_moe": (3, 2),
+    "internvl": (2, 1),
+    "llava_onevision1_5": (2, 1),
+    "glm4v": (2, 1),
+    "glm4v_moe": (2, 1),  # the first layer is dense (first_k_dense_replace), the second MoE
+}
 TREES = ("chain", "specvlm-25", "dynamic")
 
 
@@ -115,7 +125,7 @@ MATRIX = [
 # the rest of the matrix is marked slow
 FAST = [
     (family, *case)
-    for family in ("qwen2_vl", "qwen3_vl")
+    for family in ("qwen2_vl", "qwen3_vl", "internvl", "llava_onevision1_5", "glm4v")
     for case in (
         ("separate", "ar", 0.9, "chain"),
         ("separate", "specvlm", 0.9, "specvlm-25"),
@@ -139,14 +149,28 @@ def test_matches_stock_greedy_full_matrix(engines, references, family, draft, me
     _check(engines, references, family, draft, method, drop_rate, tree)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", pytest.param("qwen3_vl_moe", marks=SLOW_MOE)])
+@pytest.mark.parametrize(
+    "family",
+    [
+        "qwen2_vl",
+        "qwen3_vl",
+        pytest.param("qwen3_vl_moe", marks=SLOW_MOE),
+        "internvl",
+        "llava_onevision1_5",
+        "glm4v",
+        pytest.param("glm4v_moe", marks=SLOW_MOE),
+    ],
+)
 def test_self_draft_without_pruning_accepts_everything(engines, references, family):
     """The self-draft's cache is the target's own prefill cache (DeepStack already applied): with every
     video token kept it drafts exactly the target's tokens, so every chain is accepted in full."""
     inputs, expected = references[family]
     engine = engines[family, "self"]
     gamma = engine.config.num_draft_tokens
-    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.0)
+    # every decoder layer (the default, "auto", may choose a layer subset or plain decoding instead)
+    result = engine.generate(
+        inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.0
+    )
     assert result.token_ids == expected
     lengths = result.stats.accepted_lengths
     assert lengths[:-1] == [gamma + 1] * (len(lengths) - 1)
@@ -159,11 +183,12 @@ def test_checkpoints_load_as_their_family(family_checkpoints, engines, family):
     the target, and the saved processor sets ``cap_pixels_per_frame`` explicitly (no per-call warning)."""
     engine = engines[family, "separate"]
     assert engine.target.config.model_type == engine.draft.config.model_type == family
-    expected = "qwen3_vl" if family.startswith("qwen3_vl") else family
+    expected = {"qwen3_vl_moe": "qwen3_vl", "glm4v_moe": "glm4v"}.get(family, family)
     assert family_of(engine.target.config) == expected
     assert engine._target.family == engine._draft.family == expected
     processor = AutoProcessor.from_pretrained(family_checkpoints[family]["target"])
-    assert processor.video_processor.cap_pixels_per_frame is False
+    if family not in ("internvl", "glm4v", "glm4v_moe"):  # their video processors have no per-frame cap
+        assert processor.video_processor.cap_pixels_per_frame is False
 
 
 def test_qwen2_vl_temporal_positions_are_not_fps_scaled(engines, references):
@@ -336,6 +361,154 @@ def test_qwen3_vl_timestamps_come_from_the_video_file(engines, video_file):
     assert clip.fps != 24 and text.count(" seconds>") == len(stamps)
     positions = [text.index(stamp) for stamp in stamps]
     assert positions == sorted(positions)
+    expected = engine.target.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=None)
+    result = engine.generate(inputs=inputs, max_new_tokens=12, method="specvlm", drop_rate=0.9)
+    assert result.token_ids == expected[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def test_internvl_layout_is_one_run_per_frame(engines, references):
+    """InternVL: every frame is an image, ``FrameK: <img>`` + h x w ``<IMG_CONTEXT>`` tokens + ``</img>``, one
+    per line; the prunable tokens are exactly the image-token positions in (t, h, w) order (T runs, not
+    contiguous), the frame labels, ``<img>`` / ``</img>`` and newlines stay text; positions are 1-D."""
+    inputs, _ = references["internvl"]
+    engine = engines["internvl", "separate"]
+    adapter = engine._target
+    tokenizer = engine.processor.tokenizer
+    ids = inputs["input_ids"][0]
+    assert "pixel_values_videos" not in inputs and not hasattr(engine.target.config, "video_token_id")
+    assert adapter.video_token_id == engine.target.config.image_token_id == tokenizer.context_image_token_id
+    layout = adapter.layout(inputs)
+    t, h, w = layout.grid
+    assert t == inputs["pixel_values"].shape[0] == 8 and h == w > 1
+    assert torch.equal(layout.positions, (ids == adapter.video_token_id).nonzero().squeeze(-1))
+    assert layout.structural.numel() == 0
+    runs = layout.positions.view(t, h * w)
+    assert torch.equal(runs[:, -1] - runs[:, 0], torch.full((t,), h * w - 1))  # each frame is one run
+    assert torch.equal(ids[runs[:, 0] - 1], torch.full((t,), tokenizer.start_image_token_id))
+    assert torch.equal(ids[runs[:, -1] + 1], torch.full((t,), tokenizer.end_image_token_id))
+    between = tokenizer.decode(ids[int(runs[0, -1]) + 1 : int(runs[1, 0])])
+    assert between == "</img>\nFrame2: <img>"
+    assert torch.equal(adapter.positions(inputs), torch.arange(ids.numel())[None])
+    # the features are the stock model's, one frame's h x w grid after another
+    with torch.no_grad():
+        stock = engine.target.model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+    torch.testing.assert_close(adapter.video_features(inputs), stock.flatten(0, 1))
+    assert stock.shape[:2] == (t, h * w)
+    # the draft's prompt: all text plus the kept video tokens
+    keep = engine.draft_keep(inputs, drop_rate=0.9)
+    text_positions = (ids != adapter.video_token_id).nonzero().squeeze(-1)
+    assert bool(torch.isin(text_positions, keep).all())
+    assert int(torch.isin(keep, layout.positions).sum()) == layout.num_tokens // 10
+
+
+@torch.no_grad()
+def test_internvl_captured_scores_equal_eager_attention(family_checkpoints, engines, references):
+    """On InternVL's multi-run layout the verifier's scores captured through the hook equal eager attention of
+    the text after the last frame to every ``<IMG_CONTEXT>`` key, and the prefill's logits the eager model's."""
+    inputs, _ = references["internvl"]
+    adapter = engines["internvl", "separate"]._target
+    prefill = prefill_target(adapter, inputs, capture_scores=True)
+    layout = prefill.layout
+    eager = AutoModelForImageTextToText.from_pretrained(
+        family_checkpoints["internvl"]["target"], attn_implementation="eager"
+    ).eval()
+    out = eager(**inputs, output_attentions=True)
+    split = layout.last_position + 1
+    rows = torch.stack([a[0, :, split:, :] for a in out.attentions])  # (layers, heads, text queries, L)
+    expected = rows[..., layout.positions].mean(dim=(0, 1, 2))  # (N,)
+    assert prefill.scores.shape == (layout.num_tokens,)
+    torch.testing.assert_close(prefill.scores, expected, rtol=1e-4, atol=1e-6)
+    assert expected.std() > 0
+    # every frame's run is scored, not only the last one
+    per_frame = expected.view(layout.grid[0], -1).sum(-1)
+    assert bool((per_frame > 0).all())
+    torch.testing.assert_close(prefill.logits, out.logits[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_llava_onevision1_5_layout_is_one_run_with_1d_positions(family_checkpoints, engines, references):
+    """LLaVA-OneVision-1.5: AutoProcessor gives the stock ``Exaone4_5_Processor``; Qwen2-VL-style inputs with a
+    temporal patch of 1 (one grid row per frame), one contiguous run of (T, H / 2, W / 2) video tokens, 1-D
+    positions (no mRoPE) and the stock vision tower's features in placeholder order."""
+    inputs, _ = references["llava_onevision1_5"]
+    engine = engines["llava_onevision1_5", "separate"]
+    adapter = engine._target
+    processor = AutoProcessor.from_pretrained(family_checkpoints["llava_onevision1_5"]["target"])
+    assert type(processor).__name__ == "Exaone4_5_Processor"
+    ids = inputs["input_ids"][0]
+    layout = adapter.layout(inputs)
+    t, h, w = layout.grid
+    assert t == int(inputs["video_grid_thw"][0, 0]) == 8  # temporal patch 1: one grid row per frame
+    start = int(layout.positions[0])
+    assert torch.equal(layout.positions, torch.arange(start, start + t * h * w))  # contiguous
+    assert torch.equal(adapter.positions(inputs), torch.arange(ids.numel())[None])
+    with torch.no_grad():
+        stock = engine.target.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+    torch.testing.assert_close(adapter.video_features(inputs), torch.cat(stock.pooler_output))
+
+
+def test_glm4v_video_tokens_are_marked_only_by_mm_token_type_ids(engines, references):
+    """GLM-4V: the video's tokens carry the *image* token id (the ``<|video|>`` placeholder is gone after
+    processing); only ``mm_token_type_ids == 2`` marks them. Each temporal patch is ``<|begin_of_image|>`` + its
+    h x w tokens + ``<|end_of_image|>`` + its timestamp text; positions are the stock interleaved 3-D mRoPE
+    (each patch its own (1, h, w) grid) over half of each head's dimensions."""
+    inputs, _ = references["glm4v"]
+    engine = engines["glm4v", "separate"]
+    adapter = engine._target
+    config = engine.target.config
+    tokenizer = engine.processor.tokenizer
+    ids = inputs["input_ids"][0]
+    types = inputs["mm_token_type_ids"][0]
+    assert adapter.video_token_id == config.image_token_id != config.video_token_id
+    assert not bool((ids == config.video_token_id).any())
+    assert config.get_text_config().rope_parameters["partial_rotary_factor"] == 0.5
+    layout = adapter.layout(inputs)
+    t, h, w = layout.grid
+    assert t == int(inputs["video_grid_thw"][0, 0]) > 1
+    assert torch.equal(layout.positions, (types == 2).nonzero().squeeze(-1))
+    assert torch.equal(adapter.video_slots(inputs), layout.positions)
+    runs = layout.positions.view(t, h * w)
+    assert torch.equal(runs[:, -1] - runs[:, 0], torch.full((t,), h * w - 1))  # each temporal patch is one run
+    begin, end = (tokenizer.convert_tokens_to_ids(s) for s in ("<|begin_of_image|>", "<|end_of_image|>"))
+    assert torch.equal(ids[runs[:, 0] - 1], torch.full((t,), begin))
+    assert torch.equal(ids[runs[:, -1] + 1], torch.full((t,), end))
+    between = tokenizer.decode(ids[int(runs[0, -1]) + 1 : int(runs[1, 0])])
+    assert re.fullmatch(r"<\|end_of_image\|>\d+<\|begin_of_image\|>", between), between
+    # the same image-id tokens typed as an image (1) are not video: the layout reads the types, not the ids
+    retyped = dict(inputs, mm_token_type_ids=torch.where(types == 2, 1, types))
+    assert adapter.video_slots(retyped).numel() == 0
+    without = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
+    with pytest.raises(ValueError, match="mm_token_type_ids"):
+        adapter.layout(without)
+    # positions: the stock get_rope_index; every patch restarts h / w at its own offset
+    positions = adapter.positions(inputs)  # (3, L)
+    stock, _ = engine.target.model.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"]
+    )
+    assert torch.equal(positions, stock[:, 0])
+    video = positions[:, layout.positions].view(3, t, h, w)
+    for k in range(t):
+        first = int(positions[0, runs[k, 0]])
+        assert bool((video[0, k] == first).all())
+        assert torch.equal(video[1, k, :, 0], first + torch.arange(h))
+        assert torch.equal(video[2, k, 0, :], first + torch.arange(w))
+    # the draft's prompt: all text (markers, timestamps) plus the kept video tokens
+    keep = engine.draft_keep(inputs, drop_rate=0.9)
+    assert bool(torch.isin((types != 2).nonzero().squeeze(-1), keep).all())
+    assert int(torch.isin(keep, layout.positions).sum()) == layout.num_tokens // 10
+
+
+def test_glm4v_timestamps_come_from_the_video_file(engines, video_file):
+    """A decoded mp4 passes its real fps and sampled frame indices to the processor (``VideoMetadata``): each
+    temporal patch is followed by the whole seconds of its first frame, and the output equals the stock
+    model's greedy output on those inputs."""
+    engine = engines["glm4v", "self"]
+    clip = engine.load(video_file, num_frames=8)
+    inputs = engine.build_inputs(video_file, "What moves?", num_frames=8)
+    text = engine.processor.tokenizer.decode(inputs["input_ids"][0])
+    idx = [int(i) for i in clip.indices]
+    stamps = [f"<|end_of_image|>{int(idx[k] / clip.fps)}" for k in range(0, len(idx), 2)]
+    assert clip.fps != 24 and text.count("<|end_of_image|>") == len(stamps)
+    assert re.findall(r"<\|end_of_image\|>\d+", text) == stamps
     expected = engine.target.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=None)
     result = engine.generate(inputs=inputs, max_new_tokens=12, method="specvlm", drop_rate=0.9)
     assert result.token_ids == expected[0, inputs["input_ids"].shape[1] :].tolist()

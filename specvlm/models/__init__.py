@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from specvlm.models.base import ModelAdapter, SideFeatures, VideoLayout
+from specvlm.models.glm4v import Glm4vAdapter
+from specvlm.models.internvl import InternVLAdapter
 from specvlm.models.llava_onevision import LlavaOnevisionAdapter
+from specvlm.models.llava_onevision1_5 import LlavaOnevision15Adapter
 from specvlm.models.qwen2_5_vl import Qwen25VLAdapter
 from specvlm.models.qwen2_vl import Qwen2VLAdapter
 from specvlm.models.qwen3_vl import Qwen3VLAdapter
 
-ADAPTERS = {cls.family: cls for cls in (LlavaOnevisionAdapter, Qwen25VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter)}
+ADAPTERS = {
+    cls.family: cls
+    for cls in (
+        LlavaOnevisionAdapter,
+        Qwen25VLAdapter,
+        Qwen2VLAdapter,
+        Qwen3VLAdapter,
+        InternVLAdapter,
+        LlavaOnevision15Adapter,
+        Glm4vAdapter,
+    )
+}
 
 
 def family_of(config) -> str:

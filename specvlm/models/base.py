@@ -139,7 +139,7 @@ class ModelAdapter:
         if input_ids.shape[0] != 1:
             raise ValueError(f"batch size {input_ids.shape[0]} is not supported; SpecVLM decodes one prompt at a time")
         embeds = self._input_embeddings(input_ids)
-        slots = (input_ids[0] == self.video_token_id).nonzero().squeeze(-1)  # (N_slots,)
+        slots = self.video_slots(inputs).to(self.device)  # (N_slots,)
         if features.shape[0] != slots.numel():
             raise ValueError(
                 f"{self.family} produced {features.shape[0]} video features for {slots.numel()} video placeholder "
@@ -147,6 +147,11 @@ class ModelAdapter:
             )
         embeds[0, slots] = features.to(embeds.dtype)
         return embeds
+
+    def video_slots(self, inputs) -> torch.Tensor:
+        """(N_slots,) long, sequence positions of the video placeholder tokens (features go there in order);
+        families whose video tokens share an id with image tokens (GLM-4V) read ``mm_token_type_ids`` instead."""
+        return (inputs["input_ids"][0] == self.video_token_id).nonzero().squeeze(-1)
 
     def embed_prompt(self, inputs) -> tuple[torch.Tensor, SideFeatures | None]:
         """(:meth:`embed` of the prompt, its :class:`SideFeatures` or None for families without any)."""
@@ -239,6 +244,8 @@ class ModelAdapter:
     #: the stock text model takes a {layer type: mask} mapping as ``attention_mask`` (then it builds no mask);
     #: False: it takes a plain mask, and gets None (the hook's context carries the real mask either way)
     accepts_mask_mapping: bool = True
+    #: the processor output that holds the video's pixels (InternVL passes its frames as ``pixel_values``)
+    video_input_key: str = "pixel_values_videos"
 
     def side_kwargs(self, side: SideFeatures) -> dict:
         """The stock text model's keyword arguments that feed ``side`` (families with side features)."""

@@ -5,7 +5,9 @@ weights. Each checkpoint is a directory written with ``save_pretrained`` (model,
 and is loaded back exactly like a hub checkpoint with ``from_pretrained``: the stock
 ``LlavaOnevisionForConditionalGeneration`` / ``Qwen2_5_VLForConditionalGeneration`` /
 ``Qwen2VLForConditionalGeneration`` / ``Qwen3VLForConditionalGeneration`` /
-``Qwen3VLMoeForConditionalGeneration`` classes and their stock processors. The tokenizer is a byte-level
+``Qwen3VLMoeForConditionalGeneration`` / ``InternVLForConditionalGeneration`` /
+``LlavaOnevision15ForConditionalGeneration`` / ``Glm4vForConditionalGeneration`` /
+``Glm4vMoeForConditionalGeneration`` classes and their stock processors. The tokenizer is a byte-level
 BPE without merges (any text encodes; the vocabulary is the 256 bytes plus the family's special tokens),
 built with the ``tokenizers`` library.
 
@@ -24,7 +26,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe")
+FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe")
 
 # Jinja chat templates in the families' own prompt format (ChatML), kept minimal.
 _LLAVA_OV_TEMPLATE = (
@@ -44,6 +46,39 @@ _QWEN_VL_TEMPLATE = (
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# InternVL's (``-hf`` checkpoints): an image entry is ``<IMG_CONTEXT>``, a video entry ``<video>``, which the
+# processor expands to ``Frame1: <img><IMG_CONTEXT>...</img>\\nFrame2: ...``
+_INTERNVL_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'video' %}<video>\n"
+    "{% elif c['type'] == 'image' %}<IMG_CONTEXT>\n{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# GLM-4.1V / 4.5V / 4.6V's video markup (ChatML roles kept for the tiny tokenizer): the processor expands
+# ``<|video|>`` to ``<|begin_of_image|><|image|>...<|end_of_image|>{seconds}`` per temporal patch
+_GLM_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'video' %}<|begin_of_video|><|video|><|end_of_video|>"
+    "{% elif c['type'] == 'image' %}<|begin_of_image|><|image|><|end_of_image|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_GLM_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+    "<|image|>",
+    "<|video|>",
+]
 
 _QWEN_SPECIALS = [
     "<|endoftext|>",
@@ -60,6 +95,20 @@ _SPECIALS = {
     "qwen2_vl": _QWEN_SPECIALS,
     "qwen3_vl": _QWEN_SPECIALS,
     "qwen3_vl_moe": _QWEN_SPECIALS,
+    "llava_onevision1_5": _QWEN_SPECIALS,
+    "glm4v": _GLM_SPECIALS,
+    "glm4v_moe": _GLM_SPECIALS,
+    "internvl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
+}
+# named special tokens a family's processor reads from its tokenizer (``tokenizer.start_image_token`` ...);
+# saved in the tokenizer config like the real checkpoints'
+_NAMED_TOKENS = {
+    "internvl": {
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    },
 }
 
 
@@ -105,6 +154,7 @@ def build_tokenizer(family: str):
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=specials[1:],
+        **_NAMED_TOKENS.get(family, {}),
     )
     fast.add_special_tokens({"additional_special_tokens": specials})
     return fast
@@ -386,12 +436,211 @@ def _qwen3_vl_moe(spec: TinySpec, tokenizer):
     return _qwen3_vl(spec, tokenizer, moe=True)
 
 
+def _internvl(spec: TinySpec, tokenizer):
+    """InternVL (HF-native ``-hf`` layout): every frame is an image of ``(image_size / patch_size / 2)^2``
+    ``<IMG_CONTEXT>`` tokens (pixel shuffle 0.5, CLS dropped) in ``FrameK: <img>...</img>`` text; a Qwen2 text
+    model with 1-D positions. Frames are resized to image_size x image_size (one tile per frame, no cropping)."""
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+    )
+
+    side = spec.image_size // spec.patch_size // 2  # tokens per frame side after the 0.5 pixel shuffle
+    config = InternVLConfig(
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.num_layers,
+            num_attention_heads=spec.num_heads,
+            num_key_value_heads=spec.num_kv_heads,
+            max_position_embeddings=spec.max_positions,
+            tie_word_embeddings=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+        ),
+        vision_config=dict(
+            hidden_size=spec.vision_hidden_size,
+            intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
+            num_hidden_layers=spec.vision_layers,
+            num_attention_heads=spec.vision_heads,
+            image_size=spec.image_size,
+            patch_size=spec.patch_size,
+        ),
+        image_token_id=tokenizer.context_image_token_id,
+        image_seq_length=side * side,
+        downsample_ratio=0.5,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=False,
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    model = InternVLForConditionalGeneration(config)
+    size = {"height": spec.image_size, "width": spec.image_size}
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(size=size, crop_to_patches=False),
+        video_processor=InternVLVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        image_seq_length=side * side,
+        chat_template=_INTERNVL_TEMPLATE,
+    )
+    return model, processor
+
+
+def _llava_onevision1_5(spec: TinySpec, tokenizer):
+    """LLaVA-OneVision-1.5: a RICE ViT (2-D axial RoPE, a CLS token per frame, 2x2 merge) over a Qwen3 text
+    model with 1-D positions; Qwen2-VL-style inputs (``video_grid_thw``) with a temporal patch of 1, so every
+    frame gives (image_size / patch_size / 2)^2 tokens in one contiguous run. The stock processor class is
+    ``Exaone4_5_Processor`` (what ``AutoProcessor`` maps the model type to)."""
+    from transformers import (
+        Exaone4_5_Processor,
+        LlavaOnevision15Config,
+        LlavaOnevision15ForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    text = _qwen_text_config(spec, tokenizer)
+    text.update(model_type="qwen3", head_dim=spec.hidden_size // spec.num_heads)
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0}
+    config = LlavaOnevision15Config(
+        text_config=text,
+        vision_config=dict(
+            depth=spec.vision_layers,
+            hidden_size=spec.vision_hidden_size,
+            intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
+            num_heads=spec.vision_heads,
+            out_hidden_size=spec.hidden_size,
+            patch_size=spec.patch_size,
+            spatial_merge_size=2,
+            rope_parameters={"rope_type": "axial", "rope_theta": 10000.0},
+        ),
+        tie_word_embeddings=False,
+        **_qwen_token_ids(tokenizer),
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    model = LlavaOnevision15ForConditionalGeneration(config)
+    pixels = spec.image_size * spec.image_size
+    kw = dict(patch_size=spec.patch_size, temporal_patch_size=1, merge_size=2)
+    size = {"shortest_edge": pixels, "longest_edge": pixels}
+    processor = Exaone4_5_Processor(
+        image_processor=Qwen2VLImageProcessor(size=size, **kw),
+        video_processor=Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False, **kw),
+        tokenizer=tokenizer,
+        chat_template=_QWEN_VL_TEMPLATE,
+    )
+    return model, processor
+
+
+def _glm4v(spec: TinySpec, tokenizer, moe: bool = False):
+    """GLM-4.1V (``moe``: GLM-4.5V / 4.6V's MoE text model): the video is one ``<|begin_of_image|>`` run of
+    ``<|image|>`` tokens per temporal patch (2 frames), each followed by its timestamp in whole seconds; video
+    tokens share the image token id and are marked only by ``mm_token_type_ids`` (2 inside
+    ``<|begin_of_video|>`` ... ``<|end_of_video|>``). 3-D mRoPE over half of each head's dimensions
+    (``partial_rotary_factor`` 0.5). As for Qwen3-VL, the video processor's size is the total pixel budget over
+    ``QWEN3_VL_BUDGET_FRAMES`` frames of image_size x image_size.
+    """
+    from transformers import Glm4vImageProcessor, Glm4vProcessor, Glm4vVideoProcessor
+
+    if moe:
+        from transformers import Glm4vMoeConfig as Config
+        from transformers import Glm4vMoeForConditionalGeneration as Model
+    else:
+        from transformers import Glm4vConfig as Config
+        from transformers import Glm4vForConditionalGeneration as Model
+
+    head_dim = spec.hidden_size // spec.num_heads
+    quarter = head_dim // 4  # frequencies of the rotated half of a head
+    t_sec = max(1, quarter // 4)
+    h_sec = (quarter - t_sec) // 2
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_positions,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.5,
+            "mrope_section": [t_sec, h_sec, quarter - t_sec - h_sec],
+        },
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if moe:
+        text.update(
+            n_routed_experts=4,
+            num_experts_per_tok=2,
+            n_shared_experts=1,
+            moe_intermediate_size=spec.intermediate_size // 2,
+            first_k_dense_replace=1,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in _GLM_SPECIALS}
+    config = Config(
+        text_config=text,
+        vision_config=dict(
+            depth=spec.vision_layers,
+            hidden_size=spec.vision_hidden_size,
+            intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
+            num_heads=spec.vision_heads,
+            out_hidden_size=spec.hidden_size,
+            image_size=spec.image_size,
+            patch_size=spec.patch_size,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids["<|image|>"],
+        video_token_id=ids["<|video|>"],
+        image_start_token_id=ids["<|begin_of_image|>"],
+        image_end_token_id=ids["<|end_of_image|>"],
+        video_start_token_id=ids["<|begin_of_video|>"],
+        video_end_token_id=ids["<|end_of_video|>"],
+        tie_word_embeddings=False,
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    model = Model(config)
+    pixels = spec.image_size * spec.image_size
+    factor = spec.patch_size * 2
+    kw = dict(patch_size=spec.patch_size, temporal_patch_size=2, merge_size=2)
+    processor = Glm4vProcessor(
+        image_processor=Glm4vImageProcessor(size={"shortest_edge": factor * factor, "longest_edge": pixels}, **kw),
+        video_processor=Glm4vVideoProcessor(
+            size={"shortest_edge": 2 * factor * factor, "longest_edge": QWEN3_VL_BUDGET_FRAMES * pixels}, **kw
+        ),
+        tokenizer=tokenizer,
+        chat_template=_GLM_TEMPLATE,
+    )
+    return model, processor
+
+
+def _glm4v_moe(spec: TinySpec, tokenizer):
+    return _glm4v(spec, tokenizer, moe=True)
+
+
 _BUILDERS = {
     "llava_onevision": llava_onevision,
     "qwen2_5_vl": _qwen2_5_vl,
     "qwen2_vl": _qwen2_vl,
     "qwen3_vl": _qwen3_vl,
     "qwen3_vl_moe": _qwen3_vl_moe,
+    "internvl": _internvl,
+    "llava_onevision1_5": _llava_onevision1_5,
+    "glm4v": _glm4v,
+    "glm4v_moe": _glm4v_moe,
 }
 
 
