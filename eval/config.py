@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from specvlm import config as decoding
+from specvlm.answers import EXTRACTION_MODES
 
 BENCHMARKS = ("synthetic", "videodetailcaption", "mvbench", "mlvu", "longvideobench", "videomme")
 PROMPT_MODES = ("benchmark", "caption")
@@ -417,7 +418,10 @@ class EvalConfig:
     ``output`` (default ``runs/<name>``) receives ``config.yaml``, ``results.jsonl``, ``summary.json``,
     ``summary.md`` and the plots. ``limit`` keeps the first N samples of every benchmark group (the
     smaller of this and a benchmark's own ``limit``). ``barrier_timeout_s`` bounds how long finished
-    ranks wait for the others in a multi-process run.
+    ranks wait for the others in a multi-process run. ``answer_extraction`` reads the option letter out
+    of an answer as SpecVLM does (``specvlm``) or as lmms-eval's task for that benchmark does
+    (``lmms-eval``; see ``specvlm.answers``); it changes only the accuracy, so it is not part of the
+    fingerprint, and a summary re-reads rows written under the other mode.
     """
 
     name: str
@@ -429,6 +433,7 @@ class EvalConfig:
     limit: int | None = None
     plots: bool = True
     barrier_timeout_s: float = 86400.0
+    answer_extraction: str = "specvlm"
 
     def __post_init__(self):
         _str("name", self.name)
@@ -438,6 +443,7 @@ class EvalConfig:
         _int("limit", self.limit, 1, optional=True)
         _bool("plots", self.plots)
         _positive("barrier_timeout_s", self.barrier_timeout_s)
+        _choice("answer_extraction", self.answer_extraction, EXTRACTION_MODES)
         if not self.benchmarks:
             raise ConfigError("benchmarks is empty; list at least one benchmark")
         labels = [b.label for b in self.benchmarks]

@@ -2,7 +2,7 @@
 
 Every metric (tau and tau - 1, prefill / decode / E2E, TTFT, TPOT, tokens/s, decode and e2e speedup
 total over total and per-sample mean, lossless, draft KV fraction, peak memory, accuracy via
-:func:`extract_choice`, the ``hf-assisted`` caveat) is defined once, in docs/evaluation.md ("Metric
+:func:`grade` under the configured ``answer_extraction`` mode, the ``hf-assisted`` caveat) is defined once, in docs/evaluation.md ("Metric
 definitions"); this module computes them as defined there.
 
 What this module deliberately does not do: run models, read files or draw.
@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import torch
 
-from specvlm.answers import extract_choice  # noqa: F401  (the accuracy metric's extractor, re-exported)
+from specvlm.answers import extract_answer, extract_choice  # noqa: F401  (the accuracy metric's extractors, re-exported)
 
 HF_ASSISTED_NOTE = (
     "hf-assisted is timed as one transformers generate() call: its prefill/decode split (and so TTFT, TPOT, "
@@ -28,6 +28,41 @@ UNGRADED_NOTE = (
     "{n} sample(s) have a gold answer that matches none of their options (see answer_issue in results.jsonl): "
     "they run and count for speed and agreement, but not for accuracy (the official MLVU script counts them wrong)."
 )
+
+LMMS_EVAL_EXTRACTION_NOTE = (
+    "accuracy reads answers as lmms-eval 0.7.3's task for each benchmark does (answer_extraction: lmms-eval; "
+    "docs/evaluation.md, 'Answer extraction'); the prompts are still specvlm-eval's."
+)
+
+
+def grade(text, options, answer: str | None, benchmark: str | None, mode: str = "specvlm") -> tuple[str | None, bool | None]:
+    """(prediction, correct) of one multiple-choice answer under an ``answer_extraction`` mode.
+
+    ``benchmark`` is the benchmark's name (``videomme``, ...; the lmms-eval mode reads each its own way);
+    ``correct`` is ``None`` when the sample has no gold letter (it is left out of accuracy).
+    """
+    options = tuple(options or ())
+    prediction = extract_answer(text, len(options), options, mode=mode, benchmark=benchmark)
+    return prediction, (None if answer is None else prediction == answer)
+
+
+def regrade(rows: list[dict], mode: str, names: dict[str, str] | None = None) -> list[dict]:
+    """Rows whose prediction was read under another extraction mode, read again under ``mode`` (copies).
+
+    A row records its mode in ``answer_extraction`` (absent: ``specvlm``); ``names`` maps a row's
+    benchmark label to the benchmark's name (default: the label). Rows already in ``mode``, error rows
+    and rows without options are returned as they are.
+    """
+    names = names or {}
+    out = []
+    for r in rows:
+        if r.get("status") != "ok" or not r.get("options") or r.get("answer_extraction", "specvlm") == mode:
+            out.append(r)
+            continue
+        prediction, correct = grade(r.get("text"), r["options"], r.get("answer"), names.get(r.get("benchmark"), r.get("benchmark")), mode)
+        out.append({**r, "prediction": prediction, "correct": correct, "answer_extraction": mode})
+    return out
+
 
 def first_divergence(reference: list[int], ids: list[int]) -> int | None:
     """``None`` if identical, else the first position where they differ (or the shorter length)."""
@@ -144,8 +179,15 @@ def summarize_method(rows: list[dict], baseline: dict[str, dict]) -> dict:
     return out
 
 
-def summarize(rows: list[dict], method_order: list[str] | None = None) -> dict:
-    """``{"groups": {"<benchmark>/<mode>": {"samples", "methods": {key: metrics}}}, "errors": ..., "notes": [...]}``."""
+def summarize(rows: list[dict], method_order: list[str] | None = None, answer_extraction: str | None = None,
+              benchmark_names: dict[str, str] | None = None) -> dict:  # fmt: skip
+    """``{"groups": {"<benchmark>/<mode>": {"samples", "methods": {key: metrics}}}, "errors": ..., "notes": [...]}``.
+
+    With ``answer_extraction`` every row is graded under that mode (rows written under the other are
+    read again, see :func:`regrade`) and the summary records it.
+    """
+    if answer_extraction is not None:
+        rows = regrade(rows, answer_extraction, benchmark_names)
     by_group: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         by_group[f"{r['benchmark']}/{r['prompt_mode']}"][r["method"]].append(r)
@@ -168,8 +210,11 @@ def summarize(rows: list[dict], method_order: list[str] | None = None) -> dict:
     ungraded = {(r["benchmark"], r["prompt_mode"], r["sample_id"]) for r in rows if r.get("answer_issue")}
     if ungraded:
         notes.append(UNGRADED_NOTE.format(n=len(ungraded)))
+    if answer_extraction == "lmms-eval":
+        notes.append(LMMS_EVAL_EXTRACTION_NOTE)
     return {
         "rows": len(rows),
+        **({"answer_extraction": answer_extraction} if answer_extraction is not None else {}),
         "groups": groups,
         "errors": {
             "rows": len(errors),

@@ -257,9 +257,16 @@ def _run_one(engine, spec: MethodSpec, sample: Sample, inputs, frames: int, conf
     row = _base_row(sample, spec, rank, context)
     row.update(status="ok", error=None, frames=frames, **out)
     if sample.options:
-        row["prediction"] = metrics.extract_choice(out["text"], len(sample.options), sample.options)
-        row["correct"] = None if sample.answer is None else row["prediction"] == sample.answer
+        mode = config.answer_extraction
+        row["prediction"], row["correct"] = metrics.grade(out["text"], sample.options, sample.answer,
+                                                          _benchmark_names(config).get(sample.benchmark), mode)
+        row["answer_extraction"] = mode
     return row
+
+
+def _benchmark_names(config: EvalConfig) -> dict[str, str]:
+    """Benchmark label -> benchmark name (the lmms-eval answer extraction depends on the benchmark)."""
+    return {b.label: b.name for b in config.benchmarks}
 
 
 def _audit(engine, row: dict, baseline: dict | None, inputs, max_new_tokens: int) -> None:
@@ -448,7 +455,7 @@ def _write_summary(config: EvalConfig, output: Path, rows: list[dict], specs, wo
         "ignore_eos": config.generation.ignore_eos,
         "methods": [s.key for s in specs],
         "environment": env,
-        **metrics.summarize(rows, [s.key for s in specs]),
+        **metrics.summarize(rows, [s.key for s in specs], config.answer_extraction, _benchmark_names(config)),
     }
     (output / "summary.md").write_text(report.markdown(summary) + "\n", encoding="utf-8")
     if config.plots:
