@@ -160,19 +160,9 @@ def build_tokenizer(family: str):
     return fast
 
 
-def llava_onevision(spec: TinySpec, tokenizer, chat_template: str = _LLAVA_OV_TEMPLATE):
-    """(stock LLaVA-OneVision model with default-initialised weights, its stock processor) of ``spec``'s sizes."""
-    from transformers import (
-        LlavaOnevisionConfig,
-        LlavaOnevisionForConditionalGeneration,
-        LlavaOnevisionImageProcessor,
-        LlavaOnevisionProcessor,
-        LlavaOnevisionVideoProcessor,
-        Qwen2Config,
-        SiglipVisionConfig,
-    )
-
-    text = Qwen2Config(
+def _text_settings(spec: TinySpec, tokenizer) -> dict:
+    """A tiny text decoder's sizes and special tokens (separate output head, no BOS)."""
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
@@ -185,7 +175,11 @@ def llava_onevision(spec: TinySpec, tokenizer, chat_template: str = _LLAVA_OV_TE
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
     )
-    vision = SiglipVisionConfig(
+
+
+def _vit_settings(spec: TinySpec) -> dict:
+    """A tiny SigLIP/InternViT-style vision tower's sizes."""
+    return dict(
         hidden_size=spec.vision_hidden_size,
         intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
         num_hidden_layers=spec.vision_layers,
@@ -193,6 +187,22 @@ def llava_onevision(spec: TinySpec, tokenizer, chat_template: str = _LLAVA_OV_TE
         image_size=spec.image_size,
         patch_size=spec.patch_size,
     )
+
+
+def llava_onevision(spec: TinySpec, tokenizer, chat_template: str = _LLAVA_OV_TEMPLATE):
+    """(stock LLaVA-OneVision model with default-initialised weights, its stock processor) of ``spec``'s sizes."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    text = Qwen2Config(**_text_settings(spec, tokenizer))
+    vision = SiglipVisionConfig(**_vit_settings(spec))
     config = LlavaOnevisionConfig(
         text_config=text,
         vision_config=vision,
@@ -297,20 +307,7 @@ def _qwen_text_config(spec: TinySpec, tokenizer, *, interleaved: bool = False) -
     rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [t_sec, h_sec, half - t_sec - h_sec]}
     if interleaved:
         rope["mrope_interleaved"] = True
-    return dict(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=spec.max_positions,
-        rope_parameters=rope,
-        tie_word_embeddings=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
+    return dict(_text_settings(spec, tokenizer), rope_parameters=rope)
 
 
 def _qwen_token_ids(tokenizer) -> dict:
@@ -450,28 +447,8 @@ def _internvl(spec: TinySpec, tokenizer):
 
     side = spec.image_size // spec.patch_size // 2  # tokens per frame side after the 0.5 pixel shuffle
     config = InternVLConfig(
-        text_config=dict(
-            model_type="qwen2",
-            vocab_size=len(tokenizer),
-            hidden_size=spec.hidden_size,
-            intermediate_size=spec.intermediate_size,
-            num_hidden_layers=spec.num_layers,
-            num_attention_heads=spec.num_heads,
-            num_key_value_heads=spec.num_kv_heads,
-            max_position_embeddings=spec.max_positions,
-            tie_word_embeddings=False,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=None,
-        ),
-        vision_config=dict(
-            hidden_size=spec.vision_hidden_size,
-            intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
-            num_hidden_layers=spec.vision_layers,
-            num_attention_heads=spec.vision_heads,
-            image_size=spec.image_size,
-            patch_size=spec.patch_size,
-        ),
+        text_config=dict(_text_settings(spec, tokenizer), model_type="qwen2"),
+        vision_config=_vit_settings(spec),
         image_token_id=tokenizer.context_image_token_id,
         image_seq_length=side * side,
         downsample_ratio=0.5,
