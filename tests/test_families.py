@@ -26,7 +26,7 @@ from specvlm.models import cache as kv
 from specvlm.zoo.tiny import TinySpec, save_tiny
 
 MAX_NEW = 20
-FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe")
+FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe", "glm46v")
 LAYERS = {  # (target, draft) decoder layers
     "qwen2_vl": (2, 1),
     "qwen3_vl": (3, 2),
@@ -35,6 +35,7 @@ LAYERS = {  # (target, draft) decoder layers
     "llava_onevision1_5": (2, 1),
     "glm4v": (2, 1),
     "glm4v_moe": (2, 1),  # the first layer is dense (first_k_dense_replace), the second MoE
+    "glm46v": (2, 1),
 }
 TREES = ("chain", "specvlm-25", "dynamic")
 
@@ -183,11 +184,11 @@ def test_checkpoints_load_as_their_family(family_checkpoints, engines, family):
     the target, and the saved processor sets ``cap_pixels_per_frame`` explicitly (no per-call warning)."""
     engine = engines[family, "separate"]
     assert engine.target.config.model_type == engine.draft.config.model_type == family
-    expected = {"qwen3_vl_moe": "qwen3_vl", "glm4v_moe": "glm4v"}.get(family, family)
+    expected = {"qwen3_vl_moe": "qwen3_vl", "glm4v_moe": "glm4v", "glm46v": "glm4v"}.get(family, family)
     assert family_of(engine.target.config) == expected
     assert engine._target.family == engine._draft.family == expected
     processor = AutoProcessor.from_pretrained(family_checkpoints[family]["target"])
-    if family not in ("internvl", "glm4v", "glm4v_moe"):  # their video processors have no per-frame cap
+    if family not in ("internvl", "glm4v", "glm4v_moe", "glm46v"):  # their video processors have no per-frame cap
         assert processor.video_processor.cap_pixels_per_frame is False
 
 

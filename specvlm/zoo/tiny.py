@@ -26,7 +26,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe")
+FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe", "glm46v")
 
 # Jinja chat templates in the families' own prompt format (ChatML), kept minimal.
 _LLAVA_OV_TEMPLATE = (
@@ -98,6 +98,7 @@ _SPECIALS = {
     "llava_onevision1_5": _QWEN_SPECIALS,
     "glm4v": _GLM_SPECIALS,
     "glm4v_moe": _GLM_SPECIALS,
+    "glm46v": _GLM_SPECIALS,
     "internvl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
 }
 # named special tokens a family's processor reads from its tokenizer (``tokenizer.start_image_token`` ...);
@@ -518,8 +519,8 @@ def _llava_onevision1_5(spec: TinySpec, tokenizer):
     return model, processor
 
 
-def _glm4v(spec: TinySpec, tokenizer, moe: bool = False):
-    """GLM-4.1V (``moe``: GLM-4.5V / 4.6V's MoE text model): the video is one ``<|begin_of_image|>`` run of
+def _glm4v(spec: TinySpec, tokenizer, moe: bool = False, v46: bool = False):
+    """GLM-4.1V (``moe``: GLM-4.5V's MoE text model; ``v46``: GLM-4.6V's own classes over the same towers): the video is one ``<|begin_of_image|>`` run of
     ``<|image|>`` tokens per temporal patch (2 frames), each followed by its timestamp in whole seconds; video
     tokens share the image token id and are marked only by ``mm_token_type_ids`` (2 inside
     ``<|begin_of_video|>`` ... ``<|end_of_video|>``). 3-D mRoPE over half of each head's dimensions
@@ -528,7 +529,13 @@ def _glm4v(spec: TinySpec, tokenizer, moe: bool = False):
     """
     from transformers import Glm4vImageProcessor, Glm4vProcessor, Glm4vVideoProcessor
 
-    if moe:
+    if v46:  # GLM-4.6V: the GLM-4.1V text and vision towers under their own config, model and processor
+        from transformers import Glm46VConfig as Config
+        from transformers import Glm46VForConditionalGeneration as Model
+        from transformers import Glm46VImageProcessor as Glm4vImageProcessor
+        from transformers import Glm46VProcessor as Glm4vProcessor
+        from transformers import Glm46VVideoProcessor as Glm4vVideoProcessor
+    elif moe:
         from transformers import Glm4vMoeConfig as Config
         from transformers import Glm4vMoeForConditionalGeneration as Model
     else:
@@ -564,6 +571,8 @@ def _glm4v(spec: TinySpec, tokenizer, moe: bool = False):
             first_k_dense_replace=1,
             eos_token_id=tokenizer.eos_token_id,
         )
+    if v46:
+        text["model_type"] = "glm4v_text"
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in _GLM_SPECIALS}
     config = Config(
         text_config=text,
@@ -577,6 +586,7 @@ def _glm4v(spec: TinySpec, tokenizer, moe: bool = False):
             patch_size=spec.patch_size,
             spatial_merge_size=2,
             temporal_patch_size=2,
+            **({"model_type": "glm4v_vision"} if v46 else {}),  # GLM-4.6V's config resolves its towers by type
         ),
         image_token_id=ids["<|image|>"],
         video_token_id=ids["<|video|>"],
@@ -608,6 +618,10 @@ def _glm4v_moe(spec: TinySpec, tokenizer):
     return _glm4v(spec, tokenizer, moe=True)
 
 
+def _glm46v(spec: TinySpec, tokenizer):
+    return _glm4v(spec, tokenizer, v46=True)
+
+
 _BUILDERS = {
     "llava_onevision": llava_onevision,
     "qwen2_5_vl": _qwen2_5_vl,
@@ -618,6 +632,7 @@ _BUILDERS = {
     "llava_onevision1_5": _llava_onevision1_5,
     "glm4v": _glm4v,
     "glm4v_moe": _glm4v_moe,
+    "glm46v": _glm46v,
 }
 
 
