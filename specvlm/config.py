@@ -38,6 +38,12 @@ ATTENTION_BACKEND_CHOICES = ("auto",) + BACKENDS
 #: rate; the embedded pair decodes fastest at 7 in a sweep of 4-8 (docs/performance.md).
 DEFAULT_NUM_DRAFT_TOKENS = 7
 
+#: ``self_draft_layers`` by name: choose a subset on the fly, or run every layer (plain self-drafting).
+SELF_DRAFT_MODES = ("auto", "all")
+#: ``lazy_draft_after``: answers of at most this many tokens (a multiple-choice letter or a few words)
+#: never pay the draft's prefill; longer ones decode their first tokens without speculation.
+DEFAULT_LAZY_DRAFT_AFTER = 8
+
 _DRAFTING = ("sd", "specvlm")  # the methods with a draft
 _PRUNED = ("specvlm",)  # the methods whose draft sees a pruned video
 
@@ -50,6 +56,24 @@ def _parse_tree(text: str):
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"tree={text!r} is not valid JSON paths ({err.msg}); e.g. [[0],[1],[0,0]]") from err
+
+
+def _parse_layers(text: str):
+    """A ``self_draft_layers`` value from text: 'auto', 'all', a ratio such as 0.5, or layer indices
+    as JSON (``[0,2,5]``) or comma-separated (``0,2,5``)."""
+    text = text.strip()
+    if text in SELF_DRAFT_MODES:
+        return text
+    try:
+        if text.startswith("["):
+            return json.loads(text)
+        if "," in text:
+            return [int(t) for t in text.split(",") if t.strip()]
+        return float(text) if "." in text else [int(text)]
+    except ValueError as err:
+        raise ValueError(
+            f"self_draft_layers={text!r}: give 'auto', 'all', a ratio such as 0.5 or layer indices such as [0,2,5]"
+        ) from err
 
 
 def _setting(default, help: str, *, choices=None, methods=_DRAFTING, scope: str = "method", parse=None):
@@ -92,6 +116,20 @@ class DecodingConfig:
     tree_depth: int = _setting(5, "dynamic tree: levels drafted")
     tree_top_k: int = _setting(8, "dynamic tree: best nodes expanded per level")
     tree_total_tokens: int = _setting(25, "dynamic tree: nodes kept for verification")
+    self_draft_layers: object = _setting(
+        "auto", "self-drafting (draft=None) only: the target's decoder layers the draft runs: 'auto' (a few "
+        "subsets are tried for a few steps each against plain decoding and the fastest is kept for the rest of "
+        "the answer), 'all', a ratio of the layers to keep such as 0.5, or layer indices such as [0,2,5]",
+        parse=_parse_layers)  # fmt: skip
+    lazy_draft_after: int = _setting(
+        DEFAULT_LAZY_DRAFT_AFTER, "decode the first tokens with the target alone and prefill the draft only once "
+        "this many are committed, so short answers never pay for it (with no EOS to stop at, it is decided "
+        "from max_new_tokens at once); 0 prefills the draft right after the target")  # fmt: skip
+    draft_stop_below: object = _setting(
+        "auto", "adaptive chain length: a chain ends after a drafted token the draft gives less probability than "
+        "this (one host read per drafted token), since the next ones would likely be rejected; 0 drafts every "
+        "token; 'auto' is 0 for a draft model and layer-skipping's own threshold for a self-draft",
+        parse=lambda text: text.strip() if text.strip() == "auto" else float(text))  # fmt: skip
     attn_backend: str = _setting(
         "auto", "attention kernels: 'auto' (flash_attn or the fused cascade on CUDA, sdpa on CPU), 'sdpa', "
         "'cascade' or 'flash_attn'", choices=ATTENTION_BACKEND_CHOICES, methods=METHODS, scope="model")  # fmt: skip
@@ -105,15 +143,19 @@ class DecodingConfig:
             choices = allowed(f.name)
             if choices is not None and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name}={getattr(self, f.name)!r}; choose one of {', '.join(map(repr, choices))}")
-        for name in ("seed", "num_draft_tokens", "tree_depth", "tree_top_k", "tree_total_tokens"):
+        for name in ("seed", "num_draft_tokens", "tree_depth", "tree_top_k", "tree_total_tokens", "lazy_draft_after"):
             value = getattr(self, name)
-            minimum = 0 if name == "seed" else 1
+            minimum = 0 if name in ("seed", "lazy_draft_after") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
         check_drop_rate(self.drop_rate)
         mass = self.stage1_mass
         if isinstance(mass, bool) or not isinstance(mass, numbers.Real) or not 0.0 <= float(mass) <= 1.0:
             raise ValueError(f"stage1_mass={mass!r} must be a number in [0, 1]")
+        object.__setattr__(self, "self_draft_layers", _check_layers(self.self_draft_layers))
+        stop = self.draft_stop_below
+        if stop != "auto" and (isinstance(stop, bool) or not isinstance(stop, numbers.Real) or not 0.0 <= float(stop) < 1.0):
+            raise ValueError(f"draft_stop_below={stop!r} must be 'auto' or a probability in [0, 1)")
         if isinstance(self.tree, (list, tuple)):
             object.__setattr__(self, "tree", tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in self.tree))
         self.tree_shape()  # validates the tree and its parameters
@@ -131,6 +173,27 @@ class DecodingConfig:
         values = {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
                   **{k: v for k, v in changes.items() if v is not None}}  # fmt: skip
         return DecodingConfig(**values)
+
+
+def _check_layers(value):
+    """A valid ``self_draft_layers`` value (a list becomes a sorted tuple), or ValueError."""
+    bad = (
+        f"self_draft_layers={value!r}: give 'auto', 'all', a ratio of layers to keep in (0, 1] "
+        "or a non-empty list of distinct layer indices >= 0"
+    )
+    if isinstance(value, str):
+        if value not in SELF_DRAFT_MODES:
+            raise ValueError(bad)
+        return value
+    if isinstance(value, (list, tuple)):
+        if not value or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
+            raise ValueError(bad)
+        if len(set(value)) != len(value):
+            raise ValueError(bad)
+        return tuple(sorted(value))
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(bad)
+    return float(value)
 
 
 SETTINGS: tuple[dataclasses.Field, ...] = dataclasses.fields(DecodingConfig)

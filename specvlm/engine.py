@@ -23,7 +23,8 @@ from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
 from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
 from specvlm.decoding.logits import NextTokenRule, merge_generation_config
-from specvlm.decoding.loop import decode, prefill_draft, prefill_target
+from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, candidates
+from specvlm.decoding.loop import LazyDraft, decode, prefill_draft, prefill_target
 from specvlm.decoding.sampling import Sampling
 from specvlm.decoding.trees import TreeShape, check_vocab
 from specvlm.models import adapter_for, family_of
@@ -270,15 +271,20 @@ class SpecVLM:
         self.draft = draft
         self.processor = processor
         self.config = config or DecodingConfig()
-        if draft is None and self.config.positions != "original":
-            raise ValueError(
-                f"positions={self.config.positions!r} needs a separate draft model; self-drafting reuses the target's cache"
-            )
+        self._check_positions(self.config, draft)
         self._target = adapter_for(target)
         self._draft = adapter_for(draft) if draft is not None else None
         vocab = self._target.vocab_size if draft is None else min(self._target.vocab_size, self._draft.vocab_size)
         self.shared_vocab = vocab
         self._check_tree(self.config)
+
+    @staticmethod
+    def _check_positions(config: DecodingConfig, draft) -> None:
+        """Compact draft positions need a separate draft model (a self-draft reuses the target's cache)."""
+        if draft is None and config.positions != "original":
+            raise ValueError(
+                f"positions={config.positions!r} needs a separate draft model; self-drafting reuses the target's cache"
+            )
 
     def _check_tree(self, config: DecodingConfig) -> None:
         """Raise ValueError when the config's static tree asks for more siblings than the vocabulary has."""
@@ -497,14 +503,27 @@ class SpecVLM:
             check_compiler(self._target.device, config.compile)
         stats = GenerationStats(method=method)
         timer = Timer(self._target.device)
+        if plan.drafts:
+            self._check_positions(config, self._draft)  # before any prefill, even when a lazy draft never starts
+        layers = self._layer_choice(plan, config)  # before any prefill: a bad layer index raises here
+        after = config.lazy_draft_after if plan.drafts else 0
+        if after and not eos_token_ids:  # nothing can end the answer early: it is max_new_tokens long
+            after = 0 if max_new_tokens > after else after
+
+        def start_draft():
+            with timer("draft_prefill"):
+                draft, kept = self._prefill_draft(plan, config, inputs, target, mirrors=layers is not None)
+            self._mark_compiled(config, target.seq, draft)
+            stats.kept_video_tokens, stats.draft_kv_tokens = kept, draft.prefix
+            return draft
+
         with timer("prefill"):
             target = self._prefill_target(plan, config, inputs)
-            draft, kept = self._prefill_draft(plan, config, inputs, target)
+            draft = start_draft() if plan.drafts and not after else None
         self._mark_compiled(config, target.seq, draft)
+        lazy = LazyDraft(start_draft, after) if plan.drafts and after else None
         stats.video_tokens = target.layout.num_tokens
-        stats.kept_video_tokens = kept
         stats.prompt_tokens = stats.target_kv_tokens = target.seq.prefix
-        stats.draft_kv_tokens = draft.prefix if draft is not None else 0
         generator = None
         if sampling is not None:
             generator = torch.Generator(device=self._target.device).manual_seed(config.seed)
@@ -525,9 +544,14 @@ class SpecVLM:
                 generator=generator,
                 rule=rule,
                 on_commit=on_commit,
+                lazy=lazy,
+                layers=layers,
+                stop_below=self._stop_below(config, layers),
             )
         stats.new_tokens = len(tokens)
-        stats.prefill_s, stats.decode_s = timer.get("prefill"), timer.get("decode")
+        stats.draft_prefill_s = timer.get("draft_prefill")
+        late = stats.draft_prefill_s if lazy is not None else 0.0  # a lazy draft's prefill ran inside decode
+        stats.prefill_s, stats.decode_s = timer.get("prefill") + late, timer.get("decode") - late
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
         return GenerationResult(token_ids=tokens, text=text, stats=stats)
 
@@ -568,13 +592,37 @@ class SpecVLM:
         if draft_seq is not None:
             draft_seq.compiled = config.compile != "off"
 
-    def _prefill_draft(self, plan: Plan, config: DecodingConfig, inputs, target):
-        """(draft sequence or None, kept video tokens) for ``plan``."""
+    def _prefill_draft(self, plan: Plan, config: DecodingConfig, inputs, target, mirrors: bool = False):
+        """(draft sequence or None, kept video tokens) for ``plan``; ``mirrors``: a layer-skipping self-draft."""
         if not plan.drafts:
             return None, 0
         keep, kept = self._draft_keep(plan, config, target)
-        draft = prefill_draft(self._draft, inputs, target, keep, positions=config.positions)
+        draft = prefill_draft(self._draft, inputs, target, keep, positions=config.positions, mirrors=mirrors)
         return draft, kept
+
+    @staticmethod
+    def _stop_below(config: DecodingConfig, layers: LayerChoice | None) -> float:
+        """``draft_stop_below`` resolved: 'auto' stops a layer-skipping self-draft's chains early."""
+        if config.draft_stop_below != "auto":
+            return float(config.draft_stop_below)
+        return AUTO_STOP_BELOW if layers is not None else 0.0
+
+    def _layer_choice(self, plan: Plan, config: DecodingConfig) -> LayerChoice | None:
+        """A self-draft's decoder-layer subsets (``self_draft_layers``), or None: a separate draft, no draft,
+        or every layer (``"all"``; also ``"auto"`` for a text model whose layers cannot be skipped)."""
+        if not plan.drafts or self._draft is not None:
+            return None
+        setting = config.self_draft_layers
+        options = candidates(setting, self._target.text_config.num_hidden_layers)
+        if options is None:
+            return None
+        try:
+            return LayerChoice(self._target, options, auto=setting == "auto")
+        except ValueError as err:
+            if setting != "auto":
+                raise
+            logger.info("self-drafting with every layer: %s", err)
+            return None
 
     def _draft_keep(self, plan: Plan, config: DecodingConfig, target) -> tuple[torch.Tensor, int]:
         """(sorted prompt positions the draft is prefilled with, kept video tokens) for a drafting plan."""

@@ -30,6 +30,13 @@ class GenerationStats:
     decode_s: float = 0.0
     stopped_by: str = ""  # "eos" | "max_new_tokens"
     host_syncs: int = 0  # device-to-host reads by the decode steps (specvlm.timing.to_host)
+    # "" (ar: no draft) | "on" (drafted) | "skipped" (the answer ended before a lazily started draft was
+    # prefilled: no draft prefill, no draft forward) | "stopped" (a self-draft's layer trials found plain
+    # decoding fastest; the rest of the answer was decoded without drafting)
+    speculation: str = ""
+    draft_start_tokens: int = 0  # tokens committed before the draft was prefilled (lazy start; 0: with the target)
+    draft_prefill_s: float = 0.0  # the draft's prefill, part of prefill_s (also when started lazily, during decoding)
+    draft_layers: list[int] = field(default_factory=list)  # a layer-skipping self-draft's decoder layers, as kept
 
     def record_step(self, committed: int, accepted_depth: int, tried_depth: int) -> None:
         """Account one target verification step that committed ``committed`` tokens after accepting a
@@ -71,6 +78,12 @@ class GenerationStats:
         return self.mean_accepted_tokens - 1.0 if self.accepted_lengths else None
 
     @property
+    def speculation_skipped(self) -> bool:
+        """True when a drafting method never drafted because the answer was too short to pay for the
+        draft's prefill (lazy start)."""
+        return self.speculation == "skipped"
+
+    @property
     def e2e_s(self) -> float:
         return self.prefill_s + self.decode_s
 
@@ -98,6 +111,7 @@ class GenerationStats:
             "draft_kv_fraction",
             "accepted_length_histogram",
             "depth_acceptance_rates",
+            "speculation_skipped",
         ):
             out[name] = getattr(self, name)
         return out

@@ -33,9 +33,10 @@ SUPPORTED = ("llava_onevision", "qwen2_5_vl")
 @pytest.fixture(scope="module")
 def engine_and_reference(checkpoints, frames):
     """llava_onevision target + separate draft (module-scoped: errors must not corrupt it), and the
-    result of a valid call made right after loading, before any error test used the engine."""
+    result of a valid call made right after loading, before any error test used the engine. The draft
+    starts with the first token (``lazy_draft_after=0``) so that the short answers here exercise it."""
     paths = checkpoints["llava_onevision"]
-    engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"])
+    engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"], lazy_draft_after=0)
     return engine, engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="specvlm")
 
 
@@ -51,8 +52,8 @@ def reference(engine_and_reference):
 
 @pytest.fixture(scope="module")
 def self_engine(checkpoints):
-    """llava_onevision target drafting for itself."""
-    return SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None)
+    """llava_onevision target drafting for itself, from the first token."""
+    return SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None, lazy_draft_after=0)
 
 
 @pytest.fixture
@@ -595,7 +596,7 @@ def test_engine_survives_errors(engine, self_engine, frames, corrupt_mp4, tmp_pa
 
 def test_self_draft_engine_survives_a_failed_draft_prefill(self_engine, frames):
     before = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd")
-    # fails after the target prefill, inside the draft prefill
+    # refused before any prefill (a self-draft reuses the target's cache, so compact positions cannot apply)
     with pytest.raises(ValueError, match="compact"):
         self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd", positions="compact")
     after = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd")

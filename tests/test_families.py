@@ -170,7 +170,7 @@ def test_self_draft_without_pruning_accepts_everything(engines, references, fami
     gamma = engine.config.num_draft_tokens
     # every decoder layer (the default, "auto", may choose a layer subset or plain decoding instead)
     result = engine.generate(
-        inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.0
+        inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.0, self_draft_layers="all"
     )
     assert result.token_ids == expected
     lengths = result.stats.accepted_lengths

@@ -95,7 +95,7 @@ def test_the_draft_proposes_under_the_targets_prefix_processors(shipped, referen
     from specvlm.decoding import loop
 
     inputs, expected = references[family, "penalties"]
-    engine = SpecVLM.from_pretrained(shipped[family, "penalties"], draft=None)
+    engine = SpecVLM.from_pretrained(shipped[family, "penalties"], draft=None, self_draft_layers="all", lazy_draft_after=0)
     settings = dict(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", tree="chain", drop_rate=0.0)
     if sample:
         settings.update(do_sample=True, top_k=1, seed=0)  # sampling that is greedy in effect: same tokens

@@ -18,7 +18,11 @@ FAMILIES = ("llava_onevision", "qwen2_5_vl")
 
 def _engine(checkpoints, family, draft):
     paths = checkpoints[family]
-    engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"] if draft == "separate" else None)
+    # "self": the target drafts for itself with every layer, so an unpruned self-draft accepts everything
+    # (layer-skipping self-drafts: tests/test_self_draft.py)
+    engine = SpecVLM.from_pretrained(
+        paths["target"], draft=paths["draft"] if draft == "separate" else None, self_draft_layers="all"
+    )
     engine.target.generation_config.eos_token_id = None
     return engine
 
@@ -195,7 +199,8 @@ def test_draft_keep_is_what_the_draft_is_prefilled_with(checkpoints, references,
     keep = engine.draft_keep(inputs, drop_rate=0.75)
     video = engine._target.layout(inputs).positions
     kept_video = int(torch.isin(keep, video).sum())
-    result = engine.generate(inputs=inputs, max_new_tokens=2, method="specvlm", drop_rate=0.75)
+    # lazy_draft_after=0: a 2-token answer would otherwise never prefill the draft (kept_video_tokens 0)
+    result = engine.generate(inputs=inputs, max_new_tokens=2, method="specvlm", drop_rate=0.75, lazy_draft_after=0)
     assert kept_video == result.stats.kept_video_tokens < video.numel()
     assert keep.numel() == length - video.numel() + kept_video and torch.equal(keep, keep.sort().values)
     with pytest.raises(ValueError, match="'sd' or 'specvlm'"):

@@ -197,7 +197,9 @@ def test_same_seed_same_output_different_seed_different_output(checkpoints, fram
 
 def test_self_draft_without_pruning_accepts_every_sampled_token(checkpoints, frames):
     """p == q when the target drafts for itself from its full cache: min(1, p/q) = 1 everywhere."""
-    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None, tree="specvlm-25")
+    engine = SpecVLM.from_pretrained(
+        checkpoints["llava_onevision"]["target"], draft=None, tree="specvlm-25", self_draft_layers="all"
+    )
     engine.target.generation_config.eos_token_id = None
     inputs = engine.build_inputs(frames, "Describe the video.")
     result = engine.generate(inputs=inputs, max_new_tokens=25, method="sd", do_sample=True, seed=3)

@@ -34,7 +34,9 @@ def engines(checkpoints):
     for family in FAMILIES:
         for draft in ("separate", "self"):
             path = checkpoints[family]["draft"] if draft == "separate" else None
-            engine = SpecVLM.from_pretrained(checkpoints[family]["target"], draft=path, tree_top_k=4, tree_total_tokens=16)
+            engine = SpecVLM.from_pretrained(  # a self-draft runs every layer (layer skipping: test_self_draft.py)
+                checkpoints[family]["target"], draft=path, tree_top_k=4, tree_total_tokens=16, self_draft_layers="all"
+            )
             engine.target.generation_config.eos_token_id = None
             out[family, draft] = engine
     return out
@@ -101,7 +103,9 @@ def test_dynamic_tree_follows_its_budget(engines, references, family):
 
 def test_tree_set_at_load_and_overridden_per_call(checkpoints, references):
     inputs, expected = references["llava_onevision"]
-    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], tree="specvlm-25", drop_rate=0.0)
+    engine = SpecVLM.from_pretrained(
+        checkpoints["llava_onevision"]["target"], tree="specvlm-25", drop_rate=0.0, self_draft_layers="all"
+    )
     engine.target.generation_config.eos_token_id = None
     tree_run = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW)
     chain_run = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree="chain", num_draft_tokens=3)

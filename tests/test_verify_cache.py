@@ -476,8 +476,9 @@ def engines(checkpoints):
     """{family: (engine with separate draft, self-drafting engine)} with EOS disabled."""
     out = {}
     for family, paths in checkpoints.items():
-        pair = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"])
-        alone = SpecVLM.from_pretrained(paths["target"], draft=None)
+        # short answers here: the draft starts with the target (lazy_draft_after=0) so its stats are checked
+        pair = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"], lazy_draft_after=0)
+        alone = SpecVLM.from_pretrained(paths["target"], draft=None, self_draft_layers="all", lazy_draft_after=0)
         for engine in (pair, alone):
             engine.target.generation_config.eos_token_id = None  # stock generate() then never stops early
         out[family] = (pair, alone)

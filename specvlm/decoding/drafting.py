@@ -22,6 +22,11 @@ by the same processors with that node's own prefix (prompt, committed tokens, th
 transformers' assisted decoding processes its assistant's: the draft then proposes what the target will
 choose, not what the raw draft prefers. A :class:`DraftRule` carries them.
 
+Adaptive chain length (``stop_below`` > 0, chains only): after each drafted token the draft's own
+probability of it is read; below ``stop_below`` the chain ends there (that token is still verified),
+since the tokens after a doubtful one would likely be rejected and drafting them costs forwards. The
+draft's choice of where to stop depends only on its own values, so verification stays lossless.
+
 Host reads: a static shape is planned once (masks, index tensors, fed offsets) and drafted with device
 operations only, so its tokens reach the host first in the verifier's single read of the step. A
 dynamic tree ranks candidates on the host, one read per level.
@@ -174,13 +179,15 @@ def propose(
     sampling: Sampling | None = None,
     generator: torch.Generator | None = None,
     rule: DraftRule | None = None,
+    stop_below: float = 0.0,
 ) -> Proposal:
     """Propose a tree of draft tokens after the committed tokens ``out`` (``out[-1]`` is the root).
 
     Only the first ``vocab`` logits (the vocabulary shared with the target) are used; the tree is cut
     at ``max_depth`` levels so that no step drafts past ``max_new_tokens``. ``rule``: the target's
     prefix-dependent processors for the draft's logits at every node (then, when sampling, q is the
-    softmax of the processed scores: the rule's own warpers replace ``sampling``'s).
+    softmax of the processed scores: the rule's own warpers replace ``sampling``'s). ``stop_below``: a
+    chain ends after a token the draft gives less probability than this (one host read per token).
     """
     device = draft.adapter.device
     missing = torch.tensor(out[draft.decoded :], dtype=torch.long, device=device)
@@ -191,7 +198,8 @@ def propose(
         sampling = _PLAIN if sampling is not None else None
     if isinstance(shape, DynamicTree):
         return _propose_dynamic(draft, base, root_logits, shape, max_depth, sampling, generator, vocab, rule)
-    return _propose_static(draft, base, root_logits, shape, max_depth, sampling, generator, vocab, rule)
+    stop = stop_below if stop_below > 0 and all(p == (0,) * len(p) for p in shape.paths) else 0.0  # chains only
+    return _propose_static(draft, base, root_logits, shape, max_depth, sampling, generator, vocab, rule, stop)
 
 
 @dataclass(frozen=True)
@@ -261,8 +269,11 @@ def _path_nodes(parents: list[int], node: int) -> list[int]:
     return path[::-1]
 
 
-def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampling, generator, vocab, rule=None) -> Proposal:
-    """Draft a static shape level by level without reading anything back to the host."""
+def _propose_static(
+    draft, base, root_logits, shape: TreeShape, max_depth, sampling, generator, vocab, rule=None, stop_below: float = 0.0
+) -> Proposal:
+    """Draft a static shape level by level without reading anything back to the host (but one read per
+    level for a chain that stops early below ``stop_below``)."""
     device = root_logits.device
     plan = _static_plan(shape.paths, max_depth, str(device))
     n = len(plan.fed)
@@ -278,6 +289,13 @@ def _propose_static(draft, base, root_logits, shape: TreeShape, max_depth, sampl
         tokens[level.nodes] = picked[level.src_row, level.rank]
         if q_full is not None:
             q_full[level.rows] = q
+        if stop_below and level.expand.numel():
+            confidence = (q if q is not None else logits.float().softmax(-1)).gather(-1, picked[:, :1])
+            if to_host(confidence.view(-1))[0] < stop_below:  # a doubtful token: verify it, draft no further
+                plan = _static_plan(shape.paths, depth, str(device))
+                n = len(plan.fed)
+                tokens, q_full = tokens[:n], q_full[: n + 1] if q_full is not None else None
+                break
         if level.expand.numel():
             forwards += 1
             offsets = torch.full((level.expand.numel(),), base - draft.prefix - 1 + depth, dtype=torch.long, device=device)

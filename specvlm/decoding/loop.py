@@ -16,6 +16,11 @@ One loop for every model family and every method:
 * ``sd``: the draft model sees every video token.
 * ``specvlm``: the draft sees only the video tokens kept by verifier-guided pruning.
 
+A draft may start late (:class:`LazyDraft`): the first tokens are then plain decoding steps and the
+draft is prefilled only once the answer is long enough for speculation to pay for it. A self-draft
+(no draft model) may skip decoder layers (:mod:`specvlm.decoding.layerskip`); its cache then takes the
+target's rows of the committed tokens after every step instead of keeping its own.
+
 Invariants kept between steps (``out`` is the list of committed new tokens):
   * the target cache holds the prompt and ``out[:-1]``; ``out[-1]`` is pending (fed at the next step);
   * the draft cache holds its (pruned) prompt and a prefix of ``out``; missing tokens are fed first;
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,6 +49,7 @@ from specvlm.models import cache as kv
 from specvlm.models import ModelAdapter, SideFeatures, VideoLayout
 from specvlm.attention import AttentionContext, ScoreCapture, causal_context, tree_context
 from specvlm.decoding.drafting import DraftRule, DynamicTree, propose
+from specvlm.decoding.layerskip import LayerChoice
 from specvlm.decoding.sampling import Sampling
 from specvlm.stats import GenerationStats
 from specvlm.timing import host_syncs, to_host
@@ -70,6 +77,7 @@ class Sequence:
     axes: int
     backend: str = "sdpa"  # a concrete attention backend name (specvlm.attention.resolve_backend)
     compiled: bool = False  # decode-time forwards run through the adapter's compiled step
+    mirrors: bool = False  # a layer-skipping self-draft: after each step its rows of the committed tokens are the target's
 
     @property
     def decoded(self) -> int:
@@ -154,21 +162,32 @@ def _split_side(side: SideFeatures | None, split: int, length: int):
 
 @torch.no_grad()
 def prefill_draft(
-    draft: ModelAdapter | None, inputs, target: TargetPrefill, keep: torch.Tensor, *, positions: str = "original"
+    draft: ModelAdapter | None,
+    inputs,
+    target: TargetPrefill,
+    keep: torch.Tensor,
+    *,
+    positions: str = "original",
+    mirrors: bool = False,
 ) -> Sequence:
     """Prefill the draft with only the sequence positions ``keep`` (sorted, long).
 
     With a separate draft model, its own embeddings (its own visual features) of the kept tokens are
     prefilled at their original positions (``positions="original"``) or re-numbered 0..K-1 as the
     reference implementation does (``positions="compact"``). With ``draft=None`` (self-drafting) the
-    target's prefill cache is index-selected at ``keep``: no second prefill.
+    target's cache is index-selected at ``keep`` and at every token it has decoded so far (a lazy
+    start): no second prefill; ``mirrors`` marks a layer-skipping self-draft (:attr:`Sequence.mirrors`).
+    A separate draft started late catches up on the decoded tokens at its first proposal.
     """
     tseq = target.seq
     if draft is None:
         if positions != "original":
             raise ValueError(f"positions={positions!r} needs a separate draft model; self-drafting reuses the target's cache")
-        cache = kv.subset(tseq.cache, keep.to(tseq.adapter.device))
-        return Sequence(tseq.adapter, cache, prefix=keep.numel(), next_pos=tseq.next_pos, axes=tseq.axes, backend=tseq.backend)
+        rows = torch.cat([keep.to(torch.long), torch.arange(tseq.prefix, tseq.prefix + tseq.decoded, dtype=torch.long)])
+        cache = kv.subset(tseq.cache, rows.to(tseq.adapter.device))
+        return Sequence(
+            tseq.adapter, cache, prefix=keep.numel(), next_pos=tseq.next_pos, axes=tseq.axes, backend=tseq.backend, mirrors=mirrors
+        )
     keep = keep.to(draft.device)
     embeds, side = draft.embed_prompt(inputs)
     embeds = embeds[:, keep]
@@ -182,6 +201,15 @@ def prefill_draft(
     cache = kv.new_cache(draft.text_config)
     draft.forward(embeds, pos, cache, AttentionContext(backend=tseq.backend), logits_to_keep=1, side=side)
     return Sequence(draft, cache, prefix=keep.numel(), next_pos=int(pos.max()) + 1, axes=tseq.axes, backend=tseq.backend)
+
+
+@dataclass
+class LazyDraft:
+    """A draft prefilled on demand: ``start()`` prefills it (at the target's state when called) and
+    returns its sequence; the loop calls it once ``after`` tokens are committed and more remain."""
+
+    start: Callable[[], Sequence]
+    after: int
 
 
 @torch.no_grad()
@@ -198,6 +226,9 @@ def decode(
     generator: torch.Generator | None = None,
     rule: NextTokenRule | None = None,
     on_commit: Callable[[list[int]], None] | None = None,
+    lazy: LazyDraft | None = None,
+    layers: LayerChoice | None = None,
+    stop_below: float = 0.0,
 ) -> list[int]:
     """Speculative decoding after prefill; returns the committed new token ids.
 
@@ -209,8 +240,12 @@ def decode(
     prefix, and at every drafted node to the draft's logits when they read the prefix; ``None``: the raw
     logits); ``sampling`` (the draft's proposal settings) is ``None`` for
     greedy decoding. ``on_commit`` receives the tokens each step commits (the first token on its own),
-    as they are committed (a streamer).
-    Sets ``stats.stopped_by`` ("eos" | "max_new_tokens") and ``stats.host_syncs`` once, at the end.
+    as they are committed (a streamer). ``lazy``: with ``draft=None``, a draft to start once
+    ``lazy.after`` tokens are committed (plain steps until then; never, for a shorter answer).
+    ``layers``: a self-draft's layer subsets (:class:`~specvlm.decoding.layerskip.LayerChoice`), which
+    may also choose plain steps. ``stop_below``: adaptive chain length (see ``drafting.propose``).
+    Sets ``stats.stopped_by`` ("eos" | "max_new_tokens"), ``stats.host_syncs`` and ``stats.speculation``
+    ("on" | "skipped" | "stopped" when there was a draft to run) once, at the end.
     """
     tseq = target.seq
     device = tseq.adapter.device
@@ -230,8 +265,22 @@ def decode(
     while stop is None:
         # 1. propose: the draft drafts a tree under the pending token (nothing for ``ar`` or one token left)
         remaining = max_new_tokens - len(out)
+        if lazy is not None and remaining > 1 and len(out) >= lazy.after:
+            draft, lazy = lazy.start(), None
+            stats.draft_start_tokens = len(out)
         proposal = None
-        if draft is not None and tree is not None and remaining > 1:
+        option = None  # the self-draft's layer subset this step (None: every layer, or a plain step)
+        drafting = draft is not None and tree is not None and remaining > 1
+        if drafting and layers is not None:
+            option = layers.next()
+            drafting = option is not None
+            if drafting:
+                layers.use(draft, option)
+            elif layers.decided:  # plain decoding pays best: the draft is dropped for the rest of the answer
+                draft = None
+        started = time.perf_counter()
+        before = len(out) - 1  # decoded tokens in the target cache before this step
+        if drafting:
             proposal = propose(
                 draft,
                 out,
@@ -241,6 +290,7 @@ def decode(
                 sampling=sampling,
                 generator=generator,
                 rule=DraftRule.after(rule, out, target.logits.shape[-1]) if draft_reads_prefix else None,
+                stop_below=stop_below,
             )
             stats.draft_steps += proposal.forwards
         drafted = proposal.tree if proposal is not None else _empty_tree(device)
@@ -252,10 +302,15 @@ def decode(
         # target cache: keep the pending (root) token and the accepted nodes; the bonus token is pending
         start = kv.length(tseq.cache) - drafted.size - 1
         kv.keep(tseq.cache, start, [0] + [i + 1 for i in verdict.path])
-        if proposal is not None:
+        if draft is not None and draft.mirrors:
+            # a layer-skipping self-draft: every layer takes the target's rows of the tokens just committed
+            kv.adopt(draft.cache, draft.prefix + before, tseq.cache, tseq.prefix + before, kv.length(tseq.cache))
+        elif proposal is not None:
             # draft cache: everything committed before this step + accepted nodes it has already fed
             fed = [proposal.fed[i] for i in verdict.path if proposal.fed[i] >= 0]
             kv.keep(draft.cache, proposal.base, fed)
+        if layers is not None:
+            layers.record(option, len(verdict.committed), time.perf_counter() - started)
         kept, stop = _commit_until_stop(verdict.committed, len(out), eos_token_ids, max_new_tokens)
         out.extend(kept)
         if on_commit is not None:
@@ -263,6 +318,14 @@ def decode(
         stats.record_step(len(kept), len(verdict.path), _tried_depth(drafted, verdict.path))
     stats.stopped_by = stop
     stats.host_syncs = host_syncs() - syncs_before
+    if lazy is not None:
+        stats.speculation = "skipped"  # the answer ended before the draft was started: no draft prefill
+    elif layers is not None and layers.decided and layers.chosen is None:
+        stats.speculation = "stopped"  # the self-draft's trials found plain decoding fastest
+    elif draft is not None or layers is not None:
+        stats.speculation = "on"
+    if layers is not None and layers.chosen is not None:
+        stats.draft_layers = list(layers.chosen)
     return out
 
 

@@ -188,7 +188,8 @@ class ModelAdapter:
         ``side``: the side features of exactly these n tokens (:meth:`SideFeatures.select`), if the family has any.
         """
         masks = {"full_attention": None} if self.accepts_mask_mapping else None
-        out = self.language_model()(
+        text_model = self._layer_view if self._layer_view is not None else self.language_model()
+        out = text_model(
             inputs_embeds=embeds,
             position_ids=self.as_position_ids(pos),
             attention_mask=masks,
@@ -239,6 +240,33 @@ class ModelAdapter:
 
     def language_model(self):
         return self.model.model.language_model
+
+    #: the stock text model restricted to some decoder layers (:meth:`with_layers`), or None: all of them
+    _layer_view = None
+
+    def with_layers(self, layers) -> "ModelAdapter":
+        """A view of this adapter whose forwards run only the decoder layers ``layers`` (increasing
+        indices) of the stock text model: embeddings, rotary embedding, final norm and head as usual,
+        weights shared, the stock model unmodified. Each layer keeps its own ``layer_idx`` into the
+        cache, so a forward leaves the skipped layers' cache rows alone (layer-skipping self-drafting;
+        the cache should be a :class:`~specvlm.models.cache.PartialCache` whose ``length_layer`` is one
+        of ``layers``). Needs a text model with plain causal attention in every layer (checked at init)."""
+        import copy
+
+        text_model = self.language_model()
+        decoder = getattr(text_model, "layers", None)
+        if not isinstance(decoder, torch.nn.ModuleList):
+            raise ValueError(f"{self.family}: the text model has no list of decoder layers, so none can be skipped")
+        layers = list(layers)
+        if not layers or layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= len(decoder):
+            raise ValueError(f"layers={layers!r} must be increasing indices in 0..{len(decoder) - 1}")
+        view_model = copy.copy(text_model)  # shares parameters, buffers and submodules
+        view_model._modules = dict(text_model._modules)
+        view_model._modules["layers"] = torch.nn.ModuleList([decoder[i] for i in layers])
+        view = copy.copy(self)
+        view._layer_view = view_model
+        view._compiled = None
+        return view
 
     # ---- family hooks -------------------------------------------------------------------------
     #: the stock text model takes a {layer type: mask} mapping as ``attention_mask`` (then it builds no mask);

@@ -1,9 +1,13 @@
 """Explicit operations on transformers' stock ``DynamicCache``.
 
-Speculative decoding needs four things from a KV cache: its length, cropping back to a length,
+Speculative decoding needs five things from a KV cache: its length, cropping back to a length,
 keeping an arbitrary set of positions (the accepted path of a verified tree, or the kept video tokens
-for a self-drafting cache), and copying a subset into a new cache. They are plain functions over the
-stock class, so any model that uses ``DynamicCache`` works unchanged.
+for a self-drafting cache), copying a subset into a new cache, and copying another cache's rows in
+(:func:`adopt`: a layer-skipping self-draft takes the target's exact rows of every committed token).
+They are plain functions over the stock class, so any model that uses ``DynamicCache`` works unchanged.
+
+A self-drafting cache (:func:`subset`) is a :class:`PartialCache`: forwards that skip decoder layers
+leave those layers' rows alone, so its length is read from a layer every forward runs.
 
 :func:`new_cache` builds a ``DynamicCache`` whose layers (:class:`GrowingLayer`) keep spare capacity,
 so a decode step writes its few new rows in place instead of re-allocating the whole cache.
@@ -114,6 +118,17 @@ class GrowingLayer(DynamicLayer):
             self._n = max(0, self._n - abs(tokens_to_remove))
 
 
+class PartialCache(DynamicCache):
+    """A ``DynamicCache`` some of whose forwards run only a subset of the decoder layers (a layer-skipping
+    self-draft): the skipped layers' rows are not written by those forwards, so the cache's length is
+    that of ``length_layer``, a layer every forward runs (0 unless set)."""
+
+    length_layer: int = 0
+
+    def get_seq_length(self, layer_idx: int | None = None) -> int:
+        return super().get_seq_length(self.length_layer if layer_idx is None else layer_idx)
+
+
 def new_cache(config, reserve: int = 256) -> DynamicCache:
     """A ``DynamicCache`` for ``config`` with :class:`GrowingLayer` layers (full attention only)."""
     cache = DynamicCache(config=config)
@@ -173,13 +188,13 @@ def keep(cache: DynamicCache, start: int, indices: torch.Tensor | list[int]) -> 
         layer.crop(start + n - layer.get_seq_length())  # a negative count removes that many trailing positions
 
 
-def subset(cache: DynamicCache, positions: torch.Tensor) -> DynamicCache:
+def subset(cache: DynamicCache, positions: torch.Tensor) -> PartialCache:
     """A new cache holding only ``positions`` (sorted, long) of ``cache``; ``cache`` is left untouched."""
     data = []
     for layer in _layers(cache):
         idx = positions.to(layer.keys.device)
         data.append((layer.keys.index_select(-2, idx), layer.values.index_select(-2, idx)))
-    out = DynamicCache(ddp_cache_data=data)
+    out = PartialCache(ddp_cache_data=data)
     grown = []
     for (keys, values), layer in zip(data, cache.layers):
         copy = GrowingLayer(getattr(layer, "reserve", 256))
@@ -187,6 +202,25 @@ def subset(cache: DynamicCache, positions: torch.Tensor) -> DynamicCache:
         grown.append(copy)
     out.layers = grown
     return out
+
+
+def adopt(cache: DynamicCache, length: int, source: DynamicCache, start: int, stop: int) -> None:
+    """Cut every layer of ``cache`` back to its first ``length`` positions, then append positions
+    ``[start, stop)`` of the same layer of ``source`` (in place; ``source`` is left untouched).
+
+    A layer-skipping self-draft writes approximate rows (its hidden states skipped layers) and none at
+    all in the layers it skips; after each verification it replaces them with the target's exact rows
+    of the tokens just committed, so every layer holds every committed token, whichever layers the next
+    draft runs.
+    """
+    for mine, theirs in zip(_layers(cache), _layers(source)):
+        rows = mine.get_seq_length()
+        if rows < length:
+            raise ValueError(f"cannot cut a cache layer of {rows} positions back to {length}")
+        if rows > length:
+            mine.crop(length - rows)
+        if stop > start:
+            mine.update(theirs.keys[..., start:stop, :], theirs.values[..., start:stop, :])
 
 
 def nbytes(cache: DynamicCache) -> int:

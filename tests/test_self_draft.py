@@ -1,0 +1,245 @@
+"""Layer-skipping self-drafting, lazy draft start and adaptive chain length: still exactly the target's output.
+
+The tiny targets have 2 decoder layers; a self-draft running one of them agrees with the target rarely,
+so most steps reject every drafted token (full rejection) and the caches must still stay exact.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import FAMILIES
+from specvlm import DecodingConfig, SpecVLM
+from specvlm.decoding import layerskip
+from specvlm.models import cache as kv
+
+MAX_NEW = 20
+
+
+@pytest.fixture(scope="module")
+def engines(checkpoints):
+    """{family: (self-drafting engine, engine with a separate draft)}, EOS disabled on both targets."""
+    out = {}
+    for family in FAMILIES:
+        paths = checkpoints[family]
+        own = SpecVLM.from_pretrained(paths["target"], draft=None)
+        pair = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"])
+        for engine in (own, pair):
+            engine.target.generation_config.eos_token_id = None
+        out[family] = (own, pair)
+    return out
+
+
+@pytest.fixture(scope="module")
+def references(engines, frames):
+    """{family: (inputs, ar ids)}; ar equals the stock greedy generate()."""
+    out = {}
+    for family, (own, _) in engines.items():
+        inputs = own.build_inputs(frames, "Describe the video.")
+        ids = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="ar").token_ids
+        stock = own.target.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
+        assert ids == stock[0, inputs["input_ids"].shape[1] :].tolist()
+        out[family] = (inputs, ids)
+    return out
+
+
+def _layer_calls(model) -> tuple[list[int], list]:
+    """Forward calls per decoder layer of ``model``'s text model (hooks), and the hook handles."""
+    layers = model.model.language_model.layers
+    calls = [0] * len(layers)
+    handles = []
+    for i, layer in enumerate(layers):
+        handles.append(layer.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1)))
+    return calls, handles
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    ("tree", "layers"), [("chain", [0]), ("chain", [1]), ("chain", 0.5), ("chain", "auto"), ("chain", "all"),
+                         ("specvlm-25", [0]), ("specvlm-25", "auto"), ("dynamic", [1])])  # fmt: skip
+def test_self_draft_layers_decode_exactly_the_targets_tokens(engines, references, family, tree, layers):
+    own, _ = engines[family]
+    inputs, ar = references[family]
+    result = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree=tree, self_draft_layers=layers, num_draft_tokens=4)
+    assert result.token_ids == ar
+    stats = result.stats
+    assert stats.speculation in ("on", "stopped")
+    if layers in ([0], [1], 0.5):
+        assert stats.draft_layers == ([1] if layers == [1] else [0])
+        assert stats.speculation == "on" and stats.draft_steps > 0
+    if layers == "all":
+        assert stats.draft_layers == []
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_steps_with_full_rejection_keep_the_caches_exact(engines, references, family):
+    own, _ = engines[family]
+    inputs, ar = references[family]
+    result = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, self_draft_layers=[1], num_draft_tokens=3, draft_stop_below=0)
+    assert result.token_ids == ar
+    assert 1 in result.stats.accepted_lengths  # at least one step rejected every drafted token
+    assert result.stats.draft_steps >= 3 * (result.stats.target_steps - 3)  # whole chains (but near max_new_tokens)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_layer_skipping_draft_runs_fewer_layers(engines, references, family):
+    own, _ = engines[family]
+    inputs, ar = references[family]
+    calls, handles = _layer_calls(own.target)
+    try:
+        result = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, self_draft_layers=[0], lazy_draft_after=0)
+    finally:
+        for h in handles:
+            h.remove()
+    assert result.token_ids == ar
+    stats = result.stats
+    assert stats.draft_steps > 0
+    # layer 1 runs in the target's forwards only; layer 0 in those and in every draft forward
+    assert calls[0] - calls[1] == stats.draft_steps
+
+
+def test_auto_tries_each_subset_and_keeps_the_fastest():
+    choice = layerskip.LayerChoice(_FakeAdapter(), [(0,), (0, 3)], auto=True, trial_steps=2)
+    seen = []
+    for _ in range(6):
+        option = choice.next()
+        seen.append(option)
+        choice.record(option, {(0,): 2, (0, 3): 3, None: 1}[option], 1.0)
+    assert seen[:6] == [(0,), (0,), (0, 3), (0, 3), None, None]
+    assert choice.next() == (0, 3) and choice.decided
+    slow = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1)
+    slow.record(None, 1, 0.1)  # plain steps measured before the draft started (lazy start)
+    assert slow.next() == (0,)
+    slow.record((0,), 2, 1.0)
+    assert slow.next() is None and slow.decided  # plain decoding pays best
+
+
+class _FakeAdapter:
+    def with_layers(self, layers):
+        return layers
+
+
+def test_auto_candidates_and_explicit_layers():
+    assert layerskip.candidates("all", 6) is None
+    assert layerskip.candidates("auto", 6) == [(0,), (0, 5), (0, 2, 5)]
+    assert layerskip.candidates(0.5, 6) == [(0, 2, 5)]
+    assert layerskip.candidates((1, 3), 6) == [(1, 3)]
+    with pytest.raises(ValueError, match=r"names layer 7, but the target has 6 decoder layers"):
+        layerskip.candidates((0, 7), 6)
+    assert layerskip.spread(32, 4) == (0, 10, 21, 31)
+
+
+@pytest.mark.parametrize("value", ["some", [], [0, 0], [-1], 0.0, 1.5, True])
+def test_bad_self_draft_layers_are_refused(value):
+    with pytest.raises(ValueError, match="self_draft_layers="):
+        DecodingConfig(self_draft_layers=value)
+
+
+def test_a_layer_past_the_last_is_refused_before_any_prefill(engines, references, monkeypatch):
+    own, _ = engines["llava_onevision"]
+    inputs, _ = references["llava_onevision"]
+    monkeypatch.setattr("specvlm.engine.prefill_target", _fail)
+    with pytest.raises(ValueError, match="names layer 5, but the target has 2 decoder layers"):
+        own.generate(inputs=inputs, max_new_tokens=4, self_draft_layers=[0, 5])
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("prefill ran")
+
+
+def _count_draft_prefills(monkeypatch) -> list[int]:
+    import specvlm.engine as engine_module
+
+    calls = []
+    original = engine_module.prefill_draft
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "prefill_draft", counted)
+    return calls
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", ["pair", "own"])
+def test_lazy_start_skips_the_draft_prefill_for_a_short_answer(engines, references, family, kind, monkeypatch):
+    own, pair = engines[family]
+    engine = pair if kind == "pair" else own
+    inputs, ar = references[family]
+    eos = ar[2]  # the answer stops at this token's first occurrence: at most 3 tokens
+    short = ar[: ar.index(eos) + 1]
+    calls = _count_draft_prefills(monkeypatch)
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, eos_token_id=eos, lazy_draft_after=4)
+    assert result.token_ids == short and result.stats.stopped_by == "eos"
+    assert calls == [] and result.stats.speculation == "skipped" and result.stats.speculation_skipped
+    assert result.stats.draft_steps == 0 and result.stats.draft_kv_tokens == 0 and result.stats.draft_prefill_s == 0
+    assert result.stats.to_dict()["speculation_skipped"] is True
+    stock = engine.target.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=eos)
+    assert result.token_ids == stock[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", ["pair", "own"])
+def test_lazy_start_drafts_a_long_answer_after_its_first_tokens(engines, references, family, kind, monkeypatch):
+    own, pair = engines[family]
+    engine = pair if kind == "pair" else own
+    inputs, ar = references[family]
+    eos = max(set(range(engine._target.vocab_size)) - set(ar))  # a token the answer never holds: EOS is live
+    calls = _count_draft_prefills(monkeypatch)
+    result = engine.generate(
+        inputs=inputs, max_new_tokens=MAX_NEW, eos_token_id=eos, lazy_draft_after=5, self_draft_layers="all"
+    )
+    assert result.token_ids == ar
+    stats = result.stats
+    assert calls == [1] and stats.speculation == "on" and stats.draft_start_tokens == 5
+    assert stats.accepted_lengths[:4] == [1, 1, 1, 1] and stats.draft_steps > 0  # plain steps, then drafting
+    assert stats.draft_prefill_s > 0 and stats.prefill_s >= stats.draft_prefill_s
+
+
+@pytest.mark.parametrize("max_new_tokens", [4, MAX_NEW])
+def test_without_eos_the_lazy_start_is_decided_from_max_new_tokens(engines, references, max_new_tokens, monkeypatch):
+    _, pair = engines["qwen2_5_vl"]
+    inputs, ar = references["qwen2_5_vl"]
+    calls = _count_draft_prefills(monkeypatch)
+    result = pair.generate(inputs=inputs, max_new_tokens=max_new_tokens, lazy_draft_after=6)
+    assert result.token_ids == ar[:max_new_tokens]
+    if max_new_tokens <= 6:
+        assert calls == [] and result.stats.speculation == "skipped"
+    else:  # known to be long: the draft starts with the target, as with lazy_draft_after=0
+        assert calls == [1] and result.stats.draft_start_tokens == 0 and result.stats.accepted_lengths[0] > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adaptive_chain_length_stops_early_and_stays_exact(engines, references, family):
+    _, pair = engines[family]
+    inputs, ar = references[family]
+    full = pair.generate(inputs=inputs, max_new_tokens=MAX_NEW, num_draft_tokens=5, draft_stop_below=0)
+    short = pair.generate(inputs=inputs, max_new_tokens=MAX_NEW, num_draft_tokens=5, draft_stop_below=0.99)
+    assert full.token_ids == short.token_ids == ar
+    assert short.stats.draft_steps < full.stats.draft_steps
+    sampled = [
+        pair.generate(inputs=inputs, max_new_tokens=8, do_sample=True, seed=3, draft_stop_below=s).token_ids for s in (0.0, 0.9)
+    ]
+    assert all(0 <= t < pair._target.vocab_size for t in sampled[1])
+
+
+def test_adopt_replaces_the_drafts_rows_with_the_sources():
+    def filled(rows: int, value: float):
+        cache = kv.PartialCache()
+        for layer in range(2):
+            k = torch.full((1, 1, rows, 2), value + layer)
+            cache.update(k, k.clone(), layer)
+        return cache
+
+    draft, target = filled(5, 0.0), filled(7, 10.0)
+    kv.adopt(draft, 3, target, 4, 7)
+    for i, layer in enumerate(draft.layers):
+        assert layer.keys.shape[-2] == 6
+        assert layer.keys[0, 0, :3, 0].tolist() == [float(i)] * 3
+        assert layer.keys[0, 0, 3:, 0].tolist() == [10.0 + i] * 3
+    draft.length_layer = 1
+    assert kv.length(draft) == 6
+    with pytest.raises(ValueError, match="cannot cut"):
+        kv.adopt(draft, 9, target, 0, 1)
