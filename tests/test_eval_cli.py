@@ -48,12 +48,14 @@ def _summary(out: Path) -> dict:
 @pytest.mark.slow
 def test_every_layout_every_method(tmp_path, checkpoints, layouts, capsys):
     benchmarks = [{"name": name, "root": str(layouts[name])} for name in layouts]
-    methods = ["ar", "sd", {"name": "specvlm", "drop_rate": 0.9}, "hf-assisted"]
+    # 4-token answers: the drafts start with the first token (by default a lazy draft would skip them)
+    methods = ["ar", {"name": "sd", "lazy_draft_after": 0}, {"name": "specvlm", "drop_rate": 0.9, "lazy_draft_after": 0},
+               "hf-assisted"]  # fmt: skip
     cfg = _write_config(tmp_path / "exp.yaml", checkpoints, "llava_onevision", benchmarks, methods)
     out = tmp_path / "run"
     assert main([str(cfg), "--output", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "specvlm[pruning=specvlm,drop_rate=0.9,tree=chain]" in printed and "8 error rows" in printed
+    assert "specvlm[pruning=specvlm,drop_rate=0.9,tree=chain,lazy_draft_after=0]" in printed and "8 error rows" in printed
 
     rows = _rows(out)
     keys = [r["key"] for r in rows]
