@@ -290,13 +290,25 @@ def test_new_cache_and_subset_use_growing_layers(checkpoints):
     _assert_positions(grown, data, list(range(7)))  # the source is untouched
 
 
-def test_only_full_attention_layers_are_edited():
+def test_only_full_attention_layers_are_index_selected():
+    """Sliding-window (and linear-attention) layers keep a contiguous prefix but are never index-selected:
+    subsets (self-drafting) and tree paths raise with the reason; unknown layer classes raise TypeError."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer, StaticLayer
+
     k, v = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
-    sliding = DynamicCache(ddp_cache_data=[(k, v, torch.tensor(16))])
-    with pytest.raises(TypeError, match="DynamicSlidingWindowLayer is not supported"):
+    sliding = DynamicCache()
+    sliding.layers = [DynamicSlidingWindowLayer(sliding_window=16)]
+    sliding.update(k, v, layer_idx=0)
+    with pytest.raises(ValueError, match="DynamicSlidingWindowLayer cannot be index-selected.*window"):
         kv.subset(sliding, torch.tensor([0, 1]))
-    with pytest.raises(TypeError, match="DynamicSlidingWindowLayer"):
-        kv.keep(sliding, 1, torch.tensor([0]))
+    with pytest.raises(ValueError, match="contiguous run.*tree='chain'"):
+        kv.keep(sliding, 1, torch.tensor([1]))
+    kv.keep(sliding, 1, torch.tensor([0]))  # within the window: a plain crop
+    assert kv.length(sliding) == 2 and torch.equal(sliding.layers[0].keys, k[..., :2, :])
+    static = DynamicCache()
+    static.layers = [StaticLayer(max_cache_len=8)]
+    with pytest.raises(TypeError, match="StaticLayer is not supported"):
+        kv.keep(static, 0, [])
 
 
 def test_nbytes():

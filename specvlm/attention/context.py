@@ -40,6 +40,8 @@ class AttentionContext:
 
     capture: when set, the text-query attention to ``capture.key_positions`` is accumulated.
     backend: a name in :data:`BACKENDS` or ``"auto"`` (resolved per call with :func:`resolve_backend`).
+    sliding: the context of the forward's sliding-window layers (the hook uses it where transformers passes a
+        ``sliding_window``; built by the adapter of a family that has them, e.g. Gemma 4), or None.
     """
 
     mask: torch.Tensor | None = None
@@ -48,6 +50,9 @@ class AttentionContext:
     prefix: int | None = None
     local: torch.Tensor | None = None
     backend: str = "sdpa"
+    # what the sliding-window layers of the same forward see instead (their keys are only the last window of
+    # the cache plus the new tokens; built by the model adapter, e.g. Gemma 4's); None: every layer uses this one
+    sliding: AttentionContext | None = None
     # True when `local` is known to be the square lower triangle (a causal chunk): lets a fused causal
     # kernel handle the local block. Set by causal_context; never inferred (that would sync the device).
     _local_causal: bool = field(default=False, repr=False, compare=False)

@@ -28,6 +28,8 @@ def specvlm_attention(module, query, key, value, attention_mask, scaling=None, d
     """Attention with explicit or structured masks, a chosen backend and optional score capture;
     stock SDPA when no context is given."""
     ctx: AttentionContext | None = kwargs.pop("specvlm_ctx", None)
+    if ctx is not None and ctx.sliding is not None and kwargs.get("sliding_window") is not None:
+        ctx = ctx.sliding  # a sliding-window layer (transformers passes its window): the adapter's context for it
     if ctx is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     q_len, kv_len = query.shape[2], key.shape[2]

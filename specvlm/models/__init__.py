@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from specvlm.models.base import ModelAdapter, SideFeatures, VideoLayout
+from specvlm.models.gemma4 import Gemma4Adapter
 from specvlm.models.glm4v import Glm4vAdapter
 from specvlm.models.internvl import InternVLAdapter
 from specvlm.models.llava_onevision import LlavaOnevisionAdapter
 from specvlm.models.llava_onevision1_5 import LlavaOnevision15Adapter
 from specvlm.models.qwen2_5_vl import Qwen25VLAdapter
 from specvlm.models.qwen2_vl import Qwen2VLAdapter
+from specvlm.models.qwen3_5 import Qwen35Adapter
 from specvlm.models.qwen3_vl import Qwen3VLAdapter
 
 ADAPTERS = {
@@ -21,6 +23,8 @@ ADAPTERS = {
         InternVLAdapter,
         LlavaOnevision15Adapter,
         Glm4vAdapter,
+        Qwen35Adapter,
+        Gemma4Adapter,
     )
 }
 

@@ -7,7 +7,9 @@ and is loaded back exactly like a hub checkpoint with ``from_pretrained``: the s
 ``Qwen2VLForConditionalGeneration`` / ``Qwen3VLForConditionalGeneration`` /
 ``Qwen3VLMoeForConditionalGeneration`` / ``InternVLForConditionalGeneration`` /
 ``LlavaOnevision15ForConditionalGeneration`` / ``Glm4vForConditionalGeneration`` /
-``Glm4vMoeForConditionalGeneration`` classes and their stock processors. The tokenizer is a byte-level
+``Glm4vMoeForConditionalGeneration`` / ``Qwen3_5ForConditionalGeneration`` / ``Qwen3_5MoeForConditionalGeneration``
+(hybrid linear + full attention, :func:`qwen3_5_layer_types`) / ``Gemma4ForConditionalGeneration`` (sliding-window + full
+attention, :func:`gemma4_layer_types`; :data:`GEMMA4_E_STYLE` for an E-model draft) classes and their stock processors. The tokenizer is a byte-level
 BPE without merges (any text encodes; the vocabulary is the 256 bytes plus the family's special tokens),
 built with the ``tokenizers`` library.
 
@@ -26,7 +28,21 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe", "glm46v")
+FAMILIES = (
+    "llava_onevision",
+    "qwen2_5_vl",
+    "qwen2_vl",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "internvl",
+    "llava_onevision1_5",
+    "glm4v",
+    "glm4v_moe",
+    "glm46v",
+    "qwen3_5",
+    "qwen3_5_moe",
+    "gemma4",
+)
 
 # Jinja chat templates in the families' own prompt format (ChatML), kept minimal.
 _LLAVA_OV_TEMPLATE = (
@@ -89,12 +105,39 @@ _QWEN_SPECIALS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
+# Gemma 4's special tokens (ChatML roles kept for the tiny tokenizer); the processor reads the named ones
+# (``tokenizer.boi_token`` ...) and adds ``<|video|>`` itself
+_GEMMA4_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<boi>",
+    "<eoi>",
+    "<|image|>",
+    "<|video|>",
+    "<boa>",
+    "<eoa>",
+    "<|audio|>",
+]
+# Gemma 4's video markup: the processor expands ``<|video|>`` to ``mm:ss <boi><|video|>...<eoi>`` per frame
+_GEMMA4_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'video' %}<|video|>"
+    "{% elif c['type'] == 'image' %}<|image|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 _SPECIALS = {
+    "gemma4": _GEMMA4_SPECIALS,
     "llava_onevision": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
     "qwen2_5_vl": _QWEN_SPECIALS,
     "qwen2_vl": _QWEN_SPECIALS,
     "qwen3_vl": _QWEN_SPECIALS,
     "qwen3_vl_moe": _QWEN_SPECIALS,
+    "qwen3_5": _QWEN_SPECIALS,
+    "qwen3_5_moe": _QWEN_SPECIALS,
     "llava_onevision1_5": _QWEN_SPECIALS,
     "glm4v": _GLM_SPECIALS,
     "glm4v_moe": _GLM_SPECIALS,
@@ -104,6 +147,14 @@ _SPECIALS = {
 # named special tokens a family's processor reads from its tokenizer (``tokenizer.start_image_token`` ...);
 # saved in the tokenizer config like the real checkpoints'
 _NAMED_TOKENS = {
+    "gemma4": {
+        "boi_token": "<boi>",
+        "eoi_token": "<eoi>",
+        "image_token": "<|image|>",
+        "boa_token": "<boa>",
+        "eoa_token": "<eoa>",
+        "audio_token": "<|audio|>",
+    },
     "internvl": {
         "start_image_token": "<img>",
         "end_image_token": "</img>",
@@ -370,6 +421,43 @@ def _qwen2_vl(spec: TinySpec, tokenizer):
 QWEN3_VL_BUDGET_FRAMES = 8
 
 
+def _qwen3_vision(spec: TinySpec, deepstack: bool) -> dict:
+    """Qwen3-VL's vision settings (2x2 merge, 2-frame tubelets); ``deepstack``: feed the first (up to 3)
+    vision layers' features into the decoder (Qwen3-VL), else none (Qwen3.5)."""
+    side = spec.image_size // spec.patch_size
+    return dict(
+        depth=spec.vision_layers,
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
+        num_heads=spec.vision_heads,
+        out_hidden_size=spec.hidden_size,
+        patch_size=spec.patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=side * side,
+        **({"deepstack_visual_indexes": list(range(min(spec.vision_layers, 3)))} if deepstack else {}),
+    )
+
+
+def _qwen3_processor(spec: TinySpec, tokenizer):
+    """The stock ``Qwen3VLProcessor`` (Qwen3-VL and Qwen3.5) for the tiny vision settings."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    pixels = spec.image_size * spec.image_size
+    factor = spec.patch_size * 2
+    kw = dict(patch_size=spec.patch_size, temporal_patch_size=2, merge_size=2)
+    return Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size={"shortest_edge": pixels, "longest_edge": pixels}, **kw),
+        video_processor=Qwen3VLVideoProcessor(
+            size={"shortest_edge": 2 * factor * factor, "longest_edge": QWEN3_VL_BUDGET_FRAMES * pixels},
+            cap_pixels_per_frame=False,
+            **kw,
+        ),
+        tokenizer=tokenizer,
+        chat_template=_QWEN_VL_TEMPLATE,
+    )
+
+
 def _qwen3_vl(spec: TinySpec, tokenizer, moe: bool = False):
     """Qwen3-VL (``moe``: Qwen3-VL-MoE): per-tubelet timestamps, interleaved mRoPE and DeepStack.
 
@@ -379,8 +467,6 @@ def _qwen3_vl(spec: TinySpec, tokenizer, moe: bool = False):
     frames get a smaller side). ``cap_pixels_per_frame`` is set explicitly to False (the stock behaviour of
     transformers 5.25, without its warning): the tiny budget is already per video.
     """
-    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
-
     if moe:
         from transformers import Qwen3VLMoeConfig as Config
         from transformers import Qwen3VLMoeForConditionalGeneration as Model
@@ -392,46 +478,165 @@ def _qwen3_vl(spec: TinySpec, tokenizer, moe: bool = False):
     text["head_dim"] = spec.hidden_size // spec.num_heads
     if moe:
         text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=spec.intermediate_size // 2)
-    side = spec.image_size // spec.patch_size
     config = Config(
         text_config=text,
-        vision_config=dict(
-            depth=spec.vision_layers,
-            hidden_size=spec.vision_hidden_size,
-            intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
-            num_heads=spec.vision_heads,
-            out_hidden_size=spec.hidden_size,
-            patch_size=spec.patch_size,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            num_position_embeddings=side * side,
-            deepstack_visual_indexes=list(range(min(spec.vision_layers, 3))),
-        ),
+        vision_config=_qwen3_vision(spec, deepstack=True),
         tie_word_embeddings=False,
         **_qwen_token_ids(tokenizer),
         **spec.extra,
     )
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
-    model = Model(config)
-    pixels = spec.image_size * spec.image_size
-    factor = spec.patch_size * 2
-    kw = dict(patch_size=spec.patch_size, temporal_patch_size=2, merge_size=2)
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size={"shortest_edge": pixels, "longest_edge": pixels}, **kw),
-        video_processor=Qwen3VLVideoProcessor(
-            size={"shortest_edge": 2 * factor * factor, "longest_edge": QWEN3_VL_BUDGET_FRAMES * pixels},
-            cap_pixels_per_frame=False,
-            **kw,
-        ),
-        tokenizer=tokenizer,
-        chat_template=_QWEN_VL_TEMPLATE,
-    )
-    return model, processor
+    return Model(config), _qwen3_processor(spec, tokenizer)
 
 
 def _qwen3_vl_moe(spec: TinySpec, tokenizer):
     return _qwen3_vl(spec, tokenizer, moe=True)
+
+
+def qwen3_5_layer_types(num_layers: int) -> list[str]:
+    """Qwen3.5's decoder pattern for a tiny model: Gated-DeltaNet linear attention in every layer but every
+    4th (as the real ``full_attention_interval`` 4) and the last, which are full attention (2 layers:
+    [linear, full]; 4 layers: [linear, linear, linear, full])."""
+    return [
+        "full_attention" if (i + 1) % 4 == 0 or i == num_layers - 1 else "linear_attention" for i in range(num_layers)
+    ]
+
+
+def _qwen3_5(spec: TinySpec, tokenizer, moe: bool = False):
+    """Qwen3.5 (``moe``: Qwen3.5-MoE): Qwen3-VL's video layout (per-tubelet timestamps, interleaved mRoPE)
+    without DeepStack, over a hybrid decoder (:func:`qwen3_5_layer_types`). The full-attention layers keep
+    the real partial rotary factor (0.25) and output gate; the linear layers are small Gated-DeltaNets with
+    the real 4-wide causal convolution. Processor as in :func:`_qwen3_vl` (the stock ``Qwen3VLProcessor``)."""
+    if moe:
+        from transformers import Qwen3_5MoeConfig as Config
+        from transformers import Qwen3_5MoeForConditionalGeneration as Model
+    else:
+        from transformers import Qwen3_5Config as Config
+        from transformers import Qwen3_5ForConditionalGeneration as Model
+
+    head_dim = 2 * spec.hidden_size // spec.num_heads
+    rotary = head_dim // 4  # partial_rotary_factor 0.25, as the real checkpoints
+    half = rotary // 2
+    t_sec = half - 2 * (half // 4)
+    rope = {
+        "rope_type": "default",
+        "rope_theta": 10000000.0,
+        "partial_rotary_factor": 0.25,
+        "mrope_section": [t_sec, half // 4, half // 4],
+        "mrope_interleaved": True,
+    }
+    text = dict(
+        _text_settings(spec, tokenizer),
+        head_dim=head_dim,
+        rope_parameters=rope,
+        layer_types=qwen3_5_layer_types(spec.num_layers),
+        linear_conv_kernel_dim=4,
+        linear_key_head_dim=spec.hidden_size // spec.num_heads,
+        linear_value_head_dim=spec.hidden_size // spec.num_heads,
+        linear_num_key_heads=spec.num_kv_heads,
+        linear_num_value_heads=spec.num_heads,
+    )
+    if moe:
+        text.update(
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=spec.intermediate_size // 2,
+            shared_expert_intermediate_size=spec.intermediate_size // 2,
+        )
+    config = Config(
+        text_config=text,
+        vision_config=_qwen3_vision(spec, deepstack=False),
+        tie_word_embeddings=False,
+        **_qwen_token_ids(tokenizer),
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    return Model(config), _qwen3_processor(spec, tokenizer)
+
+
+def _qwen3_5_moe(spec: TinySpec, tokenizer):
+    return _qwen3_5(spec, tokenizer, moe=True)
+
+
+def gemma4_layer_types(num_layers: int) -> list[str]:
+    """Gemma 4's decoder pattern for a tiny model: sliding-window attention in every layer but every 2nd and
+    the last, which are full attention (the real models alternate 4 or 5 sliding layers with one full layer;
+    2 layers: [sliding, full]; 3: [sliding, full, full]; 4: [sliding, full, sliding, full])."""
+    return ["full_attention" if i % 2 == 1 or i == num_layers - 1 else "sliding_attention" for i in range(num_layers)]
+
+
+#: text-config settings of an E-model (Gemma 4 E2B / E4B style) draft: per-layer input embeddings, the last
+#: two layers reading the keys and values of earlier layers (KV sharing), no bidirectional vision blocks.
+#: Use as ``TinySpec(family="gemma4", num_layers=4, extra=GEMMA4_E_STYLE)``.
+GEMMA4_E_STYLE = {"hidden_size_per_layer_input": 16, "num_kv_shared_layers": 2, "use_bidirectional_attention": None}
+
+
+def _gemma4(spec: TinySpec, tokenizer):
+    """Gemma 4: per-frame ``mm:ss <boi><|video|>...<eoi>`` runs (the stock ``Gemma4Processor`` and video
+    processor, at most 70 soft tokens per frame), 1-D positions, sliding-window (window 24, smaller than a
+    frame's run) and full-attention layers (:func:`gemma4_layer_types`) with proportional RoPE and wider heads
+    on the full layers, keys as values on the full layers, final logit soft-capping, and by default the large
+    models' bidirectional attention within each frame's vision block. ``spec.extra`` overrides text-config
+    settings (:data:`GEMMA4_E_STYLE` gives an E-model draft with per-layer embeddings and KV-shared layers)."""
+    from transformers import (
+        Gemma4AudioFeatureExtractor,
+        Gemma4Config,
+        Gemma4ForConditionalGeneration,
+        Gemma4ImageProcessor,
+        Gemma4Processor,
+        Gemma4VideoProcessor,
+    )
+
+    head_dim = spec.hidden_size // spec.num_heads
+    text = dict(
+        _text_settings(spec, tokenizer),
+        head_dim=head_dim,
+        global_head_dim=2 * head_dim,
+        num_global_key_value_heads=1,
+        attention_k_eq_v=True,
+        layer_types=gemma4_layer_types(spec.num_layers),
+        sliding_window=24,
+        final_logit_softcapping=30.0,
+        use_bidirectional_attention="vision",
+        hidden_size_per_layer_input=0,
+        vocab_size_per_layer_input=len(tokenizer),
+        num_kv_shared_layers=0,
+    )
+    text.update(spec.extra)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+        ("boi_token_id", "<boi>"), ("eoi_token_id", "<eoi>"), ("image_token_id", "<|image|>"),
+        ("video_token_id", "<|video|>"), ("boa_token_id", "<boa>"), ("eoa_token_index", "<eoa>"),
+        ("audio_token_id", "<|audio|>"),
+    )}  # fmt: skip
+    config = Gemma4Config(
+        text_config=text,
+        vision_config=dict(
+            hidden_size=spec.vision_hidden_size,
+            intermediate_size=spec.vision_mlp_ratio * spec.vision_hidden_size,
+            num_hidden_layers=spec.vision_layers,
+            num_attention_heads=spec.vision_heads,
+            num_key_value_heads=spec.vision_heads,
+            head_dim=spec.vision_hidden_size // spec.vision_heads,
+            patch_size=spec.patch_size,
+            pooling_kernel_size=3,
+            position_embedding_size=256,
+        ),
+        audio_config=None,
+        tie_word_embeddings=False,
+        **ids,
+    )
+    model = Gemma4ForConditionalGeneration(config)
+    kw = dict(patch_size=spec.patch_size, max_soft_tokens=70, pooling_kernel_size=3)
+    processor = Gemma4Processor(
+        feature_extractor=Gemma4AudioFeatureExtractor(),
+        image_processor=Gemma4ImageProcessor(**kw),
+        video_processor=Gemma4VideoProcessor(**kw),
+        tokenizer=tokenizer,
+        chat_template=_GEMMA4_TEMPLATE,
+    )
+    return model, processor
 
 
 def _internvl(spec: TinySpec, tokenizer):
@@ -633,6 +838,9 @@ _BUILDERS = {
     "glm4v": _glm4v,
     "glm4v_moe": _glm4v_moe,
     "glm46v": _glm46v,
+    "qwen3_5": _qwen3_5,
+    "qwen3_5_moe": _qwen3_5_moe,
+    "gemma4": _gemma4,
 }
 
 
