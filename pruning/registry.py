@@ -81,7 +81,7 @@ def needs_scores(strategy: str) -> bool:
 def select(
     strategy: str,
     scores: torch.Tensor | None,  # (N,) float verifier attention mass, or None
-    grid: tuple[int, int, int],
+    grid,  # (T, H, W), or a list of (T, H, W) runs
     drop_rate: float,
     *,
     stage1_mass: float = DEFAULT_STAGE1_MASS,
@@ -89,6 +89,9 @@ def select(
     window: str = DEFAULT_WINDOW,
 ) -> PruningResult:
     """Choose which of the ``N = T * H * W`` video tokens the draft model keeps.
+
+    ``grid`` may also be a list of grids: the runs of one prompt (its images and video), flattened one
+    after another; N and the budget are then over all of them.
 
     Returns a ``PruningResult`` whose ``kept`` (``(K,)`` long, sorted, unique,
     in ``[0, N)``) lives on ``scores.device``, or on CPU when ``scores`` is None.

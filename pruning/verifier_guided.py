@@ -17,7 +17,10 @@ The draft model keeps a budget of ``K = floor(N * (1 - drop_rate))`` tokens
   evenly spaced picks over the ``R = N - |Stage I|`` not-yet-kept tokens in
   their original flattened order: the picks are positions
   ``floor((i + 0.5) * R / c)``, ``i = 0 .. c-1``, which are unique since
-  ``R >= c``.
+  ``R >= c``. With several runs (the images and videos of one prompt,
+  flattened one after another), the ``c`` slots are first shared over the
+  runs in proportion to their not-yet-kept tokens (largest remainders get
+  the leftovers, ties to the earlier run) and spread evenly within each run.
 
 The result is the sorted union (``kept``), with the Stage I subset reported
 separately (``stage1``). Score arithmetic is done in float64 on CPU so the
@@ -35,7 +38,7 @@ import numbers
 
 import torch
 
-from pruning.inputs import check_scores, num_tokens, output_device
+from pruning.inputs import check_scores, num_tokens, output_device, runs_of
 from pruning.registry import register
 from pruning.result import PruningResult
 from pruning.strategies import evenly_spaced, top_k
@@ -72,16 +75,39 @@ def stage1_size(exact_scores: torch.Tensor, stage1_mass: float, k: int) -> int:
     return min(m, k)
 
 
-def two_stage(exact_scores: torch.Tensor, k: int, stage1_mass: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(kept, stage1)``: sorted ``(K,)`` and ``(m,)`` long CPU indices."""
+def share(c: int, sizes: list[int]) -> list[int]:
+    """Split ``c`` slots over runs with ``sizes`` remaining tokens (``c <= sum(sizes)``) in proportion:
+    ``floor(c * r_j / R)`` each, then one more to the largest remainders (ties: the earlier run)."""
+    total = sum(sizes)
+    if not total:
+        return [0] * len(sizes)
+    base = [c * r // total for r in sizes]
+    order = sorted(range(len(sizes)), key=lambda j: (-(c * sizes[j] % total), j))
+    for j in order[: c - sum(base)]:
+        base[j] += 1
+    return base
+
+
+def two_stage(
+    exact_scores: torch.Tensor, k: int, stage1_mass: float, run_sizes: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(kept, stage1)``: sorted ``(K,)`` and ``(m,)`` long CPU indices.
+
+    ``run_sizes``: tokens of each run (image / video) in flattened order, summing to N; Stage II's slots
+    are shared over the runs in proportion to their remaining tokens and spread evenly within each."""
     n = exact_scores.numel()
     m = stage1_size(exact_scores, stage1_mass, k)
     stage1, _ = torch.sort(top_k(exact_scores, m))  # (m,)
     taken = torch.zeros(n, dtype=torch.bool)  # (N,)
     taken[stage1] = True
-    remaining = torch.nonzero(~taken).flatten()  # (R,) with R = N - m, in flattened order
-    stage2 = remaining[evenly_spaced(remaining.numel(), k - m)]  # (K - m,)
-    kept, _ = torch.sort(torch.cat([stage1, stage2]))  # (K,)
+    picks = []
+    starts = [0]
+    for size in run_sizes or [n]:
+        starts.append(starts[-1] + size)
+    remaining = [torch.nonzero(~taken[a:b]).flatten() + a for a, b in zip(starts, starts[1:])]  # per run, flattened order
+    for rest, c in zip(remaining, share(k - m, [r.numel() for r in remaining])):
+        picks.append(rest[evenly_spaced(rest.numel(), c)])
+    kept, _ = torch.sort(torch.cat([stage1, *picks]))  # (K,)
     return kept, stage1
 
 
@@ -90,6 +116,6 @@ def specvlm(scores, grid, k, *, stage1_mass, seed, window) -> PruningResult:
     """Two-stage verifier-guided pruning; see the module docstring for the definition."""
     lam = check_stage1_mass(stage1_mass)
     exact = check_scores(scores, num_tokens(grid), "specvlm")  # (N,) float64 CPU
-    kept, stage1 = two_stage(exact, k, lam)
+    kept, stage1 = two_stage(exact, k, lam, [num_tokens(run) for run in runs_of(grid)])
     device = output_device(scores)
     return PruningResult(kept=kept.to(device), stage1=stage1.to(device), budget=k)

@@ -107,10 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"specvlm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to run")
 
-    gen = sub.add_parser("generate", help="answer a prompt about a video")
+    gen = sub.add_parser("generate", help="answer a prompt about a video and / or images")
     gen.add_argument("--target", required=True, help="target checkpoint (path or hub id)")
     gen.add_argument("--draft", default=None, help="draft checkpoint; omit for self-drafting")
-    gen.add_argument("--video", required=True, help="video file")
+    gen.add_argument("--video", default=None, help="video file (a --video, an --image or both)")
+    gen.add_argument("--image", action="append", default=None, metavar="FILE",
+                     help="an image file, before the video in the prompt; repeat for several images")  # fmt: skip
     gen.add_argument("--prompt", required=True, help="the question or instruction about the video")
     gen.add_argument("--system", default=None, help="a system turn before the question (the chat template's format)")
     gen.add_argument("--method", choices=METHODS, default="specvlm",
@@ -140,7 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-frames", type=int, default=32, help="frames of the synthetic video (default: 32)")
     _add_json_argument(demo, "the answers, their token ids and statistics per method")
 
-    bench = sub.add_parser("bench", help="measure decode speed of ar, sd, specvlm (chain, tree) and hf-assisted")
+    bench = sub.add_parser(
+        "bench", help="measure decode speed of ar, sd, specvlm (chain, tree), the self-draft and hf-assisted, "
+        "end to end and to the first token too, on a caption and on short answers")  # fmt: skip
     bench.add_argument("--target", default=None, help="target checkpoint (default: the embedded trained pair)")
     bench.add_argument("--draft", default=None, help="draft checkpoint (default: the embedded trained pair)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -151,6 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=_positive_int, default=3,
                        help="timed runs per method after one warm-up (fastest counts; default: 3)")
     bench.add_argument("--no-hf-assisted", action="store_true", help="skip transformers' assisted generation")
+    bench.add_argument("--workloads", type=_workloads, default="caption,self-draft,answers",
+                       help="comma-separated: caption (every method on one long answer), self-draft (the target "
+                            "drafting for itself on it), answers (short multiple-choice answers, EOS on); "
+                            "default: all three")
     bench.add_argument("--profile", action="store_true",
                        help="also break a plain step, a chain verification and a draft step down by operator (torch.profiler)")
     bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target text-decoder shape, e.g. qwen2-7b, qwen3-8b, qwen3-32b (default: qwen2-7b)")
@@ -171,6 +179,8 @@ def _generate(args) -> int:
 
     from specvlm.engine import SpecVLM
 
+    if args.video is None and not args.image:
+        raise ValueError("pass --video, --image (repeatable) or both")
     if args.stream and args.json == "-":
         raise ValueError("--stream prints the answer on stdout, so --json cannot too; give --json a FILE")
     _check_json_file(args.json)
@@ -186,11 +196,14 @@ def _generate(args) -> int:
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
     question = {"prompt": args.prompt}
     if args.system is not None:
-        user = [{"type": "video", "video": args.video}, {"type": "text", "text": args.prompt}]
+        media = [{"type": "image", "image": image} for image in args.image or []]
+        media += [{"type": "video", "video": args.video}] if args.video is not None else []
+        user = [*media, {"type": "text", "text": args.prompt}]
         question = {"messages": [{"role": "system", "content": [{"type": "text", "text": args.system}]},
                                  {"role": "user", "content": user}]}  # fmt: skip
     result = engine.generate(
         video=None if args.system is not None else args.video,
+        images=None if args.system is not None else args.image,
         **question,
         max_new_tokens=args.max_new_tokens,
         num_frames=args.num_frames,
@@ -247,6 +260,18 @@ def _demo(args) -> int:
     return 0 if report.identical else 1
 
 
+def _workloads(text) -> tuple[str, ...]:
+    """``--workloads``: comma-separated names of ``eval.bench.WORKLOADS`` (kept here to load nothing heavy)."""
+    if isinstance(text, tuple):
+        return text
+    known = ("caption", "self-draft", "answers")
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {', '.join(known)}, comma-separated")
+    return names
+
+
 def _bench(args) -> int:
     import torch
 
@@ -289,6 +314,7 @@ def _bench(args) -> int:
         report = bench.bench_pair(
             engine, max_new_tokens=args.max_new_tokens, min_video_tokens=args.min_video_tokens,
             drop_rate=config.drop_rate, repeats=args.repeats, hf_assisted=not args.no_hf_assisted, profile=args.profile,
+            workloads=args.workloads,
         )  # fmt: skip
         figures = report.to_dict()
         text = bench.format_report(report)

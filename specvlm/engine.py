@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,13 +24,23 @@ from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
 from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
 from specvlm.decoding.logits import NextTokenRule, merge_generation_config
-from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, candidates
-from specvlm.decoding.loop import LazyDraft, decode, prefill_draft, prefill_target
+from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory, candidates
+from specvlm.decoding.loop import (
+    LazyDraft,
+    can_score_later,
+    score_later,
+    check_self_draft_support,
+    check_tree_support,
+    decode,
+    prefill_draft,
+    prefill_target,
+)
 from specvlm.decoding.sampling import Sampling
 from specvlm.decoding.trees import TreeShape, check_vocab
 from specvlm.models import adapter_for, family_of
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.timing import Timer
+from specvlm.images import load_images
 from specvlm.video import DEFAULT_NUM_FRAMES, Video, from_frames, load_video
 
 logger = logging.getLogger(__name__)
@@ -222,12 +233,13 @@ def _ending(streamer):
             streamer.end()
 
 
-def _video_conversation(messages) -> tuple[list, object]:
-    """(the conversation with its one video entry reduced to ``{"type": "video"}``, that entry's video
-    source or None). Raises ValueError for a malformed conversation, a second video or an image."""
+def _media_conversation(messages) -> tuple[list, list, list]:
+    """(the conversation with its image and video entries reduced to ``{"type": "image"}`` /
+    ``{"type": "video"}``, the video entries' sources, the image entries' sources; None where an entry
+    names none). Raises ValueError for a malformed conversation."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ValueError(f"messages must be a non-empty list of {{'role', 'content'}} turns, got {messages!r}")
-    out, sources = [], []
+    out, videos, images = [], [], []
     for i, turn in enumerate(messages):
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {turn!r}")
@@ -241,16 +253,34 @@ def _video_conversation(messages) -> tuple[list, object]:
         for entry in content:
             kind = entry.get("type") if isinstance(entry, dict) else None
             if kind in ("image", "image_url"):
-                raise ValueError(f"messages[{i}] holds an image: only one video per conversation is supported for now")
-            if kind == "video":
-                sources.append(next((entry[k] for k in ("video", "path", "url") if entry.get(k) is not None), None))
+                images.append(next((entry[k] for k in ("image", "path", "url", "image_url") if entry.get(k) is not None), None))
+                entries.append({"type": "image"})
+            elif kind == "video":
+                videos.append(next((entry[k] for k in ("video", "path", "url") if entry.get(k) is not None), None))
                 entries.append({"type": "video"})
             else:
                 entries.append(entry)
         out.append({**turn, "content": entries})
-    if len(sources) != 1:
-        raise ValueError(f"the conversation must hold exactly one video entry, found {len(sources)}")
-    return out, sources[0]
+    if len(videos) > 1:
+        raise ValueError(f"the conversation holds {len(videos)} video entries; at most one video per prompt is supported")
+    if not videos and not images:
+        raise ValueError("the conversation holds no video or image entry")
+    return out, videos, images
+
+
+def _fill(kind: str, sources: list, given) -> list:
+    """The entries' sources, the ones naming none filled in order from ``given`` (the ``video`` /
+    ``images`` argument); raises when they do not add up."""
+    given = [] if given is None else list(given)
+    missing = sum(source is None for source in sources)
+    if missing != len(given):
+        named = len(sources) - missing
+        raise ValueError(
+            f"the conversation has {len(sources)} {kind} entries, {named} of them naming their {kind}, and {len(given)} "
+            f"{kind}{'s' if kind == 'image' else ''} passed as an argument: pass one for each entry that names none"
+        )
+    filled = iter(given)
+    return [next(filled) if source is None else source for source in sources]
 
 
 def _document_settings(fn):
@@ -274,6 +304,10 @@ class SpecVLM:
         self._check_positions(self.config, draft)
         self._target = adapter_for(target)
         self._draft = adapter_for(draft) if draft is not None else None
+        self._layer_memory = LayerMemory()  # self_draft_layers="auto": measurements per workload (self_draft_memory)
+        for adapter in (self._target, self._draft):
+            if adapter is not None:
+                adapter.tokenizer = getattr(processor, "tokenizer", None)
         vocab = self._target.vocab_size if draft is None else min(self._target.vocab_size, self._draft.vocab_size)
         self.shared_vocab = vocab
         self._check_tree(self.config)
@@ -351,50 +385,60 @@ class SpecVLM:
         *,
         messages: list | None = None,
         max_frames: int | None = None,
+        images=None,
     ):
-        """The stock processor's output for one video and one user prompt, or for a conversation
-        (``target.generate(**inputs)`` accepts it).
+        """The stock processor's output for a video and / or images with one user prompt, or for a
+        conversation (``target.generate(**inputs)`` accepts it).
 
-        ``messages`` is a conversation in the transformers chat format (a system turn, earlier user /
-        assistant turns, ...) holding exactly one video entry, ``{"type": "video", "video": path or
-        frames}`` (``"path"`` / ``"url"`` to a local file also work), or ``{"type": "video"}`` with the
-        video passed as ``video``. Pass either ``prompt`` or ``messages``. ``max_frames`` caps the frames
-        sampled (see :meth:`load`).
+        ``images``: one image or a list (paths, PIL images or (H, W, 3) uint8 arrays); with ``prompt``
+        they come before the video in the user turn. ``messages`` is a conversation in the transformers
+        chat format (a system turn, earlier user / assistant turns, ...) holding at most one video entry,
+        ``{"type": "video", "video": path or frames}`` (``"path"`` / ``"url"`` to a local file also work),
+        and any number of image entries, ``{"type": "image", "image": path, PIL image or array}``; entries
+        naming no source take ``video`` / ``images`` in order. Pass either ``prompt`` or ``messages``.
+        ``max_frames`` caps the frames sampled (see :meth:`load`).
         """
         if getattr(self.processor, "chat_template", None) is None:
             raise ValueError("the processor has no chat template; pass a checkpoint whose processor defines one")
+        if images is not None and not isinstance(images, (list, tuple)):
+            images = [images]
         if messages is not None:
             if prompt is not None:
                 raise ValueError("pass `prompt` or `messages`, not both")
-            messages, source = _video_conversation(messages)
-            if source is not None and video is not None:
-                raise ValueError("the conversation's video entry names a video and `video` is given too; give one")
-            video = source if source is not None else video
+            messages, videos, image_sources = _media_conversation(messages)
+            videos = _fill("video", videos, None if video is None else [video])
+            image_sources = _fill("image", image_sources, images)
+            video = videos[0] if videos else None
+            images = image_sources or None
             for turn in messages:
                 content = turn["content"]
                 texts = [content] if isinstance(content, str) else [e.get("text", "") for e in content if isinstance(e, dict)]
                 for text in texts:
                     self._check_no_placeholder(text)
-            if video is None:
-                raise ValueError("the conversation's video entry names no video: add 'video': path or frames, or pass `video`")
         else:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
             self._check_no_placeholder(prompt)
-            if video is None:
-                raise ValueError("pass `video` with `prompt`")
-            messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-        clip = self.load(video, num_frames=num_frames, fps=fps, max_frames=max_frames)
+            if video is None and images is None:
+                raise ValueError("pass `video` and / or `images` with `prompt`")
+            content = [{"type": "image"} for _ in images or []] + ([{"type": "video"}] if video is not None else [])
+            messages = [{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}]
+        pictures = load_images(images) if images is not None else None
+        clip = self.load(video, num_frames=num_frames, fps=fps, max_frames=max_frames) if video is not None else None
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return self.processor(
-            text=[text],
-            videos=[clip.frames],
-            video_metadata=[clip.metadata()],
-            do_sample_frames=False,
-            # frames are always (T, H, W, 3): the processor would guess channels-first for a height of 1 or 3
-            videos_kwargs={"input_data_format": "channels_last"},
-            return_tensors="pt",
-        )
+        kwargs = {}
+        if clip is not None:
+            kwargs.update(
+                videos=[clip.frames],
+                video_metadata=[clip.metadata()],
+                do_sample_frames=False,
+                # frames are always (T, H, W, 3): the processor would guess channels-first for a height of 1 or 3
+                videos_kwargs={"input_data_format": "channels_last"},
+            )
+        if pictures is not None:
+            # one prompt: its images as one nested list (LLaVA-OneVision then counts them per prompt)
+            kwargs.update(images=[pictures], images_kwargs={"input_data_format": "channels_last"})
+        return self.processor(text=[text], return_tensors="pt", **kwargs)
 
     def _check_no_placeholder(self, text) -> None:
         """Raise when ``text`` holds the processor's image or video placeholder: the processor would
@@ -431,6 +475,7 @@ class SpecVLM:
         *,
         inputs=None,
         messages: list | None = None,
+        images=None,
         fps: float | None = None,
         max_frames: int | None = None,
         generation_config=None,
@@ -454,8 +499,9 @@ class SpecVLM:
         the output follows the target's own distribution; all randomness comes from a
         ``torch.Generator`` seeded with ``seed``. What speculation cannot honour (``num_beams > 1``,
         ``num_return_sequences > 1``, guidance, constraints, ...) raises ValueError before any work.
-        ``messages`` is a conversation in the transformers chat format with one video entry (see
-        :meth:`build_inputs`), instead of ``prompt``. Pass ``inputs`` (from :meth:`build_inputs`) instead
+        ``messages`` is a conversation in the transformers chat format with at most one video entry and any
+        number of image entries (see :meth:`build_inputs`), instead of ``prompt``; ``images`` (one or a list)
+        go with ``prompt`` beside or instead of ``video``, and their tokens are pruned with the video's. Pass ``inputs`` (from :meth:`build_inputs`) instead
         of ``video`` + ``prompt`` to reuse processed inputs; ``num_frames``, ``fps`` and ``max_frames`` sample the
         video (see :meth:`load`). ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()``
         with ``eos_token_id=[]`` would), e.g. for benchmarks. ``streamer`` (any transformers
@@ -483,18 +529,20 @@ class SpecVLM:
         if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
             raise ValueError(f"streamer must have put() and end() (a transformers BaseStreamer), got {type(streamer).__name__}")
         if inputs is None:
-            if messages is None and (video is None or prompt is None):
-                raise ValueError("pass `video` and `prompt`, `messages` (a conversation), or `inputs` from build_inputs()")
-            inputs = self.build_inputs(
-                video, prompt, num_frames=num_frames, fps=fps, messages=messages, max_frames=max_frames
-            )
-        elif messages is not None or prompt is not None:
-            raise ValueError("pass `inputs` or a prompt / `messages`, not both")
-        for key in ("input_ids", self._target.video_input_key):
-            if key not in inputs:
+            if messages is None and (prompt is None or (video is None and images is None)):
                 raise ValueError(
-                    f"inputs has no {key!r}; pass the processor's output for a prompt with a video (engine.build_inputs)"
+                    "pass `video` and / or `images` with `prompt`, `messages` (a conversation), or `inputs` from build_inputs()"
                 )
+            inputs = self.build_inputs(
+                video, prompt, num_frames=num_frames, fps=fps, messages=messages, max_frames=max_frames, images=images
+            )
+        elif messages is not None or prompt is not None or images is not None:
+            raise ValueError("pass `inputs` or a prompt / `messages`, not both")
+        if "input_ids" not in inputs or not (self._target.has_video(inputs) or self._target.has_images(inputs)):
+            missing = "input_ids" if "input_ids" not in inputs else f"{self._target.video_input_key!r} or {self._target.image_input_key!r}"
+            raise ValueError(
+                f"inputs has no {missing}; pass the processor's output for a prompt with a video or images (engine.build_inputs)"
+            )
         rule, sampling, eos_token_ids = self._next_token_rule(inputs, generation_config, max_new_tokens, gen_kwargs)
         self._check_context(int(self._target.positions(inputs).max()) + 1, max_new_tokens)  # before any prefill
         if ignore_eos:
@@ -505,20 +553,28 @@ class SpecVLM:
         timer = Timer(self._target.device)
         if plan.drafts:
             self._check_positions(config, self._draft)  # before any prefill, even when a lazy draft never starts
-        layers = self._layer_choice(plan, config)  # before any prefill: a bad layer index raises here
+            check_tree_support(self._target, config.tree_shape())  # a hybrid family verifies chains only
+            if self._draft is None:
+                check_self_draft_support(self._target)
+        layers = self._layer_choice(plan, config, int(inputs["input_ids"].shape[-1]))  # before any prefill: a bad layer index raises here
         after = config.lazy_draft_after if plan.drafts else 0
         if after and not eos_token_ids:  # nothing can end the answer early: it is max_new_tokens long
             after = 0 if max_new_tokens > after else after
 
+        # a lazily started draft's pruning is scored when it starts, so a short answer's prefill is the plain one
+        score_late = bool(after) and plan.capture_scores and can_score_later(self._target, inputs)
+
         def start_draft():
             with timer("draft_prefill"):
+                if score_late:
+                    target.scores = score_later(target, inputs)
                 draft, kept = self._prefill_draft(plan, config, inputs, target, mirrors=layers is not None)
             self._mark_compiled(config, target.seq, draft)
             stats.kept_video_tokens, stats.draft_kv_tokens = kept, draft.prefix
             return draft
 
         with timer("prefill"):
-            target = self._prefill_target(plan, config, inputs)
+            target = self._prefill_target(dataclasses.replace(plan, capture_scores=False) if score_late else plan, config, inputs)
             draft = start_draft() if plan.drafts and not after else None
         self._mark_compiled(config, target.seq, draft)
         lazy = LazyDraft(start_draft, after) if plan.drafts and after else None
@@ -597,7 +653,9 @@ class SpecVLM:
         if not plan.drafts:
             return None, 0
         keep, kept = self._draft_keep(plan, config, target)
-        draft = prefill_draft(self._draft, inputs, target, keep, positions=config.positions, mirrors=mirrors)
+        draft = prefill_draft(
+            self._draft, inputs, target, keep, positions=config.positions, mirrors=mirrors, vision=config.draft_vision
+        )
         return draft, kept
 
     @staticmethod
@@ -607,7 +665,7 @@ class SpecVLM:
             return float(config.draft_stop_below)
         return AUTO_STOP_BELOW if layers is not None else 0.0
 
-    def _layer_choice(self, plan: Plan, config: DecodingConfig) -> LayerChoice | None:
+    def _layer_choice(self, plan: Plan, config: DecodingConfig, prompt_tokens: int = 0) -> LayerChoice | None:
         """A self-draft's decoder-layer subsets (``self_draft_layers``), or None: a separate draft, no draft,
         or every layer (``"all"``; also ``"auto"`` for a text model whose layers cannot be skipped)."""
         if not plan.drafts or self._draft is not None:
@@ -616,8 +674,15 @@ class SpecVLM:
         options = candidates(setting, self._target.text_config.num_hidden_layers)
         if options is None:
             return None
+        memory = None
+        if setting == "auto" and config.self_draft_memory:
+            # a workload: the prompt's length (to a power of two: it sets the steps' attention cost), what the
+            # draft sees and what a step drafts
+            workload = (prompt_tokens.bit_length(), plan.pruning, config.drop_rate, str(config.tree),
+                        config.num_draft_tokens, config.draft_stop_below)  # fmt: skip
+            memory = self._layer_memory.table(workload)
         try:
-            return LayerChoice(self._target, options, auto=setting == "auto")
+            return LayerChoice(self._target, options, auto=setting == "auto", memory=memory)
         except ValueError as err:
             if setting != "auto":
                 raise
@@ -630,7 +695,7 @@ class SpecVLM:
         result = pruning.select(
             plan.pruning,
             target.scores,
-            layout.grid,
+            layout.pruning_grid,
             config.drop_rate,
             stage1_mass=config.stage1_mass,
             seed=config.seed,

@@ -52,3 +52,13 @@ def video_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("videos") / "clip.mp4"
     write_video(path, synthetic_frames(num_frames=16, height=64, width=64), fps=8.0)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module (the pure-torch fallbacks of the hybrid families' kernels are far
+    slower with several threads on small CPUs); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

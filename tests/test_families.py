@@ -23,7 +23,8 @@ from specvlm.attention import AttentionContext
 from specvlm.decoding.loop import prefill_draft, prefill_target
 from specvlm.models import adapter_for, family_of
 from specvlm.models import cache as kv
-from specvlm.zoo.tiny import TinySpec, save_tiny
+from specvlm.zoo.tiny import TinySpec
+from tiny_pairs import eos_free_engine, save_pairs, stock_greedy
 
 MAX_NEW = 20
 FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe", "glm46v")
@@ -43,15 +44,7 @@ TREES = ("chain", "specvlm-25", "dynamic")
 @pytest.fixture(scope="module")
 def family_checkpoints(tmp_path_factory):
     """{family: {"target": path, "draft": path}}."""
-    root = tmp_path_factory.mktemp("family_checkpoints")
-    out = {}
-    for family in FAMILIES:
-        target_layers, draft_layers = LAYERS[family]
-        out[family] = {
-            "target": save_tiny(TinySpec(family=family, seed=0, num_layers=target_layers), root / family / "target"),
-            "draft": save_tiny(TinySpec(family=family, seed=1, num_layers=draft_layers), root / family / "draft"),
-        }
-    return out
+    return save_pairs(tmp_path_factory.mktemp("family_checkpoints"), {family: LAYERS[family] for family in FAMILIES})
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +53,7 @@ def engines(family_checkpoints):
     out = {}
     for family, paths in family_checkpoints.items():
         for draft in ("separate", "self"):
-            engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"] if draft == "separate" else None)
-            engine.target.generation_config.eos_token_id = None
-            out[family, draft] = engine
+            out[family, draft] = eos_free_engine(paths["target"], draft=paths["draft"] if draft == "separate" else None)
     return out
 
 
@@ -72,11 +63,7 @@ def references(family_checkpoints, engines, frames):
     out = {}
     for family in FAMILIES:
         inputs = engines[family, "self"].build_inputs(frames, "Describe the video.")
-        stock = AutoModelForImageTextToText.from_pretrained(family_checkpoints[family]["target"]).eval()
-        assert stock.config.model_type == family
-        with torch.no_grad():
-            ids = stock.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=None)
-        out[family] = (inputs, ids[0, inputs["input_ids"].shape[1] :].tolist())
+        out[family] = (inputs, stock_greedy(family_checkpoints[family]["target"], inputs, MAX_NEW, family))
     return out
 
 

@@ -65,10 +65,10 @@ def test_a_conversation_with_a_system_turn_matches_stock_generate(checkpoints, v
     [
         ([], "messages must be a non-empty list"),
         ([{"role": "user"}], r"messages\[0\] must be a dict with 'role' and 'content'"),
-        ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "exactly one video entry, found 0"),
-        ([{"role": "user", "content": [{"type": "video", "video": "a.mp4"}, {"type": "video", "video": "b.mp4"}]}], "found 2"),
-        ([{"role": "user", "content": [{"type": "image"}, {"type": "video", "video": "a.mp4"}]}], "holds an image"),
-        ([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}], "names no video"),
+        ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "no video or image entry"),
+        ([{"role": "user", "content": [{"type": "video", "video": "a.mp4"}, {"type": "video", "video": "b.mp4"}]}], "2 video entries"),
+        ([{"role": "user", "content": [{"type": "image"}, {"type": "video", "video": "a.mp4"}]}], "1 image entries, 0 of them naming"),
+        ([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}], "1 video entries, 0 of them naming"),
     ],
 )
 def test_malformed_conversations_are_named(checkpoints, messages, message):

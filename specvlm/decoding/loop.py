@@ -96,8 +96,12 @@ class Sequence:
         self, token_ids: torch.Tensor, offsets: torch.Tensor, ctx: AttentionContext, logits_to_keep: int = 0
     ) -> torch.Tensor:
         """Feed ``token_ids`` (n,) at positions ``next_pos + offsets`` (n,) under the attention context
-        ``ctx`` (what each new token sees of the cache and of the others); returns logits (n or logits_to_keep, V)."""
+        ``ctx`` (what each new token sees of the cache and of the others); returns logits (n or logits_to_keep, V).
+
+        Every such forward may be rolled back by the next ``cache.keep``: the cache records what it needs
+        for that first (the states of linear-attention layers, the rows of sliding-window layers)."""
         pos = self.adapter.continuation(self.next_pos, offsets, self.axes).to(self.adapter.device)
+        kv.record(self.cache, token_ids.shape[0])
         return self.adapter.forward_ids(token_ids.unsqueeze(0), pos, self.cache, ctx, logits_to_keep, compiled=self.compiled)[0]
 
     def rollback(self, decoded: int) -> None:
@@ -160,6 +164,36 @@ def _split_side(side: SideFeatures | None, split: int, length: int):
     return side.select(index[:split]), side.select(index[split:])
 
 
+def can_score_later(adapter: ModelAdapter, inputs) -> bool:
+    """Whether :func:`score_later` can score ``inputs`` after a one-chunk prefill: the text after the video
+    holds no other visual tokens (no images), the family has no side features, and its cache keeps every
+    token's rows (no linear-attention state to rewind)."""
+    plain_embeds = type(adapter).embed_prompt is ModelAdapter.embed_prompt  # no side features (DeepStack)
+    return plain_embeds and not adapter.has_images(inputs) and getattr(adapter, "supports_self_draft", True)
+
+
+@torch.no_grad()
+def score_later(target: TargetPrefill, inputs) -> torch.Tensor:
+    """The verifier's scores (N,) for a target prefilled in one chunk (no scores yet), as
+    :func:`prefill_target` with ``capture_scores`` records them: the text after the last video token is fed
+    once more, over a copy of the cache through that token, and its queries' attention to the video keys
+    is averaged over layers, heads and text queries. Costs a forward over those few text tokens; lets a
+    lazily started draft pay for scoring only when it starts (:func:`can_score_later` must hold)."""
+    tseq = target.seq
+    adapter = tseq.adapter
+    split = target.layout.last_position + 1
+    length = tseq.prefix
+    if split >= length:
+        raise ValueError("the prompt has no text after the video, so the verifier's attention cannot be scored")
+    device = adapter.device
+    cache = kv.subset(tseq.cache, torch.arange(split, device=device))
+    tail = adapter.embed_tokens(inputs["input_ids"][:, split:length])  # (1, length - split, D): text only
+    capture = ScoreCapture(key_positions=target.layout.positions.to(device))
+    ctx = causal_context(length - split, length, device, backend=tseq.backend, capture=capture)
+    adapter.forward(tail, target.positions[:, split:length], cache, ctx, logits_to_keep=1)
+    return capture.mean()
+
+
 @torch.no_grad()
 def prefill_draft(
     draft: ModelAdapter | None,
@@ -169,6 +203,7 @@ def prefill_draft(
     *,
     positions: str = "original",
     mirrors: bool = False,
+    vision: str = "all",
 ) -> Sequence:
     """Prefill the draft with only the sequence positions ``keep`` (sorted, long).
 
@@ -178,9 +213,13 @@ def prefill_draft(
     target's cache is index-selected at ``keep`` and at every token it has decoded so far (a lazy
     start): no second prefill; ``mirrors`` marks a layer-skipping self-draft (:attr:`Sequence.mirrors`).
     A separate draft started late catches up on the decoded tokens at its first proposal.
+    ``vision``: ``"kept_frames"`` computes the separate draft's visual features only where they are kept
+    (:meth:`~specvlm.models.base.ModelAdapter.embed_kept`: e.g. only the frames holding a kept token), ``"all"``
+    over the whole video; the kept tokens' embeddings are the same either way.
     """
     tseq = target.seq
     if draft is None:
+        check_self_draft_support(tseq.adapter)
         if positions != "original":
             raise ValueError(f"positions={positions!r} needs a separate draft model; self-drafting reuses the target's cache")
         rows = torch.cat([keep.to(torch.long), torch.arange(tseq.prefix, tseq.prefix + tseq.decoded, dtype=torch.long)])
@@ -189,7 +228,12 @@ def prefill_draft(
             tseq.adapter, cache, prefix=keep.numel(), next_pos=tseq.next_pos, axes=tseq.axes, backend=tseq.backend, mirrors=mirrors
         )
     keep = keep.to(draft.device)
-    embeds, side = draft.embed_prompt(inputs)
+    if vision == "kept_frames":
+        embeds, side = draft.embed_kept(inputs, keep)
+    elif vision == "all":
+        embeds, side = draft.embed_prompt(inputs)
+    else:
+        raise ValueError(f"unknown draft vision mode {vision!r}; choose 'kept_frames' or 'all'")
     embeds = embeds[:, keep]
     side = side.select(keep) if side is not None else None  # the kept tokens' own side features (DeepStack)
     if positions == "original":
@@ -248,6 +292,7 @@ def decode(
     ("on" | "skipped" | "stopped" when there was a draft to run) once, at the end.
     """
     tseq = target.seq
+    check_tree_support(tseq.adapter, tree)
     device = tseq.adapter.device
     draft_reads_prefix = rule is not None and rule.reads_prefix  # the draft's logits need the processors too
     # 0. the first new token comes from the prefill's last-position logits
@@ -327,6 +372,30 @@ def decode(
     if layers is not None and layers.chosen is not None:
         stats.draft_layers = list(layers.chosen)
     return out
+
+
+def is_chain(tree: TreeShape | DynamicTree | None) -> bool:
+    """Whether ``tree`` is a static chain (every node the best child of the previous one)."""
+    return isinstance(tree, TreeShape) and all(p == (0,) * len(p) for p in tree.paths)
+
+
+def check_tree_support(adapter: ModelAdapter, tree: TreeShape | DynamicTree | None) -> None:
+    """Raise ValueError when ``adapter``'s family cannot verify ``tree`` exactly (chains always can)."""
+    if tree is None or adapter.supports_trees or is_chain(tree):
+        return
+    shape = "a dynamic tree" if isinstance(tree, DynamicTree) else f"a {tree.size}-node tree"
+    raise ValueError(
+        f"{adapter.family}: {shape} cannot be verified exactly: {adapter.decoding_limits}; use tree='chain'"
+    )
+
+
+def check_self_draft_support(adapter: ModelAdapter) -> None:
+    """Raise ValueError when ``adapter``'s family cannot draft for itself (``draft=None``) exactly."""
+    if not adapter.supports_self_draft:
+        raise ValueError(
+            f"{adapter.family}: self-drafting (draft=None) is not possible: {adapter.decoding_limits}; "
+            "pass a separate draft model of the same family"
+        )
 
 
 def _commit_until_stop(

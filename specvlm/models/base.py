@@ -9,8 +9,10 @@ Positions are handled as a (P, L) long tensor: P = 1 for 1-D RoPE, P = 3 for mRo
 width). Decoding continues from ``max + 1`` of the prefill positions, on every axis, exactly as the
 stock models do (for mRoPE this is ``rope_deltas`` made explicit).
 
-What this module deliberately does not do: batching (batch size is 1), images, or anything about
-drafting and verification.
+Images are runs of the same layout (:class:`VisualRun`): their tokens are pruned with the video's.
+
+What this module deliberately does not do: batching (batch size is 1), or anything about drafting and
+verification.
 """
 
 from __future__ import annotations
@@ -31,18 +33,72 @@ COMPILED_GRAPHS_LIMIT = 64
 
 
 @dataclass(frozen=True)
-class VideoLayout:
-    """Where the video tokens of one prompt are.
+class VisualRun:
+    """One image or video of the prompt (or one part of an image, e.g. LLaVA-OneVision's base view and its
+    high-resolution view): a (T, H, W) grid of prunable tokens in row-major order.
 
-    positions: (N,) long, sequence positions of the prunable video tokens, in (t, h, w) row-major order
-    grid: (T, H, W) with T * H * W == N
-    structural: (S,) long, sequence positions of video-placeholder tokens that are never pruned (e.g.
-        LLaVA-OneVision's trailing newline token); the loop treats them like text.
+    kind: "image" or "video"
+    grid: (T, H, W); a video's T counts frames (or temporal patches), an image's T its tiles
+    """
+
+    kind: str
+    grid: tuple[int, int, int]
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Where the visual tokens of one prompt are: its runs (images and videos) in prompt order.
+
+    positions: (N,) long, increasing sequence positions of the prunable visual tokens, run after run
+        (each run's tokens in its (t, h, w) row-major order)
+    grid: (T, H, W) of a single-run layout (None when there are several runs)
+    structural: (S,) long, sequence positions of visual-placeholder tokens that are never pruned (e.g.
+        LLaVA-OneVision's newline tokens); the loop treats them like text.
+    runs: the :class:`VisualRun` of each image and video; a layout built with only ``grid`` is one video run.
     """
 
     positions: torch.Tensor
-    grid: tuple[int, int, int]
-    structural: torch.Tensor
+    grid: tuple[int, int, int] | None = None
+    structural: torch.Tensor | None = None
+    runs: tuple[VisualRun, ...] = ()
+
+    def __post_init__(self):
+        if not self.runs:
+            if self.grid is None:
+                raise ValueError("a VideoLayout needs its grid or its runs")
+            object.__setattr__(self, "runs", (VisualRun("video", tuple(self.grid)),))
+        elif self.grid is None and len(self.runs) == 1:
+            object.__setattr__(self, "grid", self.runs[0].grid)
+        if self.structural is None:
+            object.__setattr__(self, "structural", self.positions[:0])
+        counted = sum(run.num_tokens for run in self.runs)
+        if counted != self.positions.numel():
+            raise ValueError(f"the visual runs {self.grids} hold {counted} tokens, but {self.positions.numel()} positions were given")
+
+    @classmethod
+    def from_runs(cls, runs: list[tuple[str, tuple[int, int, int], torch.Tensor]], structural=None) -> "VideoLayout":
+        """A layout from (kind, grid, positions) per run, in any order (sorted here by first position)."""
+        if not runs:
+            raise ValueError("the prompt holds no image or video tokens")
+        runs = sorted(runs, key=lambda run: int(run[2][0]) if run[2].numel() else -1)
+        positions = torch.cat([run[2].to(torch.long).cpu() for run in runs])
+        if structural is None:
+            structural = positions[:0]
+        return cls(positions=positions, structural=structural, runs=tuple(VisualRun(kind, tuple(grid)) for kind, grid, _ in runs))
+
+    @property
+    def grids(self) -> tuple[tuple[int, int, int], ...]:
+        return tuple(run.grid for run in self.runs)
+
+    @property
+    def pruning_grid(self):
+        """What the pruning strategies take: the (T, H, W) of a single run, or the tuple of every run's grid."""
+        return self.runs[0].grid if len(self.runs) == 1 else self.grids
 
     @property
     def num_tokens(self) -> int:
@@ -50,11 +106,23 @@ class VideoLayout:
 
     @property
     def last_position(self) -> int:
-        """Sequence position of the last video placeholder token (prunable or structural)."""
+        """Sequence position of the last visual placeholder token (prunable or structural)."""
         last = int(self.positions.max())
         if self.structural.numel():
             last = max(last, int(self.structural.max()))
         return last
+
+
+def split_runs(family: str, kind: str, slots: torch.Tensor, grids: list[tuple[int, int, int]]) -> list:
+    """[(kind, grid, positions)] for consecutive media of one kind: ``slots`` (their placeholder positions,
+    in order) cut into one chunk per grid. Raises when the counts do not match."""
+    sizes = [t * h * w for t, h, w in grids]
+    if sum(sizes) != slots.numel():
+        raise ValueError(
+            f"{family}: {slots.numel()} {kind} placeholder tokens for {kind} grids {grids} ({sum(sizes)} expected): "
+            "the processor does not match the model"
+        )
+    return [(kind, grid, chunk) for grid, chunk in zip(grids, torch.split(slots, sizes))]
 
 
 @dataclass(frozen=True)
@@ -85,15 +153,24 @@ class ModelAdapter:
 
     family: str = ""
     model_types: tuple[str, ...] = ()
+    #: the decoder layer types (``text_config.layer_types``) this family's adapter handles; the cache
+    #: operations of each kind live in :mod:`specvlm.models.cache`
+    layer_kinds: tuple[str, ...] = ("full_attention",)
+    #: whether a tree of draft tokens can be verified exactly in one forward (False: chains only), and
+    #: whether the target can draft for itself from its own pruned cache; ``decoding_limits`` says why not
+    supports_trees: bool = True
+    supports_self_draft: bool = True
+    decoding_limits: str = ""
 
     def __init__(self, model):
         self.model = model
         self.config = model.config
         self.text_config = model.config.get_text_config(decoder=True)
         layer_types = getattr(self.text_config, "layer_types", None) or []
-        if any(t != "full_attention" for t in layer_types):
+        unknown = sorted(set(layer_types) - set(self.layer_kinds))
+        if unknown:
             raise ValueError(
-                f"{self.family}: layer types {sorted(set(layer_types))} are not supported; only full attention is"
+                f"{self.family}: layer types {unknown} are not supported; this family's adapter handles {list(self.layer_kinds)}"
             )
         # transformers 5.24 renamed the text models' ``past_key_values`` argument to ``cache`` (the old
         # name still works there, with a FutureWarning on every call); earlier 5.x only know the old one
@@ -127,35 +204,71 @@ class ModelAdapter:
         return int(self.config.video_token_id)
 
     # ---- embeddings ---------------------------------------------------------------------------
+    def has_video(self, inputs) -> bool:
+        return inputs.get(self.video_input_key) is not None
+
+    def has_images(self, inputs) -> bool:
+        return inputs.get(self.image_input_key) is not None
+
     @torch.no_grad()
     def embed(self, inputs) -> torch.Tensor:
-        """(1, L, D) input embeddings of the whole prompt with this model's own video features scattered in."""
-        return self.scatter_video(inputs, self.video_features(inputs))
+        """(1, L, D) input embeddings of the whole prompt with this model's own visual features (its
+        video's and its images') scattered in."""
+        embeds = self.scatter_video(inputs, self.video_features(inputs)) if self.has_video(inputs) else self.embed_ids(inputs)
+        if self.has_images(inputs):
+            self.place(embeds, self.image_slots(inputs), self.image_features(inputs), "image")
+        return embeds
+
+    def embed_ids(self, inputs) -> torch.Tensor:
+        """(1, L, D) embeddings of the prompt's token ids (placeholders included)."""
+        input_ids = inputs["input_ids"].to(self.device)
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"batch size {input_ids.shape[0]} is not supported; SpecVLM decodes one prompt at a time")
+        return self._input_embeddings(input_ids)
+
+    def place(self, embeds: torch.Tensor, slots: torch.Tensor, features: torch.Tensor, kind: str) -> torch.Tensor:
+        """Write ``features`` (N, D) into ``embeds`` (1, L, D) at the placeholder positions ``slots`` (N,)."""
+        if features.shape[0] != slots.numel():
+            raise ValueError(
+                f"{self.family} produced {features.shape[0]} {kind} features for {slots.numel()} {kind} placeholder "
+                "tokens: the processor and the model's vision configuration do not match"
+            )
+        embeds[0, slots.to(self.device)] = features.to(embeds.dtype)
+        return embeds
 
     @torch.no_grad()
     def scatter_video(self, inputs, features: torch.Tensor) -> torch.Tensor:
         """(1, L, D) input embeddings of the prompt with ``features`` (N, D) at its video placeholder tokens."""
-        input_ids = inputs["input_ids"].to(self.device)
-        if input_ids.shape[0] != 1:
-            raise ValueError(f"batch size {input_ids.shape[0]} is not supported; SpecVLM decodes one prompt at a time")
-        embeds = self._input_embeddings(input_ids)
-        slots = self.video_slots(inputs).to(self.device)  # (N_slots,)
-        if features.shape[0] != slots.numel():
-            raise ValueError(
-                f"{self.family} produced {features.shape[0]} video features for {slots.numel()} video placeholder "
-                "tokens: the processor and the model's vision configuration do not match"
-            )
-        embeds[0, slots] = features.to(embeds.dtype)
-        return embeds
+        return self.place(self.embed_ids(inputs), self.video_slots(inputs), features, "video")
 
     def video_slots(self, inputs) -> torch.Tensor:
         """(N_slots,) long, sequence positions of the video placeholder tokens (features go there in order);
         families whose video tokens share an id with image tokens (GLM-4V) read ``mm_token_type_ids`` instead."""
         return (inputs["input_ids"][0] == self.video_token_id).nonzero().squeeze(-1)
 
+    def image_slots(self, inputs) -> torch.Tensor:
+        """(N_slots,) long, sequence positions of the image placeholder tokens, in order."""
+        if self.image_token_id is None:
+            raise ValueError(f"{self.family}: the model config names no image token, so it takes no images")
+        return (inputs["input_ids"][0] == self.image_token_id).nonzero().squeeze(-1)
+
+    @property
+    def image_token_id(self) -> int | None:
+        for name in ("image_token_id", "image_token_index"):
+            value = getattr(self.config, name, None)
+            if value is not None:
+                return int(value)
+        return None
+
     def embed_prompt(self, inputs) -> tuple[torch.Tensor, SideFeatures | None]:
         """(:meth:`embed` of the prompt, its :class:`SideFeatures` or None for families without any)."""
         return self.embed(inputs), None
+
+    def embed_kept(self, inputs, keep: torch.Tensor) -> tuple[torch.Tensor, SideFeatures | None]:
+        """:meth:`embed_prompt` for a draft's prefill, where only the prompt positions ``keep`` (sorted, long)
+        must hold their exact embeddings: a family may skip the visual work that only the other positions
+        need (LLaVA-OneVision: the frames without a kept token). Default: the whole :meth:`embed_prompt`."""
+        return self.embed_prompt(inputs)
 
     def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
         """(1, n) token ids -> (1, n, D) embeddings."""
@@ -187,7 +300,7 @@ class ModelAdapter:
         hook context; ``logits_to_keep`` = k > 0 returns only the last k rows (1, k, V), 0 returns all.
         ``side``: the side features of exactly these n tokens (:meth:`SideFeatures.select`), if the family has any.
         """
-        masks = {"full_attention": None} if self.accepts_mask_mapping else None
+        masks = dict.fromkeys(self.layer_kinds) if self.accepts_mask_mapping else None
         text_model = self._layer_view if self._layer_view is not None else self.language_model()
         out = text_model(
             inputs_embeds=embeds,
@@ -241,6 +354,9 @@ class ModelAdapter:
     def language_model(self):
         return self.model.model.language_model
 
+    #: the processor's tokenizer, set by the engine (families that read the prompt's text to tell runs apart use it)
+    tokenizer = None
+
     #: the stock text model restricted to some decoder layers (:meth:`with_layers`), or None: all of them
     _layer_view = None
 
@@ -274,6 +390,12 @@ class ModelAdapter:
     accepts_mask_mapping: bool = True
     #: the processor output that holds the video's pixels (InternVL passes its frames as ``pixel_values``)
     video_input_key: str = "pixel_values_videos"
+    #: the processor output that holds the images' pixels
+    image_input_key: str = "pixel_values"
+
+    def image_features(self, inputs) -> torch.Tensor:
+        """(N_features, D) projected features of the prompt's images in placeholder order."""
+        raise ValueError(f"{self.family}: images are not supported for this family yet; pass a video only")
 
     def side_kwargs(self, side: SideFeatures) -> dict:
         """The stock text model's keyword arguments that feed ``side`` (families with side features)."""

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from specvlm.models.base import VideoLayout
 from specvlm.models.qwen2_5_vl import Qwen25VLAdapter
 
-#: ``mm_token_type_ids`` value of video tokens (0 text, 1 image)
-VIDEO_TYPE = 2
+#: ``mm_token_type_ids`` values of image and video tokens (0 is text)
+IMAGE_TYPE, VIDEO_TYPE = 1, 2
 
 
 class Glm4vAdapter(Qwen25VLAdapter):
@@ -47,18 +46,17 @@ class Glm4vAdapter(Qwen25VLAdapter):
             raise ValueError(f"{self.family} inputs need `mm_token_type_ids` (the stock processor returns them)")
         return (types[0] == VIDEO_TYPE).nonzero().squeeze(-1)
 
-    def layout(self, inputs) -> VideoLayout:
-        slots = self.video_slots(inputs).cpu()
-        thw = inputs["video_grid_thw"]
-        if thw.shape[0] != 1:
-            raise ValueError(f"{self.family}: {thw.shape[0]} videos in one prompt; exactly one is supported")
-        merge = self.config.vision_config.spatial_merge_size
-        t, h, w = (int(x) for x in thw[0])
-        grid = (t, h // merge, w // merge)
-        n = grid[0] * grid[1] * grid[2]
-        if slots.numel() != n:
+    def image_slots(self, inputs) -> torch.Tensor:
+        types = inputs.get("mm_token_type_ids")
+        if types is None:
+            raise ValueError(f"{self.family} inputs need `mm_token_type_ids` (the stock processor returns them)")
+        return (types[0] == IMAGE_TYPE).nonzero().squeeze(-1)
+
+    def layout(self, inputs):
+        if self.has_video(inputs) and self.has_images(inputs):
             raise ValueError(
-                f"{self.family}: {slots.numel()} video tokens (mm_token_type_ids == {VIDEO_TYPE}) for a {grid} grid "
-                f"({n} expected): the processor does not match the model"
+                f"{self.family}: images and a video in one prompt are not supported: the stock model reads every token "
+                "with the image token id (the video's too) as an image token, so it cannot run such a prompt either; "
+                "pass the images or the video"
             )
-        return VideoLayout(positions=slots, grid=grid, structural=slots[:0])
+        return super().layout(inputs)

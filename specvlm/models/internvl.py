@@ -8,16 +8,24 @@ merged) to an (h, w) grid in row-major order and projected. The prunable tokens 
 positions of the prompt, in (t, h, w) row-major order: T runs, not contiguous. The frame labels,
 ``<img>`` / ``</img>`` and the newlines between runs are text and always kept. Positions are 1-D.
 
-What this adapter deliberately does not do: images next to the video in one prompt (their
-``<IMG_CONTEXT>`` tokens would be read as video), or dynamic tiling of frames (the video processor gives
-one tile per frame).
+Images: the processor writes an image as a bare ``<img>`` block of its tiles' tokens (dynamic tiling,
+thumbnail included) and passes every tile and frame in ``pixel_values``, in prompt order. Each image is a
+(tiles, h, w) run; the frames, told apart by their ``FrameK:`` label, are one (T, h, w) video run.
+
+What this adapter deliberately does not do: dynamic tiling of frames (the video processor gives one tile
+per frame).
 """
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from specvlm.models.base import ModelAdapter, VideoLayout
+
+#: how the processor labels a frame's ``<img>`` block
+FRAME_LABEL = re.compile(r"Frame\d+:\s*<img>$")
 
 
 def _pair(value) -> tuple[int, int]:
@@ -49,25 +57,55 @@ class InternVLAdapter(ModelAdapter):
         ratio = self.config.downsample_ratio
         return int(height // ph * ratio), int(width // pw * ratio)
 
+    def has_images(self, inputs) -> bool:
+        return False  # images and frames share ``pixel_values``: :meth:`embed` places them together
+
     @torch.no_grad()
     def video_features(self, inputs) -> torch.Tensor:
+        """(N, D) features of every tile and frame in ``pixel_values``, in placeholder order."""
         pixels = inputs["pixel_values"].to(self.device, self.model.model.vision_tower.dtype)
         out = self.model.get_image_features(pixel_values=pixels)  # vision_feature_* from the config
-        return out.pooler_output.flatten(0, 1)  # (T * h * w, D)
+        return out.pooler_output.flatten(0, 1)  # (tiles and frames * h * w, D)
+
+    def video_slots(self, inputs) -> torch.Tensor:
+        return self.image_slots(inputs)
 
     def layout(self, inputs) -> VideoLayout:
-        input_ids = inputs["input_ids"][0]
-        slots = (input_ids == self.video_token_id).nonzero().squeeze(-1).cpu()
-        frames = int(inputs["pixel_values"].shape[0])
+        input_ids = inputs["input_ids"][0].cpu()
+        slots = (input_ids == self.video_token_id).nonzero().squeeze(-1)
         h, w = self.frame_grid()
-        grid = (frames, h, w)
-        n = frames * h * w
-        if slots.numel() != n:
+        tiles = int(inputs["pixel_values"].shape[0])
+        if slots.numel() != tiles * h * w:
             raise ValueError(
-                f"internvl: {slots.numel()} <IMG_CONTEXT> tokens for {frames} frames of {h} x {w} tokens ({n} expected): "
-                "the processor does not match the model, or the prompt holds an image besides the video"
+                f"internvl: {slots.numel()} <IMG_CONTEXT> tokens for {tiles} tiles and frames of {h} x {w} tokens "
+                f"({tiles * h * w} expected): the processor does not match the model"
             )
-        return VideoLayout(positions=slots, grid=grid, structural=slots[:0])
+        breaks = (slots[1:] != slots[:-1] + 1).nonzero().squeeze(-1) + 1
+        blocks = torch.tensor_split(slots, breaks)  # one per <img>...</img>
+        runs, end = [], 0
+        for block in blocks:
+            if block.numel() % (h * w):
+                raise ValueError(f"internvl: an <img> block of {block.numel()} tokens is not whole tiles of {h} x {w}")
+            kind = "video" if self.is_frame(input_ids, end, int(block[0])) else "image"
+            end = int(block[-1]) + 1
+            if kind == "video" and runs and runs[-1][0] == "video":  # the next frame of the same video
+                _, (t, _, _), positions = runs[-1]
+                runs[-1] = ("video", (t + 1, h, w), torch.cat([positions, block]))
+            else:
+                runs.append((kind, (block.numel() // (h * w), h, w), block))
+        return VideoLayout.from_runs(runs)
+
+    def is_frame(self, input_ids: torch.Tensor, after: int, start: int) -> bool:
+        """Whether the ``<img>`` block whose first ``<IMG_CONTEXT>`` is at ``start`` is a video frame: the
+        processor writes frames as ``FrameK: <img>`` and images as a bare ``<img>`` (the text read is that
+        between the previous block, ending before ``after``, and this one). Without the tokenizer
+        (an adapter built outside the engine) a one-tile block counts as a frame."""
+        if self.tokenizer is None:
+            h, w = self.frame_grid()
+            end = start + h * w
+            return end >= input_ids.numel() or int(input_ids[end]) != self.video_token_id
+        before = self.tokenizer.decode(input_ids[after:start].tolist())
+        return FRAME_LABEL.search(before) is not None
 
     def positions(self, inputs) -> torch.Tensor:
         length = inputs["input_ids"].shape[1]

@@ -5,13 +5,16 @@ neighbours, giving a (t, H / merge, W / merge) grid of tokens in row-major order
 stock ``get_rope_index`` output (temporal ids scaled by the video's real fps through
 ``second_per_grid_ts``), computed from ``mm_token_type_ids`` once per prompt; the stateful
 ``rope_deltas`` of the stock model are never read or written.
+
+Images: each image is a (1, H / merge, W / merge) run of ``<|image_pad|>`` tokens (``image_grid_thw``), in
+the prompt before, after or without the video; image and video runs are pruned together.
 """
 
 from __future__ import annotations
 
 import torch
 
-from specvlm.models.base import ModelAdapter, VideoLayout
+from specvlm.models.base import ModelAdapter, VideoLayout, split_runs
 
 
 class Qwen25VLAdapter(ModelAdapter):
@@ -28,26 +31,30 @@ class Qwen25VLAdapter(ModelAdapter):
         out = self.model.get_video_features(pixel_values_videos=pixels, video_grid_thw=inputs["video_grid_thw"].to(self.device))
         return torch.cat(list(out.pooler_output), dim=0)  # (t * H' * W', D)
 
-    def layout(self, inputs) -> VideoLayout:
-        input_ids = inputs["input_ids"][0]
-        slots = (input_ids == self.video_token_id).nonzero().squeeze(-1).cpu()
-        thw = inputs["video_grid_thw"]
-        if thw.shape[0] != 1:
-            raise ValueError(f"{self.family}: {thw.shape[0]} videos in one prompt; exactly one is supported")
+    @torch.no_grad()
+    def image_features(self, inputs) -> torch.Tensor:
+        pixels = inputs["pixel_values"].to(self.device, self.model.model.visual.dtype)
+        out = self.model.get_image_features(pixel_values=pixels, image_grid_thw=inputs["image_grid_thw"].to(self.device))
+        return torch.cat(list(out.pooler_output), dim=0)  # (sum of H' * W', D)
+
+    def merged_grids(self, inputs, key: str) -> list[tuple[int, int, int]]:
+        """Token grids (t, H / merge, W / merge) of every image (``image_grid_thw``) or video (``video_grid_thw``)."""
+        thw = inputs.get(key)
         merge = self.config.vision_config.spatial_merge_size
-        t, h, w = (int(x) for x in thw[0])
-        grid = (t, h // merge, w // merge)
-        n = grid[0] * grid[1] * grid[2]
-        if slots.numel() != n:
-            raise ValueError(
-                f"{self.family}: {slots.numel()} video placeholder tokens for a {grid} grid ({n} expected): "
-                "the processor does not match the model"
-            )
-        return VideoLayout(positions=slots, grid=grid, structural=slots[:0])
+        return [] if thw is None else [(int(t), int(h) // merge, int(w) // merge) for t, h, w in thw.tolist()]
+
+    def layout(self, inputs) -> VideoLayout:
+        runs = split_runs(self.family, "video", self.video_slots(inputs).cpu(), self.merged_grids(inputs, "video_grid_thw"))
+        if self.has_images(inputs) or self.image_token_id is not None:
+            images = self.image_slots(inputs).cpu()
+            if images.numel() or inputs.get("image_grid_thw") is not None:
+                runs += split_runs(self.family, "image", images, self.merged_grids(inputs, "image_grid_thw"))
+        return VideoLayout.from_runs(runs)
 
     def positions(self, inputs) -> torch.Tensor:
         if inputs.get("mm_token_type_ids") is None:
             raise ValueError(f"{self.family} inputs need `mm_token_type_ids` (the stock processor returns them)")
-        extra = {k: inputs[k] for k in ("video_grid_thw", "second_per_grid_ts", "attention_mask") if inputs.get(k) is not None}
+        keys = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts", "attention_mask")
+        extra = {k: inputs[k] for k in keys if inputs.get(k) is not None}
         pos, _ = self.model.model.get_rope_index(inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], **extra)
         return pos[:, 0]  # (3, L)

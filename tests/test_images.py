@@ -1,0 +1,333 @@
+"""Images as visual runs: single image, several images and image + video in one prompt, pruned with the
+video's tokens, give exactly the stock target's greedy ``generate()`` (float32, CPU) for every method,
+draft kind and tree, on LLaVA-OneVision (anyres with newline tokens), Qwen2.5-VL and Qwen3-VL (2-D grids,
+DeepStack) and InternVL (tiles); plus the pruning over runs, ``images=`` / ``messages=`` and their errors.
+
+Reference tokens come from a separately loaded stock model, never from our loop. EOS is disabled so every
+run spans several verify steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+import pruning
+from pruning.verifier_guided import share
+from specvlm import SpecVLM
+from specvlm.decoding.loop import prefill_target
+from specvlm.zoo.tiny import TinySpec, save_tiny
+from tiny_pairs import eos_free_engine, save_pairs, stock_greedy
+
+MAX_NEW = 16
+FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen3_vl", "internvl")
+LAYERS = {"llava_onevision": (2, 1), "qwen2_5_vl": (2, 1), "qwen3_vl": (3, 2), "internvl": (2, 1)}
+PROMPTS = ("image", "multi", "image+video")
+TREES = ("chain", "specvlm-25", "dynamic")
+QUESTION = "What is shown?"
+
+
+def _pictures():
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 256, (60, 90, 3), dtype=np.uint8), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+
+
+def _media(prompt: str, frames) -> dict:
+    wide, square = _pictures()
+    return {
+        "image": {"images": [wide]},
+        "multi": {"images": [wide, square]},
+        "image+video": {"images": [square], "video": frames[:4]},
+    }[prompt]
+
+
+@pytest.fixture(scope="module")
+def image_checkpoints(tmp_path_factory):
+    return save_pairs(tmp_path_factory.mktemp("image_checkpoints"), LAYERS)
+
+
+@pytest.fixture(scope="module")
+def image_engines(image_checkpoints):
+    out = {}
+    for family, paths in image_checkpoints.items():
+        for draft in ("separate", "self"):
+            out[family, draft] = eos_free_engine(paths["target"], draft=paths["draft"] if draft == "separate" else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_references(image_checkpoints, image_engines, frames):
+    """{(family, prompt): (inputs, stock greedy new tokens)}."""
+    out = {}
+    for family in FAMILIES:
+        stock = AutoModelForImageTextToText.from_pretrained(image_checkpoints[family]["target"]).eval()
+        for prompt in PROMPTS:
+            inputs = image_engines[family, "self"].build_inputs(prompt=QUESTION, **_media(prompt, frames))
+            out[family, prompt] = (inputs, stock_greedy(stock, inputs, MAX_NEW))
+    return out
+
+
+def _check(image_engines, image_references, family, prompt, draft, method, drop_rate, tree):
+    inputs, expected = image_references[family, prompt]
+    engine = image_engines[family, draft]
+    result = engine.generate(
+        inputs=inputs, max_new_tokens=MAX_NEW, method=method, drop_rate=drop_rate, tree=tree,
+        lazy_draft_after=0, self_draft_layers="all",
+    )
+    assert result.token_ids == expected, (family, prompt, draft, method, drop_rate, tree)
+    layout = engine._target.layout(inputs)
+    n = sum(run.num_tokens for run in layout.runs)
+    stats = result.stats
+    assert stats.video_tokens == n == layout.num_tokens
+    if method == "specvlm":
+        assert stats.kept_video_tokens == max(1, math.floor(n * (1 - drop_rate) + 1e-9))
+        if drop_rate == 0.9:
+            assert stats.kept_video_tokens == max(1, n // 10)  # floor(N x 0.1) over all runs
+    if method != "ar":
+        assert stats.draft_kv_tokens == stats.target_kv_tokens - n + stats.kept_video_tokens
+
+
+FAST = [
+    (family, prompt, draft, tree)
+    for family in FAMILIES
+    for prompt in PROMPTS
+    for draft, tree in (("separate", "specvlm-25"), ("self", "chain"))
+]
+
+
+@pytest.mark.parametrize("family,prompt,draft,tree", FAST)
+def test_image_prompts_match_stock_greedy(image_engines, image_references, family, prompt, draft, tree):
+    _check(image_engines, image_references, family, prompt, draft, "specvlm", 0.9, tree)
+
+
+MATRIX = [
+    (family, prompt, draft, method, drop_rate, tree)
+    for family in FAMILIES
+    for prompt in PROMPTS
+    for draft in ("separate", "self")
+    for method in ("ar", "sd", "specvlm")
+    for drop_rate in (0.0, 0.9)
+    for tree in (TREES if method != "ar" else ("chain",))
+    if not (method == "ar" and draft == "self")
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,prompt,draft,method,drop_rate,tree", MATRIX)
+def test_image_prompts_match_stock_greedy_full_matrix(
+    image_engines, image_references, family, prompt, draft, method, drop_rate, tree
+):
+    _check(image_engines, image_references, family, prompt, draft, method, drop_rate, tree)
+
+
+def test_runs_follow_the_prompt(image_engines, image_references):
+    """Each image and the video are runs in prompt order, with each family's own grids."""
+    kinds = {
+        (family, prompt): [run.kind for run in image_engines[family, "self"]._target.layout(image_references[family, prompt][0]).runs]
+        for family in FAMILIES
+        for prompt in PROMPTS
+    }
+    for family in ("qwen2_5_vl", "qwen3_vl", "internvl"):  # one run per image (InternVL: its tiles), one per video
+        assert kinds[family, "image"] == ["image"]
+        assert kinds[family, "multi"] == ["image", "image"]
+        assert kinds[family, "image+video"] == ["image", "video"]
+    # LLaVA-OneVision: an image is its base view plus, when tiled, its high-resolution view
+    assert kinds["llava_onevision", "image+video"][-1] == "video"
+    assert set(kinds["llava_onevision", "multi"]) == {"image"}
+    qwen = image_engines["qwen2_5_vl", "self"]._target.layout(image_references["qwen2_5_vl", "multi"][0])
+    thw = image_references["qwen2_5_vl", "multi"][0]["image_grid_thw"]
+    assert qwen.grids == tuple((int(t), int(h) // 2, int(w) // 2) for t, h, w in thw.tolist())
+    internvl = image_engines["internvl", "self"]._target.layout(image_references["internvl", "image+video"][0])
+    assert internvl.runs[1].grid[0] == 4  # the four frames are one video run, not four images
+
+
+def test_llava_onevision_newline_tokens_are_structural(image_engines, image_references):
+    """The anyres image's newline tokens (one per row of its high-resolution view) stay in the draft."""
+    engine = image_engines["llava_onevision", "separate"]
+    inputs, _ = image_references["llava_onevision", "image"]
+    adapter = engine._target
+    layout = adapter.layout(inputs)
+    slots = adapter.image_slots(inputs)
+    assert layout.num_tokens + layout.structural.numel() == slots.numel()
+    base, high = layout.runs
+    assert base.grid[1] == base.grid[2]
+    assert layout.structural.numel() == high.grid[1]  # one newline per row
+    features = adapter.image_features(inputs)
+    newline = adapter.model.model.image_newline
+    rows = torch.isin(slots, layout.structural)
+    assert bool((features[rows] == newline).all())
+    assert not bool((features[~rows] == newline).all(-1).any())
+    keep = engine.draft_keep(inputs, drop_rate=0.9)
+    assert bool(torch.isin(layout.structural, keep).all())
+
+
+@torch.no_grad()
+def test_captured_scores_equal_eager_attention_over_runs(image_checkpoints, image_engines, image_references):
+    """InternVL image + video: the hook's scores equal eager attention of the text after the last visual token
+    to every image and video token."""
+    inputs, _ = image_references["internvl", "image+video"]
+    adapter = image_engines["internvl", "separate"]._target
+    prefill = prefill_target(adapter, inputs, capture_scores=True)
+    layout = prefill.layout
+    eager = AutoModelForImageTextToText.from_pretrained(image_checkpoints["internvl"]["target"], attn_implementation="eager").eval()
+    out = eager(**inputs, output_attentions=True)
+    split = layout.last_position + 1
+    rows = torch.stack([a[0, :, split:, :] for a in out.attentions])
+    expected = rows[..., layout.positions].mean(dim=(0, 1, 2))
+    torch.testing.assert_close(prefill.scores, expected, rtol=1e-4, atol=1e-6)
+    image_tokens = layout.runs[0].num_tokens
+    assert float(expected[:image_tokens].sum()) > 0 and float(expected[image_tokens:].sum()) > 0
+
+
+def test_messages_with_image_entries_match_images_argument(image_engines, image_checkpoints, frames, tmp_path):
+    """``{"type": "image", "image": ...}`` entries (a path, a PIL image) give the stock processor's own
+    inputs, and the stock model's tokens."""
+    engine = image_engines["qwen2_5_vl", "separate"]
+    wide, square = _pictures()
+    path = tmp_path / "wide.png"
+    Image.fromarray(wide).save(path)
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "You look carefully."}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": str(path)},
+                {"type": "image", "image": Image.fromarray(square)},
+                {"type": "video"},
+                {"type": "text", "text": QUESTION},
+            ],
+        },
+    ]
+    inputs = engine.build_inputs(messages=messages, video=frames[:4])
+    processor = AutoProcessor.from_pretrained(image_checkpoints["qwen2_5_vl"]["target"])
+    plain = [{**turn, "content": [{"type": e["type"]} if e["type"] != "text" else e for e in turn["content"]]} for turn in messages]
+    text = processor.apply_chat_template(plain, add_generation_prompt=True)
+    stock_inputs = processor(
+        text=[text], images=[wide, square], videos=[frames[:4]], do_sample_frames=False, return_tensors="pt",
+        video_metadata=[engine.load(frames[:4]).metadata()],
+    )
+    assert "You look carefully." in processor.tokenizer.decode(inputs["input_ids"][0])
+    for key in ("input_ids", "pixel_values", "image_grid_thw", "pixel_values_videos"):
+        assert torch.equal(inputs[key], stock_inputs[key]), key
+    result = engine.generate(messages=messages, video=frames[:4], max_new_tokens=MAX_NEW, lazy_draft_after=0)
+    assert result.token_ids == stock_greedy(image_checkpoints["qwen2_5_vl"]["target"], inputs, MAX_NEW)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"images": [np.zeros((4, 4), dtype=np.uint8)]}, r"\(H, W, 3\) uint8"),
+        ({"images": [np.zeros((4, 4, 3), dtype=np.float32)]}, r"\(H, W, 3\) uint8"),
+        ({"images": ["/no/such/image.png"]}, "does not exist"),
+        ({"images": ["https://example.com/cat.png"]}, "URL"),
+        ({"images": []}, "empty list"),
+    ],
+)
+def test_bad_images_are_named(image_engines, kwargs, match):
+    engine = image_engines["qwen2_5_vl", "self"]
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        engine.build_inputs(prompt=QUESTION, **kwargs)
+
+
+def test_bad_image_conversations_are_named(image_engines, frames):
+    engine = image_engines["qwen2_5_vl", "self"]
+    wide, _ = _pictures()
+    two_videos = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "video", "video": frames}]}]
+    with pytest.raises(ValueError, match="at most one video"):
+        engine.build_inputs(messages=two_videos)
+    unnamed = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    with pytest.raises(ValueError, match="2 image entries, 0 of them naming their image, and 1 image"):
+        engine.build_inputs(messages=unnamed, images=[wide])
+    with pytest.raises(ValueError, match="no video or image entry"):
+        engine.build_inputs(messages=[{"role": "user", "content": [{"type": "text", "text": QUESTION}]}])
+    with pytest.raises(TypeError, match="an image must be"):
+        engine.build_inputs(prompt=QUESTION, images=[object()])
+
+
+@torch.no_grad()
+def test_glm_takes_images_but_refuses_images_with_a_video(tmp_path, frames):
+    """GLM-4V: images alone match stock greedy; with a video the stock model reads the video's tokens as
+    image tokens, so such a prompt is refused."""
+    path = save_tiny(TinySpec(family="glm4v", seed=0, num_layers=2), tmp_path / "glm")
+    engine = SpecVLM.from_pretrained(path)
+    engine.target.generation_config.eos_token_id = None
+    wide, square = _pictures()
+    inputs = engine.build_inputs(prompt=QUESTION, images=[wide, square])
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, lazy_draft_after=0, self_draft_layers="all")
+    assert result.token_ids == stock_greedy(path, inputs, MAX_NEW)
+    assert [run.kind for run in engine._target.layout(inputs).runs] == ["image", "image"]
+    inputs = engine.build_inputs(prompt=QUESTION, images=[wide], video=frames[:4])
+    with pytest.raises(ValueError, match="images and a video in one prompt are not supported"):
+        engine.generate(inputs=inputs, max_new_tokens=2)
+
+
+# ---- pruning over runs -------------------------------------------------------------------------
+def test_share_is_proportional_and_exact():
+    assert share(10, [30, 60, 10]) == [3, 6, 1]
+    assert share(3, [5, 5]) == [2, 1]  # the leftover goes to the earlier run on a tie
+    assert share(0, [4, 4]) == [0, 0]
+    assert sum(share(7, [3, 9, 11])) == 7
+
+
+def test_budget_and_stage_two_cover_every_run():
+    runs = [(1, 4, 6), (4, 3, 3)]  # an image of 24 tokens, a video of 36
+    n = 60
+    kept = pruning.prune("specvlm", torch.zeros(n), runs, 0.9, stage1_mass=0.0)
+    assert kept.numel() == 6  # floor(60 x 0.1), over all runs
+    assert int((kept < 24).sum()) == 2 and int((kept >= 24).sum()) == 4  # in proportion to each run's tokens
+    # Stage I ranks every run's tokens together
+    scores = torch.zeros(n)
+    scores[[3, 50]] = 1.0
+    result = pruning.select("specvlm", scores, runs, 0.9, stage1_mass=1.0)
+    assert result.stage1.tolist() == [3, 50]
+    assert result.kept.numel() == 6
+    # one run: the same as the plain (T, H, W) grid
+    single = torch.rand(36)
+    assert torch.equal(
+        pruning.prune("specvlm", single, [(4, 3, 3)], 0.75), pruning.prune("specvlm", single, (4, 3, 3), 0.75)
+    )
+    with pytest.raises(ValueError, match="list of such grids"):
+        pruning.prune("uniform", None, [(1, 2, 3), (0, 1, 1)], 0.5)
+
+
+def test_cli_generate_with_an_image(image_checkpoints, image_references, tmp_path, capsys):
+    """``specvlm generate --image FILE`` (no video) gives the stock model's tokens; neither --video nor
+    --image is a one-line error."""
+    from specvlm.cli import main as cli_main
+    import json
+
+    paths = image_checkpoints["qwen2_5_vl"]
+    wide, _ = _pictures()
+    path = tmp_path / "wide.png"
+    Image.fromarray(wide).save(path)
+    argv = ["generate", "--target", str(paths["target"]), "--draft", str(paths["draft"]), "--image", str(path),
+            "--prompt", QUESTION, "--max-new-tokens", str(MAX_NEW), "--ignore-eos", "--json"]  # fmt: skip
+    assert cli_main(argv) == 0
+    _, expected = image_references["qwen2_5_vl", "image"]
+    assert json.loads(capsys.readouterr().out)["token_ids"] == expected
+    assert cli_main(["generate", "--target", str(paths["target"]), "--prompt", QUESTION]) == 2
+    assert "pass --video, --image" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_qwen3_5_image_and_video_prompt_matches_stock(tmp_path, frames):
+    """The hybrid Qwen3.5 takes images like Qwen3-VL: an image + video prompt, chain with a separate draft."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the pure-torch linear-attention fallback is far slower with several threads here
+    try:
+        target = save_tiny(TinySpec(family="qwen3_5", seed=0, num_layers=4), tmp_path / "target")
+        draft = save_tiny(TinySpec(family="qwen3_5", seed=1, num_layers=2), tmp_path / "draft")
+        engine = SpecVLM.from_pretrained(target, draft=draft)
+        engine.target.generation_config.eos_token_id = None
+        inputs = engine.build_inputs(prompt=QUESTION, **_media("image+video", frames))
+        result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, drop_rate=0.9, lazy_draft_after=0)
+        assert result.token_ids == stock_greedy(target, inputs, MAX_NEW)
+        assert [run.kind for run in engine._target.layout(inputs).runs] == ["image", "video"]
+        assert result.stats.kept_video_tokens == max(1, result.stats.video_tokens // 10)
+    finally:
+        torch.set_num_threads(threads)
