@@ -7,7 +7,12 @@ synthetic video with at least ``--min-video-tokens`` video tokens:
   ``specvlm`` with a chain and with the 25-node tree (pruned draft), and transformers' assisted
   generation (``hf-assisted``: ``target.generate(assistant_model=draft)``, a constant number of
   assistant tokens equal to the engine's chain length);
-* decode speedups as ratios over ``ar`` and over ``hf-assisted``, tau, token identity with ``ar``;
+* the self-draft (``self-draft``: the same target with ``draft=None``, default settings: layer skipping,
+  ``"auto"``) on the same video;
+* a short-answer workload (``answers:*``): :data:`ANSWER_QUESTIONS` multiple-choice questions about the
+  same video, EOS on, each answer a few tokens, with ``ar``, ``specvlm`` (chain) and the self-draft;
+* decode speedups as ratios over ``ar`` and over ``hf-assisted``, end-to-end speedups and time to first
+  token over ``ar``'s (the answers' over ``answers:ar``), tau, token identity with ``ar``;
 * per-step costs at the real contexts: one plain step at context L, target verification of n tokens at
   L (chain and tree), one draft step at the pruned context;
 * framework overhead: the share of decode time spent outside model forwards (every adapter forward
@@ -50,7 +55,19 @@ RUNS = {  # name -> engine.generate settings
     "sd": dict(method="sd", tree="chain"),
     "specvlm-chain": dict(method="specvlm", tree="chain"),
     "specvlm-tree": dict(method="specvlm", tree="specvlm-25"),
+    "self-draft": dict(method="specvlm", tree="chain"),  # on the self-drafting engine (draft=None)
 }
+#: Runs on the self-drafting engine: the bench's target with ``draft=None`` and the engine's settings.
+SELF_DRAFT_RUNS = ("self-draft",)
+#: The short-answer workload: run name -> the :data:`RUNS` entry it runs, over every question.
+ANSWER_RUNS = {"answers:ar": "ar", "answers:specvlm": "specvlm-chain", "answers:self-draft": "self-draft"}
+#: What ``bench_pair`` can run: the caption runs (every method on one long answer, EOS ignored), the
+#: self-draft on that caption, and the short answers.
+WORKLOADS = ("caption", "self-draft", "answers")
+#: Multiple-choice questions of the bench video the short-answer workload asks (the issue's four).
+ANSWER_QUESTIONS = 4
+#: Token budget of a short answer; the answers end at EOS (an option letter and a few words) well before.
+ANSWER_MAX_NEW_TOKENS = 32
 
 
 @dataclass
@@ -65,6 +82,10 @@ class RunResult:
     host_syncs_per_step: float | None = None
     target_steps: int | None = None
     decode_runs_s: list[float] = field(default_factory=list)  # every timed run; ``decode_s`` is the fastest
+    e2e_s: float | None = None  # prefill + decode (fastest timed run); hf-assisted: its whole generate()
+    ttft_s: float | None = None  # time to first token (fastest timed run); None for hf-assisted
+    answers: int | None = None  # short-answer runs: answers summed in this run
+    skipped: int | None = None  # short-answer runs: answers whose lazily started draft was never prefilled
 
     @property
     def spread(self) -> float | None:
@@ -92,13 +113,32 @@ class BenchReport:
     weight_mb: dict[str, float] = field(default_factory=dict)  # model -> MB of weights read per decode step
 
     def speedups(self) -> dict[str, dict[str, float]]:
-        """Decode-time ratios: baseline time / run time, for baselines ``ar`` and ``hf-assisted``."""
+        """Decode-time ratios: baseline time / run time, for baselines ``ar`` and ``hf-assisted`` (the
+        short answers' baseline is ``answers:ar``)."""
         out = {}
         for base in ("ar", "hf-assisted"):
             if base in self.runs:
                 ref = self.runs[base].decode_s
-                out[base] = {n: ref / r.decode_s for n, r in self.runs.items() if n != base and r.decode_s > 0}
+                out[base] = {
+                    n: ref / r.decode_s
+                    for n, r in self.runs.items()
+                    if n != base and r.decode_s > 0 and not n.startswith("answers:")
+                }
+        if "answers:ar" in self.runs:
+            ref = self.runs["answers:ar"].decode_s
+            out["answers:ar"] = {n: ref / r.decode_s for n, r in self.runs.items() if n in ANSWER_RUNS and r.decode_s > 0}
         return out
+
+    def over_ar(self, name: str, metric: str) -> float | None:
+        """``metric`` ("e2e": ar's end-to-end time / the run's; "ttft": the run's time to first token /
+        ar's) of run ``name`` against its workload's ``ar`` run; None where a time is missing."""
+        base = self.runs.get("answers:ar" if name in ANSWER_RUNS else "ar")
+        run = self.runs[name]
+        if base is None:
+            return None
+        if metric == "e2e":
+            return base.e2e_s / run.e2e_s if base.e2e_s and run.e2e_s else None
+        return run.ttft_s / base.ttft_s if base.ttft_s and run.ttft_s is not None else None
 
     def to_dict(self) -> dict:
         return {
@@ -106,6 +146,8 @@ class BenchReport:
             "settings": self.settings,
             "runs": {n: {**asdict(r), "overhead": r.overhead, "spread": r.spread} for n, r in self.runs.items()},
             "speedup_over": self.speedups(),
+            "e2e_speedup_over_ar": {n: self.over_ar(n, "e2e") for n in self.runs},
+            "ttft_over_ar": {n: self.over_ar(n, "ttft") for n in self.runs},
             "step_costs_ms": self.step_costs_ms,
             "draft_over_target": self.draft_over_target,
             "step_profile_ms": self.step_profile_ms,
@@ -190,13 +232,17 @@ def bench_sample(engine, min_video_tokens: int, seed: int):
     return sample, inputs
 
 
-def run_engine(engine, inputs, name: str, max_new_tokens: int, drop_rate: float, ar_ids=None) -> tuple[RunResult, list[int]]:
+def run_engine(
+    engine, inputs, name: str, max_new_tokens: int, drop_rate: float, ar_ids=None, ignore_eos: bool = True
+) -> tuple[RunResult, list[int]]:
     settings = dict(RUNS[name])
     if settings["method"] == "specvlm":
         settings["drop_rate"] = drop_rate
     adapters = [engine._target] + ([engine._draft] if engine._draft is not None and name != "ar" else [])
     with _ForwardClock(adapters) as clock:
-        result = engine.generate(inputs=inputs, max_new_tokens=max_new_tokens, ignore_eos=True, do_sample=False, **settings)
+        result = engine.generate(
+            inputs=inputs, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, do_sample=False, **settings
+        )
     s = result.stats
     forward_s = clock.seconds
     run = RunResult(
@@ -208,8 +254,38 @@ def run_engine(engine, inputs, name: str, max_new_tokens: int, drop_rate: float,
         forward_s=forward_s,
         host_syncs_per_step=s.host_syncs / max(s.target_steps, 1),
         target_steps=s.target_steps,
+        e2e_s=s.e2e_s,
+        ttft_s=s.ttft_s,
+        skipped=int(s.speculation_skipped),
     )
     return run, result.token_ids
+
+
+def run_answers(engine, questions: list, name: str, drop_rate: float, ar_ids=None) -> tuple[RunResult, list[list[int]]]:
+    """Short-answer run ``name`` (an :data:`ANSWER_RUNS` key) over every prepared question's inputs, EOS on:
+    times and tokens summed over the answers (tau: over every verification step); identical when every
+    answer equals ``ar_ids``' (the ``answers:ar`` run's answers)."""
+    runs, ids = [], []
+    for inputs in questions:
+        run, tokens = run_engine(engine, inputs, ANSWER_RUNS[name], ANSWER_MAX_NEW_TOKENS, drop_rate, ignore_eos=False)
+        runs.append(run)
+        ids.append(tokens)
+    steps = sum(r.target_steps or 0 for r in runs)
+    total = RunResult(
+        name=name,
+        decode_s=sum(r.decode_s for r in runs),
+        new_tokens=sum(r.new_tokens for r in runs),
+        tau=sum(r.new_tokens - 1 for r in runs) / steps if steps else None,  # the first token is the prefill's
+        identical_to_ar=ar_ids is None or ids == ar_ids,
+        forward_s=sum(r.forward_s or 0.0 for r in runs),
+        host_syncs_per_step=sum((r.host_syncs_per_step or 0) * (r.target_steps or 0) for r in runs) / max(steps, 1),
+        target_steps=steps,
+        e2e_s=sum(r.e2e_s for r in runs),
+        ttft_s=sum(r.ttft_s for r in runs),
+        answers=len(runs),
+        skipped=sum(r.skipped or 0 for r in runs),
+    )
+    return total, ids
 
 
 def _classify(engine, inputs, ar_ids: list[int], name: str, max_new_tokens: int, drop_rate: float) -> dict:
@@ -248,7 +324,10 @@ def run_hf_assisted(engine, inputs, max_new_tokens: int, ar_ids, return_ids: boo
     if return_ids:
         return ids
     decode = timer.get("assisted") - timer.get("prefill_target") - timer.get("prefill_draft")
-    return RunResult(name="hf-assisted", decode_s=decode, new_tokens=len(ids), tau=None, identical_to_ar=ids == ar_ids)
+    return RunResult(
+        name="hf-assisted", decode_s=decode, new_tokens=len(ids), tau=None, identical_to_ar=ids == ar_ids,
+        e2e_s=timer.get("assisted"),
+    )  # fmt: skip
 
 
 def _median_ms(fn, repeats: int, device) -> float:
@@ -392,6 +471,9 @@ def fastest(runs: list[RunResult]) -> RunResult:
         raise ValueError("need at least one timed run (repeats >= 1)")
     best = min(runs, key=lambda r: r.decode_s)
     best.decode_runs_s = [r.decode_s for r in runs]
+    for metric in ("e2e_s", "ttft_s"):  # each time its own fastest run, as the decode time
+        times = [getattr(r, metric) for r in runs if getattr(r, metric) is not None]
+        setattr(best, metric, min(times) if times else None)
     return best
 
 
@@ -405,16 +487,28 @@ def bench_pair(
     seed: int = 1 << 30,
     hf_assisted: bool = True,
     profile: bool = False,
+    workloads: tuple[str, ...] = WORKLOADS,
 ) -> BenchReport:
     """Every method on one held-out video: a warm-up round, then ``repeats`` rounds of every method in
     turn; each method's fastest run counts, and it is identical only when every run was. ``profile``:
     also break the plain step, the chain verification and the draft step down by operator group
-    (:func:`step_profile`) and report the weights each model reads per decode step."""
+    (:func:`step_profile`) and report the weights each model reads per decode step. ``workloads``: which
+    of :data:`WORKLOADS` run (the caption's ``ar`` runs with any of the first two)."""
+    from specvlm import SpecVLM
     from specvlm.decoding.loop import prefill_target
+    from specvlm.zoo import synthetic
 
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown or not workloads:
+        raise ValueError(f"workloads={list(workloads)!r}; choose one or more of {', '.join(WORKLOADS)}")
     if engine.draft is None:
         raise ValueError("the bench needs a separate draft model (sd, specvlm chain/tree and hf-assisted use it)")
-    _, inputs = bench_sample(engine, min_video_tokens, seed)
+    sample, inputs = bench_sample(engine, min_video_tokens, seed)
+    own = SpecVLM(engine.target, engine.processor, draft=None, config=engine.config)  # the self-draft, same weights
+    questions = [
+        engine.build_inputs(sample.frames, synthetic.question_prompt(q), num_frames=len(sample.frames))
+        for q in sample.questions[:ANSWER_QUESTIONS]
+    ] if "answers" in workloads else []  # fmt: skip
     report = BenchReport(
         machine=machine_description(engine._target.device),
         settings=dict(max_new_tokens=max_new_tokens, drop_rate=drop_rate, repeats=repeats, seed=seed,
@@ -422,16 +516,33 @@ def bench_pair(
     )  # fmt: skip
     # Rounds: every method once per round, the first round warming up. Interleaving the methods means a
     # slow spell of the machine hits them all alike instead of one method's consecutive runs.
-    names = list(RUNS) + (["hf-assisted"] if hf_assisted else [])
+    names = []
+    if "caption" in workloads or "self-draft" in workloads:
+        names.append("ar")
+    if "caption" in workloads:
+        names += [n for n in RUNS if n != "ar" and n not in SELF_DRAFT_RUNS] + (["hf-assisted"] if hf_assisted else [])
+    if "self-draft" in workloads:
+        names += list(SELF_DRAFT_RUNS)
+    if "answers" in workloads:
+        names += list(ANSWER_RUNS)
+    report.settings["workloads"] = list(workloads)
+    if questions:
+        report.settings["answers"] = dict(questions=len(questions), max_new_tokens=ANSWER_MAX_NEW_TOKENS, eos=True)
     timed: dict[str, list[RunResult]] = {name: [] for name in names}
     report.settings["generation"] = {**generation_settings(engine, max_new_tokens), "eos_token_id": None}
-    ar_ids = None
+    ar_ids = answer_ids = None
     for attempt in range(repeats + 1):
         for name in names:
+            runner = own if name in SELF_DRAFT_RUNS or ANSWER_RUNS.get(name) in SELF_DRAFT_RUNS else engine
             if name == "hf-assisted":
                 run = run_hf_assisted(engine, inputs, max_new_tokens, ar_ids)
+            elif name in ANSWER_RUNS:
+                run, ids = run_answers(runner, questions, name, drop_rate, answer_ids)
+                if name == "answers:ar" and answer_ids is None:
+                    answer_ids = ids
+                    run.identical_to_ar = True
             else:
-                run, ids = run_engine(engine, inputs, name, max_new_tokens, drop_rate, ar_ids)
+                run, ids = run_engine(runner, inputs, name, max_new_tokens, drop_rate, ar_ids)
                 if name == "ar":  # the warm-up round's ids are the reference every later run is held to
                     if ar_ids is None:
                         ar_ids = ids
@@ -441,8 +552,9 @@ def bench_pair(
     for name in names:
         best = fastest(timed[name])
         best.identical_to_ar = all(r.identical_to_ar for r in timed[name])
-        if not best.identical_to_ar:
-            best.divergence = _classify(engine, inputs, ar_ids, name, max_new_tokens, drop_rate)
+        if not best.identical_to_ar and name not in ANSWER_RUNS:
+            runner = own if name in SELF_DRAFT_RUNS else engine
+            best.divergence = _classify(runner, inputs, ar_ids, name, max_new_tokens, drop_rate)
         report.runs[name] = best
         logger.info("%s: decode %.3f s, tau %s", name, best.decode_s, best.tau)
 
@@ -495,9 +607,18 @@ def _verdict(run: RunResult) -> str:
 
 def format_report(report: BenchReport) -> str:
     lines = [f"machine: {report.machine}", f"settings: {json.dumps(report.settings)}", ""]
-    lines.append(f"{'method':<15}{'decode s':>10}{'spread':>8}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'overhead':>10}{'syncs/step':>12}  identical")
+    lines.append(
+        f"{'method':<15}{'decode s':>10}{'spread':>8}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'e2e x ar':>10}"
+        f"{'TTFT/ar':>9}{'overhead':>10}{'syncs/step':>12}  identical"
+    )
     speed = report.speedups()
+
+    def ratio(value) -> str:
+        return f"{value:.2f}" if value is not None else "-"
+
     for name, r in report.runs.items():
+        if name in ANSWER_RUNS:
+            continue
         over_ar = speed.get("ar", {}).get(name, 1.0 if name == "ar" else float("nan"))
         over_hf = speed.get("hf-assisted", {}).get(name, 1.0 if name == "hf-assisted" else float("nan"))
         tau = f"{r.tau:.2f}" if r.tau is not None else "-"
@@ -505,8 +626,24 @@ def format_report(report: BenchReport) -> str:
         syncs = f"{r.host_syncs_per_step:.2f}" if r.host_syncs_per_step is not None else "-"
         spread = f"+{100 * r.spread:.0f}%" if r.spread is not None else "-"
         lines.append(
-            f"{name:<15}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}{overhead:>10}{syncs:>12}  {_verdict(r)}"
+            f"{name:<15}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}"
+            f"{ratio(report.over_ar(name, 'e2e')):>10}{ratio(report.over_ar(name, 'ttft')):>9}{overhead:>10}{syncs:>12}  {_verdict(r)}"
         )
+    answers = [name for name in report.runs if name in ANSWER_RUNS]
+    if answers:
+        lines.append("")
+        lines.append(
+            f"short answers ({report.runs[answers[0]].answers} multiple-choice questions about the same video, EOS on; "
+            "times summed over the answers):"
+        )
+        lines.append(f"{'method':<20}{'e2e s':>8}{'TTFT s':>8}{'decode s':>10}{'tokens':>8}{'e2e x ar':>10}{'TTFT/ar':>9}{'decode x ar':>13}{'draft skipped':>15}  identical")
+        for name in answers:
+            r = report.runs[name]
+            decode = report.runs["answers:ar"].decode_s / r.decode_s if "answers:ar" in report.runs and r.decode_s else None
+            lines.append(
+                f"{name:<20}{r.e2e_s:>8.3f}{r.ttft_s:>8.3f}{r.decode_s:>10.3f}{r.new_tokens:>8}{ratio(report.over_ar(name, 'e2e')):>10}"
+                f"{ratio(report.over_ar(name, 'ttft')):>9}{ratio(decode):>13}{f'{r.skipped}/{r.answers}':>15}  {r.identical_to_ar}"
+            )
     lines.append("")
     lines.append("per-step costs (ms, medians): " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.step_costs_ms.items()))
     if report.draft_over_target:

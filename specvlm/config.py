@@ -33,6 +33,8 @@ METHODS = ("ar", "sd", "specvlm")
 #: What ``compile`` may compile: nothing, the draft's decode step, or every decode step.
 COMPILE_MODES = ("off", "draft", "all")
 POSITION_MODES = ("original", "compact")
+#: ``draft_vision``: where a separate draft computes its visual features (the kept frames, or all of them).
+DRAFT_VISION_MODES = ("kept_frames", "all")
 ATTENTION_BACKEND_CHOICES = ("auto",) + BACKENDS
 #: Chain length (draft tokens per target verification). The best length follows the draft's acceptance
 #: rate; the embedded pair decodes fastest at 7 in a sweep of 4-8 (docs/performance.md).
@@ -76,6 +78,16 @@ def _parse_layers(text: str):
         ) from err
 
 
+def _parse_bool(text: str) -> bool:
+    """A true/false setting from text: true/false, yes/no, on/off or 1/0."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"{text!r} is not true or false (true/false, yes/no, on/off, 1/0)")
+
+
 def _setting(default, help: str, *, choices=None, methods=_DRAFTING, scope: str = "method", parse=None):
     """A field of :class:`DecodingConfig` with what every consumer needs to know about it.
 
@@ -109,6 +121,11 @@ class DecodingConfig:
         "as the reference implementation does", choices=POSITION_MODES, methods=_PRUNED)  # fmt: skip
     window: str = _setting(
         "middle", "which part of the video the 'window' pruning keeps", choices=WINDOW_CHOICES, methods=_PRUNED)
+    draft_vision: str = _setting(
+        "kept_frames", "a separate draft's visual features: 'kept_frames' runs its vision tower only over the frames "
+        "holding a video token it keeps (families whose tower encodes each frame on its own, e.g. "
+        "LLaVA-OneVision; the kept tokens' features are exact), 'all' over every frame",
+        choices=DRAFT_VISION_MODES, methods=_PRUNED)  # fmt: skip
     seed: int = _setting(0, "seed of the 'random' pruning and of sampling", methods=_PRUNED)
     tree: object = _setting(
         "chain", "what the draft proposes: 'chain', 'specvlm-25' (the reference's 25-node tree), 'dynamic' "
@@ -121,6 +138,11 @@ class DecodingConfig:
         "subsets are tried for a few steps each against plain decoding and the fastest is kept for the rest of "
         "the answer), 'all', a ratio of the layers to keep such as 0.5, or layer indices such as [0,2,5]",
         parse=_parse_layers)  # fmt: skip
+    self_draft_memory: bool = _setting(
+        True, "self-drafting with self_draft_layers='auto': the engine remembers each workload's measurements "
+        "(keyed by the prompt's length and the drafting settings), so later answers of the same kind skip the "
+        "trials (re-tried every few answers); False tries the subsets again for every answer",
+        choices=(True, False), parse=_parse_bool)  # fmt: skip
     lazy_draft_after: int = _setting(
         DEFAULT_LAZY_DRAFT_AFTER, "decode the first tokens with the target alone and prefill the draft only once "
         "this many are committed, so short answers never pay for it (with no EOS to stop at, it is decided "
@@ -148,6 +170,8 @@ class DecodingConfig:
             minimum = 0 if name in ("seed", "lazy_draft_after") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+        if not isinstance(self.self_draft_memory, bool):
+            raise ValueError(f"self_draft_memory={self.self_draft_memory!r} must be True or False")
         check_drop_rate(self.drop_rate)
         mass = self.stage1_mass
         if isinstance(mass, bool) or not isinstance(mass, numbers.Real) or not 0.0 <= float(mass) <= 1.0:

@@ -35,7 +35,9 @@ class GenerationStats:
     # decoding fastest; the rest of the answer was decoded without drafting)
     speculation: str = ""
     draft_start_tokens: int = 0  # tokens committed before the draft was prefilled (lazy start; 0: with the target)
-    draft_prefill_s: float = 0.0  # the draft's prefill, part of prefill_s (also when started lazily, during decoding)
+    # the draft's prefill, part of prefill_s (also when started lazily, during decoding; a lazy start also
+    # scores the video for pruning then, included here)
+    draft_prefill_s: float = 0.0
     draft_layers: list[int] = field(default_factory=list)  # a layer-skipping self-draft's decoder layers, as kept
 
     def record_step(self, committed: int, accepted_depth: int, tried_depth: int) -> None:
@@ -89,7 +91,9 @@ class GenerationStats:
 
     @property
     def ttft_s(self) -> float:
-        return self.prefill_s
+        """Time to the first new token: the prefill, less a lazily started draft's prefill, which runs
+        after the first tokens are out (``draft_start_tokens`` > 0)."""
+        return self.prefill_s - (self.draft_prefill_s if self.draft_start_tokens else 0.0)
 
     @property
     def tpot_s(self) -> float:

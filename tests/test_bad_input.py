@@ -27,7 +27,7 @@ from specvlm.zoo import demo
 
 PROMPT = "Describe the video."
 #: the smallest bench settings of tests/test_bench.py
-BENCH_ARGS = ["--max-new-tokens", "6", "--min-video-tokens", "100", "--repeats", "1", "--no-hf-assisted"]
+BENCH_ARGS = ["--max-new-tokens", "6", "--min-video-tokens", "100", "--repeats", "1", "--no-hf-assisted", "--workloads", "caption"]
 
 
 @pytest.fixture(scope="module")

@@ -72,9 +72,10 @@ def test_fastest_keeps_every_timed_run():
 def test_bench_pair_reports_every_method(engine):
     report = bench.bench_pair(engine, max_new_tokens=12, min_video_tokens=100, repeats=2)
     assert all(len(r.decode_runs_s) == 2 and r.decode_s == min(r.decode_runs_s) for r in report.runs.values())
-    assert set(report.runs) == {"ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted"}
+    caption = {"ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted", "self-draft"}
+    assert set(report.runs) == caption | set(bench.ANSWER_RUNS)
     assert all(r.identical_to_ar for r in report.runs.values())
-    assert all(r.new_tokens == 12 for r in report.runs.values())
+    assert all(report.runs[n].new_tokens == 12 for n in caption)
     assert report.runs["ar"].tau == 1.0
     assert report.runs["ar"].host_syncs_per_step == 1.0
     for name in ("ar", "sd", "specvlm-chain", "specvlm-tree"):
@@ -90,7 +91,8 @@ def test_bench_pair_reports_every_method(engine):
     assert speed["ar"]["sd"] == pytest.approx(report.runs["ar"].decode_s / report.runs["sd"].decode_s)
     data = report.to_dict()
     json.dumps(data)
-    assert set(data) == {"machine", "settings", "runs", "speedup_over", "step_costs_ms", "draft_over_target", "step_profile_ms", "weight_mb"}
+    assert set(data) == {"machine", "settings", "runs", "speedup_over", "e2e_speedup_over_ar", "ttft_over_ar", "step_costs_ms",
+                         "draft_over_target", "step_profile_ms", "weight_mb"}  # fmt: skip
     assert data["step_profile_ms"] == {} and data["weight_mb"] == {}  # only with profile=True
     assert data["settings"]["compile"] == "off"
     assert data["settings"]["num_draft_tokens"] == engine.config.num_draft_tokens
@@ -139,7 +141,7 @@ def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
 
     monkeypatch.setattr(bench, "run_engine", run_engine)
     monkeypatch.setattr(bench, "run_hf_assisted", run_hf)
-    report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=2)
+    report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=2, workloads=("caption",))
     methods = ["ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted"]
     assert calls == methods * 3 + ["sd"]  # the rerun that is classified
     assert not report.runs["sd"].identical_to_ar
@@ -148,6 +150,41 @@ def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
     assert (divergence["verdict"], divergence["position"]) == ("mismatch", 1)
     assert "False (mismatch at token 1: margin" in bench.format_report(report)
     assert report.settings["generation"]["do_sample"] is False and report.settings["generation"]["eos_token_id"] is None
+
+
+def test_bench_pair_runs_the_self_draft_and_short_answers_with_end_to_end_ratios(engine):
+    report = bench.bench_pair(
+        engine, max_new_tokens=10, min_video_tokens=100, repeats=1, hf_assisted=False, workloads=("self-draft", "answers")
+    )
+    assert list(report.runs) == ["ar", "self-draft", *bench.ANSWER_RUNS]
+    assert all(r.identical_to_ar for r in report.runs.values())
+    ar, own = report.runs["ar"], report.runs["self-draft"]
+    assert own.new_tokens == ar.new_tokens == 10
+    for name, run in report.runs.items():
+        assert 0 < run.ttft_s <= run.e2e_s
+        assert report.over_ar(name, "e2e") == pytest.approx(report.runs[_base(name)].e2e_s / run.e2e_s)
+        assert report.over_ar(name, "ttft") == pytest.approx(run.ttft_s / report.runs[_base(name)].ttft_s)
+    answers = report.runs["answers:specvlm"]
+    assert answers.answers == report.runs["answers:ar"].answers == report.settings["answers"]["questions"] > 0
+    assert 0 <= answers.skipped <= answers.answers
+    assert report.speedups()["answers:ar"]["answers:specvlm"] == pytest.approx(
+        report.runs["answers:ar"].decode_s / answers.decode_s
+    )
+    assert "answers:specvlm" not in report.speedups()["ar"]  # the answers are compared with their own ar
+    text = bench.format_report(report)
+    assert "short answers" in text and "e2e x ar" in text and "TTFT/ar" in text
+    with pytest.raises(ValueError, match="workloads="):
+        bench.bench_pair(engine, workloads=("captions",))
+
+
+def _base(name: str) -> str:
+    return "answers:ar" if name in bench.ANSWER_RUNS else "ar"
+
+
+def test_the_command_lines_workloads_are_the_benchs():
+    from specvlm.cli import _workloads
+
+    assert _workloads(",".join(bench.WORKLOADS)) == bench.WORKLOADS
 
 
 def test_decode_macs_counts_projections_mlp_attention_and_head():

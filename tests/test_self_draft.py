@@ -120,6 +120,56 @@ class _FakeAdapter:
         return layers
 
 
+def test_a_remembered_workload_skips_the_trials_and_keeps_measuring_its_choice():
+    memory = layerskip.LayerMemory(answers=3)
+    first = layerskip.LayerChoice(_FakeAdapter(), [(0,), (0, 3)], auto=True, trial_steps=1, memory=memory.table("w"))
+    for _ in range(3):
+        option = first.next()
+        first.record(option, {(0,): 2, (0, 3): 3, None: 1}[option], 1.0)
+    assert first.next() == (0, 3) and not first.from_memory
+    first.record((0, 3), 3, 1.0)  # the chosen option's steps keep counting
+    second = layerskip.LayerChoice(_FakeAdapter(), [(0,), (0, 3)], auto=True, trial_steps=1, memory=memory.table("w"))
+    assert second.decided and second.from_memory and second.next() == (0, 3)  # no trial at all
+    second.record((0, 3), 1, 10.0)  # it turned slow: the next answer of this workload prefers (0,)
+    second.record(None, 5, 1.0)  # plain steps after the decision are not counted
+    third = layerskip.LayerChoice(_FakeAdapter(), [(0,), (0, 3)], auto=True, trial_steps=1, memory=memory.table("w"))
+    assert third.next() == (0,)
+    assert third.rate(None) == 1.0
+    # a remembered verdict for plain decoding is tried again, from the measurements so far plus new trials
+    plain = layerskip.LayerMemory()
+    slow = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, memory=plain.table("w"))
+    slow.record(slow.next(), 1, 10.0)
+    slow.record(slow.next(), 1, 1.0)
+    assert slow.next() is None and slow.decided
+    again = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, memory=plain.table("w"))
+    assert not again.decided and again.next() == (0,)
+    again.record((0,), 30, 1.0)  # fast this time: 31 tokens in 11 s against plain's 1 in 1 s
+    assert again.next() is None  # plain's new trial step
+    again.record(None, 1, 1.0)
+    assert again.next() == (0,) and again.decided
+    # another workload has its own trials; after ``answers`` answers a workload's trials run again
+    assert not layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, memory=memory.table("other")).decided
+    fourth = layerskip.LayerChoice(_FakeAdapter(), [(0,), (0, 3)], auto=True, trial_steps=1, memory=memory.table("w"))
+    assert not fourth.decided and fourth.next() == (0,)
+
+
+def test_auto_remembers_per_engine_and_stays_exact(engines, references):
+    own, _ = engines[FAMILIES[0]]
+    inputs, ar = references[FAMILIES[0]]
+    own._layer_memory.clear()
+    results = [own.generate(inputs=inputs, max_new_tokens=MAX_NEW, lazy_draft_after=0) for _ in range(2)]
+    assert all(r.token_ids == ar for r in results)
+    (entry,) = own._layer_memory._tables.values()
+    assert entry[0] == 2  # two answers of one workload
+    steps = {option: measured[0] for option, measured in entry[1].items()}
+    # plain steps are timed in trials only: the first answer's, and the second's if plain won the first
+    assert steps[None] in (layerskip.TRIAL_STEPS, 2 * layerskip.TRIAL_STEPS)
+    assert all(n >= layerskip.TRIAL_STEPS for n in steps.values())
+    own._layer_memory.clear()
+    result = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, lazy_draft_after=0, self_draft_memory=False)
+    assert result.token_ids == ar and not own._layer_memory._tables
+
+
 def test_auto_candidates_and_explicit_layers():
     assert layerskip.candidates("all", 6) is None
     assert layerskip.candidates("auto", 6) == [(0,), (0, 5), (0, 2, 5)]
@@ -243,3 +293,76 @@ def test_adopt_replaces_the_drafts_rows_with_the_sources():
     assert kv.length(draft) == 6
     with pytest.raises(ValueError, match="cannot cut"):
         kv.adopt(draft, 9, target, 0, 1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_drafts_vision_runs_only_over_frames_with_kept_tokens(engines, references, family):
+    _, pair = engines[family]
+    inputs, ar = references[family]
+    frames_seen = []
+    tower = pair.draft.model.vision_tower if family == "llava_onevision" else pair.draft.model.visual
+    handle = tower.register_forward_pre_hook(lambda _, args, kwargs: frames_seen.append(_leading(args, kwargs)), with_kwargs=True)
+    try:
+        runs = {
+            mode: pair.generate(inputs=inputs, max_new_tokens=MAX_NEW, drop_rate=0.97, lazy_draft_after=0, draft_vision=mode)
+            for mode in ("all", "kept_frames")
+        }
+    finally:
+        handle.remove()
+    for result in runs.values():
+        assert result.token_ids == ar
+    # the kept tokens' features are exact: the same drafts, the same accepted lengths
+    assert runs["all"].stats.accepted_lengths == runs["kept_frames"].stats.accepted_lengths
+    keep = pair.draft_keep(inputs, drop_rate=0.97)
+    if family == "llava_onevision":  # it encodes each frame on its own: only frames holding a kept token
+        slots = pair._draft.video_slots(inputs)
+        per_frame = (slots.numel() - 1) // inputs["pixel_values_videos"].shape[1]
+        kept = torch.isin(slots, keep).nonzero().squeeze(-1)
+        needed = torch.unique(kept[kept < slots.numel() - 1] // per_frame).numel()
+        assert frames_seen == [inputs["pixel_values_videos"].shape[1], needed] and needed < frames_seen[0]
+    else:  # other families encode the whole video, as before
+        assert frames_seen[0] == frames_seen[1]
+
+
+def _leading(args, kwargs) -> int:
+    """Leading size of a vision tower's pixel input: frames (LLaVA-OneVision) or patches (Qwen2.5-VL)."""
+    pixels = args[0] if args else next(iter(kwargs.values()))
+    return int(pixels.shape[0])
+
+
+def test_time_to_first_token_leaves_out_a_lazily_started_drafts_prefill():
+    from specvlm.stats import GenerationStats
+
+    lazy = GenerationStats(method="specvlm", prefill_s=0.5, draft_prefill_s=0.2, draft_start_tokens=8)
+    assert lazy.ttft_s == pytest.approx(0.3) and lazy.e2e_s == pytest.approx(0.5)
+    eager = GenerationStats(method="specvlm", prefill_s=0.5, draft_prefill_s=0.2, draft_start_tokens=0)
+    assert eager.ttft_s == 0.5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_lazy_draft_scores_the_video_when_it_starts(engines, references, family, monkeypatch):
+    """With a lazy start the target's prefill is the plain one-chunk prefill; the verifier's scores are
+    taken when the draft starts, equal to the two-chunk prefill's, so the draft keeps the same tokens."""
+    from specvlm.decoding import loop
+
+    _, pair = engines[family]
+    inputs, ar = references[family]
+    first = [i for i in range(8, len(ar)) if ar[i] not in ar[:i]]
+    if not first:
+        pytest.skip("no token of the reference answer can stand for an EOS after its 8th token")
+    eos = ar[first[0]]  # an answer that ends at that token: the draft starts after 5
+    captured = []
+    real = loop.prefill_target
+    monkeypatch.setattr(
+        "specvlm.engine.prefill_target",
+        lambda *a, **k: captured.append(k["capture_scores"]) or real(*a, **k),
+    )
+    late = pair.generate(inputs=inputs, max_new_tokens=MAX_NEW, eos_token_id=eos, lazy_draft_after=5)
+    early = pair.generate(inputs=inputs, max_new_tokens=MAX_NEW, eos_token_id=eos, lazy_draft_after=0)
+    assert late.token_ids == early.token_ids == ar[: ar.index(eos) + 1]
+    assert captured == [False, True]  # the lazy start's prefill scored nothing
+    assert late.stats.kept_video_tokens == early.stats.kept_video_tokens
+    assert late.stats.draft_start_tokens >= 5 and late.stats.draft_prefill_s > 0
+    target = real(pair._target, inputs, capture_scores=False)
+    scores = loop.score_later(target, inputs)
+    assert torch.allclose(scores, real(pair._target, inputs, capture_scores=True).scores, atol=1e-6)

@@ -18,11 +18,18 @@ subset can draft at any step. The verification is the usual full target forward:
 * a ratio of layers to keep, or explicit layer indices: that one subset, no trials;
 * ``"all"``: every layer (plain self-drafting: no copies from the target's cache, no trials).
 
+Remembering (KNN-SSD style, ``self_draft_memory``): an engine keeps ``"auto"``'s measurements per workload
+(:class:`LayerMemory`, keyed by the prompt's length and the drafting settings), so a later answer of the
+same kind starts with the remembered fastest option and pays no trials; the chosen option's steps keep
+adding to its measurements, and after :data:`REMEMBER_ANSWERS` answers the workload's trials run again.
+
 What this module deliberately does not do: draft or verify (``drafting``, ``loop``), or train anything
-(no per-model search is stored; the choice is made again for every answer).
+(nothing is stored beyond an engine's own memory of its measurements).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 #: Shares of the decoder layers ``"auto"`` tries (rounded, at least 1 layer, distinct counts).
 AUTO_KEEP = (0.2, 0.35, 0.5)
@@ -32,6 +39,11 @@ AUTO_KEEP = (0.2, 0.35, 0.5)
 AUTO_STOP_BELOW = 0.6
 #: Steps each candidate (and plain decoding, when not measured before the draft started) is timed for.
 TRIAL_STEPS = 2
+#: ``self_draft_memory``: answers of one workload that reuse its remembered measurements before its trials
+#: run again (the machine's speed and the answers' content drift).
+REMEMBER_ANSWERS = 16
+#: Workloads an engine's :class:`LayerMemory` keeps (the least recently used is forgotten first).
+REMEMBER_WORKLOADS = 64
 
 Layers = tuple[int, ...]
 
@@ -65,6 +77,36 @@ def candidates(setting, num_layers: int) -> list[Layers] | None:
     return [layers]
 
 
+class LayerMemory:
+    """``"auto"``'s measurements per workload, kept by an engine across answers (``self_draft_memory``).
+
+    ``table(key)`` is the measurement table of one workload (option -> [steps, tokens, seconds]; option
+    ``None`` is plain decoding), shared with that answer's :class:`LayerChoice`, which reads and extends
+    it; each call counts one answer, and after :data:`REMEMBER_ANSWERS` of them the table starts empty
+    again (the trials run again). At most :data:`REMEMBER_WORKLOADS` workloads are kept.
+    """
+
+    def __init__(self, answers: int = REMEMBER_ANSWERS, workloads: int = REMEMBER_WORKLOADS):
+        self.answers = answers
+        self.workloads = workloads
+        self._tables: OrderedDict = OrderedDict()  # key -> [answers so far, table]
+
+    def table(self, key) -> dict:
+        """The measurement table of workload ``key`` for one more answer."""
+        entry = self._tables.pop(key, None)
+        if entry is None or entry[0] >= self.answers:
+            entry = [0, {}]
+        entry[0] += 1
+        self._tables[key] = entry
+        while len(self._tables) > self.workloads:
+            self._tables.popitem(last=False)
+        return entry[1]
+
+    def clear(self) -> None:
+        """Forget every workload."""
+        self._tables.clear()
+
+
 class LayerChoice:
     """The self-draft's layer subset for one answer: fixed, or chosen after timed trials (``"auto"``).
 
@@ -72,30 +114,55 @@ class LayerChoice:
     ``next()`` says what the coming step does (a subset to draft with, or ``None``: a plain target step),
     ``record()`` accounts the step's committed tokens and wall seconds. Once every trial has run, the
     fastest option (committed tokens per second) is kept for the rest of the answer.
+    ``memory``: a workload's table from :meth:`LayerMemory.table` (``auto`` only): measurements of earlier
+    answers count as trials already run, and this answer's steps are added to it, the chosen option's
+    included, so that the next answer decides from more of them. A remembered verdict for plain decoding
+    is not trusted (a slow spell of the machine during a few trial steps can produce it, and plain steps
+    measure nothing of the subsets): such an answer runs the trials again, adding to the measurements.
     """
 
-    def __init__(self, adapter, options: list[Layers], *, auto: bool = False, trial_steps: int = TRIAL_STEPS):
+    def __init__(
+        self, adapter, options: list[Layers], *, auto: bool = False, trial_steps: int = TRIAL_STEPS, memory: dict | None = None
+    ):
         self.views = {layers: adapter.with_layers(layers) for layers in options}
         self.trial_steps = trial_steps
         self.options = list(options)
-        self._measured: dict[Layers | None, list[float]] = {None: [0, 0, 0.0]}  # option -> [steps, tokens, seconds]
-        self._measured.update({layers: [0, 0, 0.0] for layers in options})
+        self.remembered = memory is not None
+        self._measured: dict[Layers | None, list[float]] = memory if memory is not None else {}  # option -> [steps, tokens, seconds]
+        for option in self.options + [None]:
+            self._measured.setdefault(option, [0, 0, 0.0])
         self.decided = not auto  # an explicit subset is used as given
         self.chosen: Layers | None = options[0] if self.decided else None
+        self.from_memory = False  # decided from earlier answers' measurements, before any trial of this one
+        self._base = {option: 0 for option in self._measured}  # steps measured before this answer's trials
+        if auto and self._trial() is None:
+            self._decide()
+            self.from_memory = self.chosen is not None
+            if self.chosen is None:  # plain decoding is not taken on trust: this answer runs the trials again
+                self.decided = False
+                self._base = {option: steps[0] for option, steps in self._measured.items()}
+
+    def _trial(self) -> Layers | None | str:
+        """The next option still short of its trial steps, or None when every trial has run ("plain"
+        stands for a plain step still to time)."""
+        for option in self.options + [None]:
+            if self._measured[option][0] - self._base[option] < self.trial_steps:
+                return "plain" if option is None else option
+        return None
 
     def next(self) -> Layers | None:
         """The subset the coming step drafts with, or ``None`` for a plain target step."""
         if self.decided:
             return self.chosen
-        for option in self.options + [None]:
-            if self._measured[option][0] < self.trial_steps:
-                return option
+        trial = self._trial()
+        if trial is not None:
+            return None if trial == "plain" else trial
         self._decide()
         return self.chosen
 
     def record(self, option: Layers | None, tokens: int, seconds: float) -> None:
         """Account one step run with ``option`` (``None``: a plain step) that committed ``tokens`` tokens."""
-        if self.decided:
+        if self.decided and not (self.remembered and option is not None and option == self.chosen):
             return
         steps = self._measured[option]
         steps[0] += 1
