@@ -7,7 +7,8 @@ each rank writes its own shard file, and after a barrier rank 0 merges them. The
 (gloo, which also runs on CPU) is created only when ``WORLD_SIZE > 1``.
 
 What this module deliberately does not do: data-parallel model replicas beyond one engine per
-process, or any collective other than the barrier.
+process, or collectives other than the barrier (the runner broadcasts rank 0's directory-lock result
+itself, ``eval.runner._lock_all_ranks``, so every rank stops with the same error).
 """
 
 from __future__ import annotations

@@ -15,9 +15,6 @@ shared CPU cores with two threads, and both the stock reference and our loop run
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
-
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText
@@ -28,7 +25,7 @@ from specvlm.decoding.loop import prefill_target
 from specvlm.models import cache as kv
 from specvlm.models import family_of
 from specvlm.zoo.tiny import TinySpec, qwen3_5_layer_types
-from tiny_pairs import eos_free_engine, save_pairs, stock_greedy
+from tiny_pairs import check_chain, eos_free_engine, save_pairs, stock_greedy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,20 +66,8 @@ def hybrid_references(hybrid_checkpoints, hybrid_engines, frames):
 
 def _check(engines, references, family, kind, method, drop_rate):
     inputs, expected = references[family]
-    engine = engines[family, kind]
-    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, drop_rate=drop_rate, tree="chain")
     assert len(expected) == MAX_NEW
-    assert result.token_ids == expected, (family, kind, method, drop_rate)
-    stats = result.stats
-    n = stats.video_tokens
-    kept = {"ar": 0, "sd": n}.get(method, max(1, math.floor(n * (1 - Fraction(str(drop_rate))))))
-    assert stats.kept_video_tokens == kept
-    assert stats.new_tokens == MAX_NEW and stats.stopped_by == "max_new_tokens"
-    assert sum(stats.accepted_lengths) == MAX_NEW - 1  # the first token is the prefill's
-    if method != "ar":
-        assert stats.draft_kv_tokens == stats.target_kv_tokens - n + kept
-    return result
-
+    return check_chain(engines[family, kind], inputs, expected, method, drop_rate)
 
 FAST = [
     ("qwen3_5", "random", "ar", 0.0),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import torch
 from transformers import AutoModelForImageTextToText
 
@@ -39,3 +42,20 @@ def eos_free_engine(target, draft=None):
     engine = SpecVLM.from_pretrained(target, draft=draft)
     engine.target.generation_config.eos_token_id = None
     return engine
+
+
+def check_chain(engine, inputs, expected: list[int], method: str, drop_rate: float):
+    """``engine``'s chain decoding of ``inputs`` gives ``expected`` (stock greedy, EOS disabled) with the
+    kept video tokens and KV sizes of ``method`` at ``drop_rate``; returns the result."""
+    max_new = len(expected)
+    result = engine.generate(inputs=inputs, max_new_tokens=max_new, method=method, drop_rate=drop_rate, tree="chain")
+    assert result.token_ids == expected, (method, drop_rate)
+    stats = result.stats
+    n = stats.video_tokens
+    kept = {"ar": 0, "sd": n}.get(method, max(1, math.floor(n * (1 - Fraction(str(drop_rate))))))
+    assert stats.kept_video_tokens == kept
+    assert stats.new_tokens == max_new and stats.stopped_by == "max_new_tokens"
+    assert sum(stats.accepted_lengths) == max_new - 1  # the first token is the prefill's
+    if method != "ar":
+        assert stats.draft_kv_tokens == stats.target_kv_tokens - n + kept
+    return result

@@ -439,6 +439,21 @@ def _qwen3_vision(spec: TinySpec, deepstack: bool) -> dict:
     )
 
 
+def _qwen3_model(Config, Model, spec: TinySpec, tokenizer, text: dict, deepstack: bool):
+    """(model, processor) of a Qwen3-VL-style checkpoint: ``Config`` / ``Model`` over the text settings
+    ``text`` and :func:`_qwen3_vision`, with the stock ``Qwen3VLProcessor``."""
+    config = Config(
+        text_config=text,
+        vision_config=_qwen3_vision(spec, deepstack=deepstack),
+        tie_word_embeddings=False,
+        **_qwen_token_ids(tokenizer),
+        **spec.extra,
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    return Model(config), _qwen3_processor(spec, tokenizer)
+
+
 def _qwen3_processor(spec: TinySpec, tokenizer):
     """The stock ``Qwen3VLProcessor`` (Qwen3-VL and Qwen3.5) for the tiny vision settings."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
@@ -478,16 +493,7 @@ def _qwen3_vl(spec: TinySpec, tokenizer, moe: bool = False):
     text["head_dim"] = spec.hidden_size // spec.num_heads
     if moe:
         text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=spec.intermediate_size // 2)
-    config = Config(
-        text_config=text,
-        vision_config=_qwen3_vision(spec, deepstack=True),
-        tie_word_embeddings=False,
-        **_qwen_token_ids(tokenizer),
-        **spec.extra,
-    )
-    config.eos_token_id = tokenizer.eos_token_id
-    config.pad_token_id = tokenizer.pad_token_id
-    return Model(config), _qwen3_processor(spec, tokenizer)
+    return _qwen3_model(Config, Model, spec, tokenizer, text, deepstack=True)
 
 
 def _qwen3_vl_moe(spec: TinySpec, tokenizer):
@@ -544,16 +550,7 @@ def _qwen3_5(spec: TinySpec, tokenizer, moe: bool = False):
             moe_intermediate_size=spec.intermediate_size // 2,
             shared_expert_intermediate_size=spec.intermediate_size // 2,
         )
-    config = Config(
-        text_config=text,
-        vision_config=_qwen3_vision(spec, deepstack=False),
-        tie_word_embeddings=False,
-        **_qwen_token_ids(tokenizer),
-        **spec.extra,
-    )
-    config.eos_token_id = tokenizer.eos_token_id
-    config.pad_token_id = tokenizer.pad_token_id
-    return Model(config), _qwen3_processor(spec, tokenizer)
+    return _qwen3_model(Config, Model, spec, tokenizer, text, deepstack=False)
 
 
 def _qwen3_5_moe(spec: TinySpec, tokenizer):
