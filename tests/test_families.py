@@ -98,6 +98,23 @@ def _check(engines, references, family, draft, method, drop_rate, tree):
     return result
 
 
+def _assert_tubelet_positions(engine, adapter, inputs, layout, runs) -> None:
+    """The adapter's positions are the stock ``get_rope_index``'s; each temporal patch (its run starting at
+    ``runs[k, 0]``) has one temporal id and restarts height / width at its own offset."""
+    t, h, w = layout.grid
+    positions = adapter.positions(inputs)  # (3, L)
+    stock, _ = engine.target.model.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"]
+    )
+    assert torch.equal(positions, stock[:, 0])
+    video = positions[:, layout.positions].view(3, t, h, w)
+    for k in range(t):
+        first = int(positions[0, runs[k, 0]])
+        assert bool((video[0, k] == first).all())
+        assert torch.equal(video[1, k, :, 0], first + torch.arange(h))
+        assert torch.equal(video[2, k, 0, :], first + torch.arange(w))
+
+
 # the whole matrix: 3 methods x 2 drop rates x 3 trees x 2 draft kinds per family (ar ignores trees and drafts)
 MATRIX = [
     (draft, method, drop_rate, tree)
@@ -219,17 +236,7 @@ def test_qwen3_vl_layout_is_interleaved_with_timestamps(engines, references, fam
     text = tokenizer.decode(ids[: int(runs[1, 0])])
     assert text.count(" seconds>") == 2
     # positions: time lives only in the timestamps; every tubelet restarts h / w at its own offset
-    positions = adapter.positions(inputs)  # (3, L)
-    stock, _ = engine.target.model.get_rope_index(
-        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"]
-    )
-    assert torch.equal(positions, stock[:, 0])
-    video = positions[:, layout.positions].view(3, t, h, w)
-    for k in range(t):
-        first = int(positions[0, runs[k, 0]])
-        assert bool((video[0, k] == first).all())
-        assert torch.equal(video[1, k, :, 0], first + torch.arange(h))
-        assert torch.equal(video[2, k, 0, :], first + torch.arange(w))
+    _assert_tubelet_positions(engine, adapter, inputs, layout, runs)
     # the draft's prompt: all text (timestamps, vision start / end) plus the kept video tokens
     keep = engine.draft_keep(inputs, drop_rate=0.9)
     text_positions = (ids != adapter.video_token_id).nonzero().squeeze(-1)
@@ -468,17 +475,7 @@ def test_glm4v_video_tokens_are_marked_only_by_mm_token_type_ids(engines, refere
     with pytest.raises(ValueError, match="mm_token_type_ids"):
         adapter.layout(without)
     # positions: the stock get_rope_index; every patch restarts h / w at its own offset
-    positions = adapter.positions(inputs)  # (3, L)
-    stock, _ = engine.target.model.get_rope_index(
-        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"]
-    )
-    assert torch.equal(positions, stock[:, 0])
-    video = positions[:, layout.positions].view(3, t, h, w)
-    for k in range(t):
-        first = int(positions[0, runs[k, 0]])
-        assert bool((video[0, k] == first).all())
-        assert torch.equal(video[1, k, :, 0], first + torch.arange(h))
-        assert torch.equal(video[2, k, 0, :], first + torch.arange(w))
+    _assert_tubelet_positions(engine, adapter, inputs, layout, runs)
     # the draft's prompt: all text (markers, timestamps) plus the kept video tokens
     keep = engine.draft_keep(inputs, drop_rate=0.9)
     assert bool(torch.isin((types != 2).nonzero().squeeze(-1), keep).all())
