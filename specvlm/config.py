@@ -146,7 +146,8 @@ class DecodingConfig:
     lazy_draft_after: int = _setting(
         DEFAULT_LAZY_DRAFT_AFTER, "decode the first tokens with the target alone and prefill the draft only once "
         "this many are committed, so short answers never pay for it (with no EOS to stop at, it is decided "
-        "from max_new_tokens at once); 0 prefills the draft right after the target")  # fmt: skip
+        "from max_new_tokens at once: a longer answer starts the draft right after its first token); 0 prefills "
+        "the draft right after the target, before the first token")  # fmt: skip
     draft_stop_below: object = _setting(
         "auto", "adaptive chain length: a chain ends after a drafted token the draft gives less probability than "
         "this (one host read per drafted token), since the next ones would likely be rejected; 0 drafts every "

@@ -557,9 +557,15 @@ class SpecVLM:
             if self._draft is None:
                 check_self_draft_support(self._target)
         layers = self._layer_choice(plan, config, int(inputs["input_ids"].shape[-1]))  # before any prefill: a bad layer index raises here
+        if layers is not None and layers.decided and layers.chosen is None:
+            # a remembered verdict for plain decoding: this answer decodes as `ar` does, with no draft prefill
+            # and no scoring, so that a self-draft that cannot pay costs nothing
+            plan = dataclasses.replace(plan, drafts=False, capture_scores=False)
         after = config.lazy_draft_after if plan.drafts else 0
         if after and not eos_token_ids:  # nothing can end the answer early: it is max_new_tokens long
-            after = 0 if max_new_tokens > after else after
+            # long enough to pay: the draft starts right after the first token (which the target's prefill
+            # gives), so the first token is out as soon as plain decoding's would be
+            after = 1 if max_new_tokens > after else after
 
         # a lazily started draft's pruning is scored when it starts, so a short answer's prefill is the plain one
         score_late = bool(after) and plan.capture_scores and can_score_later(self._target, inputs)

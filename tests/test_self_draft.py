@@ -135,14 +135,20 @@ def test_a_remembered_workload_skips_the_trials_and_keeps_measuring_its_choice()
     third = layerskip.LayerChoice(_FakeAdapter(), [(0,), (0, 3)], auto=True, trial_steps=1, memory=memory.table("w"))
     assert third.next() == (0,)
     assert third.rate(None) == 1.0
-    # a remembered verdict for plain decoding is tried again, from the measurements so far plus new trials
+    # a remembered verdict for plain decoding holds for two more answers (no trials: they decode plainly),
+    # then the trials run again, from the measurements so far plus new ones
     plain = layerskip.LayerMemory()
-    slow = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, memory=plain.table("w"))
+    slow = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, memory=plain.table("w"), plain_answers=2)
     slow.record(slow.next(), 1, 10.0)
     slow.record(slow.next(), 1, 1.0)
-    assert slow.next() is None and slow.decided
-    again = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, memory=plain.table("w"))
-    assert not again.decided and again.next() == (0,)
+    assert slow.next() is None and slow.decided and not slow.from_memory
+    for _ in range(2):
+        trusted = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, memory=plain.table("w"), plain_answers=2)
+        assert trusted.decided and trusted.from_memory and trusted.chosen is None and trusted.next() is None
+        trusted.record(None, 1, 0.001)  # steps after a decision for plain decoding measure nothing
+    assert plain.table("x").measured == {} and plain._tables["w"].measured[None][0] == 1
+    again = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, memory=plain.table("w"), plain_answers=2)
+    assert not again.decided and not again.from_memory and again.next() == (0,)
     again.record((0,), 30, 1.0)  # fast this time: 31 tokens in 11 s against plain's 1 in 1 s
     assert again.next() is None  # plain's new trial step
     again.record(None, 1, 1.0)
@@ -153,18 +159,25 @@ def test_a_remembered_workload_skips_the_trials_and_keeps_measuring_its_choice()
     assert not fourth.decided and fourth.next() == (0,)
 
 
-def test_auto_remembers_per_engine_and_stays_exact(engines, references):
+def test_auto_remembers_per_engine_and_stays_exact(engines, references, monkeypatch):
     own, _ = engines[FAMILIES[0]]
     inputs, ar = references[FAMILIES[0]]
     own._layer_memory.clear()
     results = [own.generate(inputs=inputs, max_new_tokens=MAX_NEW, lazy_draft_after=0) for _ in range(2)]
     assert all(r.token_ids == ar for r in results)
     (entry,) = own._layer_memory._tables.values()
-    assert entry[0] == 2  # two answers of one workload
-    steps = {option: measured[0] for option, measured in entry[1].items()}
-    # plain steps are timed in trials only: the first answer's, and the second's if plain won the first
-    assert steps[None] in (layerskip.TRIAL_STEPS, 2 * layerskip.TRIAL_STEPS)
+    assert entry.answers == 2  # two answers of one workload
+    steps = {option: measured[0] for option, measured in entry.measured.items()}
+    # plain steps are timed in the first answer's trials only: the second decided from memory
+    assert steps[None] == layerskip.TRIAL_STEPS
     assert all(n >= layerskip.TRIAL_STEPS for n in steps.values())
+    # a remembered verdict for plain decoding: the next answer is plain decoding, with no draft prefill
+    for option, measured in entry.measured.items():
+        measured[:] = [2, 2, 1e-3] if option is None else [2, 2, 1e3]
+    calls = _count_draft_prefills(monkeypatch)
+    plain = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, lazy_draft_after=0)
+    assert plain.token_ids == ar and calls == [] and plain.stats.speculation == "stopped"
+    assert plain.stats.draft_prefill_s == 0 and plain.stats.kept_video_tokens == 0 and plain.stats.draft_steps == 0
     own._layer_memory.clear()
     result = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, lazy_draft_after=0, self_draft_memory=False)
     assert result.token_ids == ar and not own._layer_memory._tables
@@ -257,8 +270,9 @@ def test_without_eos_the_lazy_start_is_decided_from_max_new_tokens(engines, refe
     assert result.token_ids == ar[:max_new_tokens]
     if max_new_tokens <= 6:
         assert calls == [] and result.stats.speculation == "skipped"
-    else:  # known to be long: the draft starts with the target, as with lazy_draft_after=0
-        assert calls == [1] and result.stats.draft_start_tokens == 0 and result.stats.accepted_lengths[0] > 0
+    else:  # known to be long: the draft starts right after the first token, before any decode step
+        assert calls == [1] and result.stats.draft_start_tokens == 1 and result.stats.accepted_lengths[0] > 0
+        assert result.stats.ttft_s == pytest.approx(result.stats.prefill_s - result.stats.draft_prefill_s)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

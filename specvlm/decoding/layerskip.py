@@ -21,7 +21,9 @@ subset can draft at any step. The verification is the usual full target forward:
 Remembering (KNN-SSD style, ``self_draft_memory``): an engine keeps ``"auto"``'s measurements per workload
 (:class:`LayerMemory`, keyed by the prompt's length and the drafting settings), so a later answer of the
 same kind starts with the remembered fastest option and pays no trials; the chosen option's steps keep
-adding to its measurements, and after :data:`REMEMBER_ANSWERS` answers the workload's trials run again.
+adding to its measurements, and after :data:`REMEMBER_ANSWERS` answers the workload's trials run again. A
+remembered verdict for plain decoding is kept for :data:`PLAIN_ANSWERS` answers, which then decode exactly
+as plain decoding does (no trials: never slower than not speculating), and is then put to the trials again.
 
 What this module deliberately does not do: draft or verify (``drafting``, ``loop``), or train anything
 (nothing is stored beyond an engine's own memory of its measurements).
@@ -30,6 +32,7 @@ What this module deliberately does not do: draft or verify (``drafting``, ``loop
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 #: Shares of the decoder layers ``"auto"`` tries (rounded, at least 1 layer, distinct counts).
 AUTO_KEEP = (0.2, 0.35, 0.5)
@@ -44,6 +47,10 @@ TRIAL_STEPS = 2
 REMEMBER_ANSWERS = 16
 #: Workloads an engine's :class:`LayerMemory` keeps (the least recently used is forgotten first).
 REMEMBER_WORKLOADS = 64
+#: Answers that decode plainly on a remembered verdict for plain decoding before the trials run again (plain
+#: steps measure nothing of the subsets, and a slow spell of the machine during a few trial steps can produce
+#: that verdict, so it is not kept as long as a subset's, whose own steps keep checking it).
+PLAIN_ANSWERS = 3
 
 Layers = tuple[int, ...]
 
@@ -77,13 +84,27 @@ def candidates(setting, num_layers: int) -> list[Layers] | None:
     return [layers]
 
 
+@dataclass
+class Workload:
+    """One workload's remembered measurements (:class:`LayerMemory`).
+
+    measured: option -> [steps, tokens, seconds] (option ``None`` is plain decoding)
+    answers: answers that have used these measurements
+    plain_answers: answers decoded plainly on a remembered plain verdict since that verdict's trials
+    """
+
+    measured: dict = field(default_factory=dict)
+    answers: int = 0
+    plain_answers: int = 0
+
+
 class LayerMemory:
     """``"auto"``'s measurements per workload, kept by an engine across answers (``self_draft_memory``).
 
-    ``table(key)`` is the measurement table of one workload (option -> [steps, tokens, seconds]; option
-    ``None`` is plain decoding), shared with that answer's :class:`LayerChoice`, which reads and extends
-    it; each call counts one answer, and after :data:`REMEMBER_ANSWERS` of them the table starts empty
-    again (the trials run again). At most :data:`REMEMBER_WORKLOADS` workloads are kept.
+    ``table(key)`` is the :class:`Workload` of one workload, shared with that answer's :class:`LayerChoice`,
+    which reads and extends its measurements; each call counts one answer, and after
+    :data:`REMEMBER_ANSWERS` of them the workload starts empty again (the trials run again). At most
+    :data:`REMEMBER_WORKLOADS` workloads are kept.
     """
 
     def __init__(self, answers: int = REMEMBER_ANSWERS, workloads: int = REMEMBER_WORKLOADS):
@@ -91,16 +112,16 @@ class LayerMemory:
         self.workloads = workloads
         self._tables: OrderedDict = OrderedDict()  # key -> [answers so far, table]
 
-    def table(self, key) -> dict:
-        """The measurement table of workload ``key`` for one more answer."""
+    def table(self, key) -> Workload:
+        """The measurements of workload ``key`` for one more answer."""
         entry = self._tables.pop(key, None)
-        if entry is None or entry[0] >= self.answers:
-            entry = [0, {}]
-        entry[0] += 1
+        if entry is None or entry.answers >= self.answers:
+            entry = Workload()
+        entry.answers += 1
         self._tables[key] = entry
         while len(self._tables) > self.workloads:
             self._tables.popitem(last=False)
-        return entry[1]
+        return entry
 
     def clear(self) -> None:
         """Forget every workload."""
@@ -114,21 +135,22 @@ class LayerChoice:
     ``next()`` says what the coming step does (a subset to draft with, or ``None``: a plain target step),
     ``record()`` accounts the step's committed tokens and wall seconds. Once every trial has run, the
     fastest option (committed tokens per second) is kept for the rest of the answer.
-    ``memory``: a workload's table from :meth:`LayerMemory.table` (``auto`` only): measurements of earlier
-    answers count as trials already run, and this answer's steps are added to it, the chosen option's
+    ``memory``: a :class:`Workload` from :meth:`LayerMemory.table` (``auto`` only): measurements of earlier
+    answers count as trials already run, and this answer's steps are added to them, the chosen option's
     included, so that the next answer decides from more of them. A remembered verdict for plain decoding
-    is not trusted (a slow spell of the machine during a few trial steps can produce it, and plain steps
-    measure nothing of the subsets): such an answer runs the trials again, adding to the measurements.
+    holds for :data:`PLAIN_ANSWERS` answers (``plain_answers``); the next one runs the trials again, adding
+    to the measurements.
     """
 
     def __init__(
-        self, adapter, options: list[Layers], *, auto: bool = False, trial_steps: int = TRIAL_STEPS, memory: dict | None = None
-    ):
+        self, adapter, options: list[Layers], *, auto: bool = False, trial_steps: int = TRIAL_STEPS,
+        memory: Workload | None = None, plain_answers: int = PLAIN_ANSWERS,
+    ):  # fmt: skip
         self.views = {layers: adapter.with_layers(layers) for layers in options}
         self.trial_steps = trial_steps
         self.options = list(options)
         self.remembered = memory is not None
-        self._measured: dict[Layers | None, list[float]] = memory if memory is not None else {}  # option -> [steps, tokens, seconds]
+        self._measured: dict[Layers | None, list[float]] = memory.measured if memory is not None else {}
         for option in self.options + [None]:
             self._measured.setdefault(option, [0, 0, 0.0])
         self.decided = not auto  # an explicit subset is used as given
@@ -137,10 +159,15 @@ class LayerChoice:
         self._base = {option: 0 for option in self._measured}  # steps measured before this answer's trials
         if auto and self._trial() is None:
             self._decide()
-            self.from_memory = self.chosen is not None
-            if self.chosen is None:  # plain decoding is not taken on trust: this answer runs the trials again
-                self.decided = False
-                self._base = {option: steps[0] for option, steps in self._measured.items()}
+            self.from_memory = True
+            if self.chosen is None:  # a plain verdict holds for a few answers, then the trials run again
+                if memory is None or memory.plain_answers < plain_answers:
+                    if memory is not None:
+                        memory.plain_answers += 1
+                else:
+                    memory.plain_answers = 0
+                    self.decided = self.from_memory = False
+                    self._base = {option: steps[0] for option, steps in self._measured.items()}
 
     def _trial(self) -> Layers | None | str:
         """The next option still short of its trial steps, or None when every trial has run ("plain"
