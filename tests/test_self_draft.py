@@ -115,6 +115,27 @@ def test_auto_tries_each_subset_and_keeps_the_fastest():
     assert slow.next() is None and slow.decided  # plain decoding pays best
 
 
+def test_auto_drops_a_chosen_subset_that_turns_out_slower_than_plain_decoding():
+    choice = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, check_steps=3)
+    choice.record(choice.next(), 4, 1.0)  # the subset's trial: 4 tokens per second
+    choice.record(choice.next(), 1, 0.5)  # plain decoding: 2 tokens per second
+    assert choice.next() == (0,) and choice.decided
+    for _ in range(2):
+        choice.record((0,), 1, 1.0)  # 1 token per second from now on
+        assert choice.next() == (0,)  # fewer than check_steps steps: not judged yet
+    choice.record((0,), 1, 1.0)
+    assert choice.next() is None and choice.decided and choice.chosen is None  # plain for the rest
+    fast = layerskip.LayerChoice(_FakeAdapter(), [(0,)], auto=True, trial_steps=1, check_steps=3)
+    fast.record(fast.next(), 4, 1.0)
+    fast.record(fast.next(), 1, 0.5)
+    for _ in range(5):
+        assert fast.next() == (0,)
+        fast.record((0,), 3, 1.0)  # 3 tokens per second: it keeps paying
+    fixed = layerskip.LayerChoice(_FakeAdapter(), [(0,)], check_steps=1)  # an explicit subset is never judged
+    fixed.record((0,), 1, 100.0)
+    assert fixed.next() == (0,)
+
+
 class _FakeAdapter:
     def with_layers(self, layers):
         return layers
