@@ -1,8 +1,9 @@
 """The Python API: ``SpecVLM.from_pretrained(...)`` and ``engine.generate(video=..., prompt=...)``.
 
 The engine loads the stock target (and optional draft) model and the stock processor, checks that
-the pair can work together (same family, same tokenizer, same video-token layout), builds inputs
-from a video file or a frames array, and runs the one decoding loop for every method.
+the pair can work together (same family, same tokenizer, same video-token layout; ``specvlm.loading``),
+builds inputs from a video file, a frames array, images or a conversation (``specvlm.conversation``),
+and runs the one decoding loop for every method.
 
 What this module deliberately does not do: batching (one prompt at a time) or evaluation bookkeeping.
 """
@@ -19,10 +20,10 @@ import numpy as np
 import torch
 
 import pruning
-from specvlm import attention
 from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
 from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
+from specvlm.conversation import fill_media, media_conversation
 from specvlm.decoding.logits import NextTokenRule, merge_generation_config
 from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory, candidates
 from specvlm.decoding.loop import (
@@ -37,10 +38,11 @@ from specvlm.decoding.loop import (
 )
 from specvlm.decoding.sampling import Sampling
 from specvlm.decoding.trees import TreeShape, check_vocab
-from specvlm.models import adapter_for, family_of
+from specvlm.models import adapter_for
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.timing import Timer
 from specvlm.images import load_images
+from specvlm.loading import check_checkpoint_path, check_compiler, check_device_map, check_pair, load_model, load_tokenizer
 from specvlm.video import DEFAULT_NUM_FRAMES, Video, from_frames, load_video
 
 logger = logging.getLogger(__name__)
@@ -67,162 +69,6 @@ class Plan:
         strategy = "none" if method == "sd" else config.pruning
         return cls(method, drafts=True, pruning=strategy, capture_scores=pruning.needs_scores(strategy))
 
-def check_compiler(device: torch.device, mode: str = "draft") -> None:
-    """Raise ValueError, before any work is done, when ``torch.compile`` cannot build kernels for
-    ``device`` (it needs a C++ compiler on CPU and Triton on CUDA)."""
-    if device.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        if not has_triton():
-            raise ValueError(f"compile={mode!r} needs Triton on CUDA (pip install triton); use compile='off'")
-        return
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        get_cpp_compiler()
-    except Exception as err:
-        raise ValueError(
-            f"compile={mode!r} needs a C++ compiler for torch.compile on {device.type} ({err}); "
-            "install one (e.g. g++) or use compile='off'"
-        ) from err
-
-
-def _check_checkpoint_path(role: str, ref) -> None:
-    """Raise ValueError before anything loads when ``ref`` names a local path that is not a checkpoint
-    directory (a hub id such as ``org/name`` is left to transformers)."""
-    if not isinstance(ref, (str, os.PathLike)):
-        return
-    path = os.fspath(ref)
-    local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.path.exists(path)
-    if not local:
-        return
-    path = os.path.expanduser(path)
-    if not os.path.exists(path):
-        raise ValueError(f"{role} checkpoint {path!r} does not exist (give a checkpoint directory or a hub id such as org/name)")
-    if not os.path.isdir(path):
-        raise ValueError(f"{role} checkpoint {path!r} is a file; give the checkpoint's directory")
-    if not os.path.exists(os.path.join(path, "config.json")):
-        raise ValueError(f"{role} checkpoint {path!r} has no config.json: it is not a saved model directory")
-    for name in sorted(os.listdir(path)):
-        if name.endswith(".safetensors"):
-            _check_safetensors(role, os.path.join(path, name))
-
-
-def _check_safetensors(role: str, file: str) -> None:
-    """Raise ValueError naming ``file`` when its safetensors header is unreadable or does not cover the
-    file (truncated, garbage); reads the header only."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(file, framework="pt"):
-            pass
-    except (SafetensorError, OSError) as err:
-        raise ValueError(
-            f"{role} checkpoint file {file!r} is not a readable safetensors file ({err}); it may be truncated "
-            "or corrupt: download or save the checkpoint again"
-        ) from err
-
-
-#: The placement strategies ``device_map`` may name (transformers / accelerate).
-DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
-
-
-def _check_device_map(device_map) -> None:
-    """Raise ValueError before anything loads when ``device_map`` is malformed or names a GPU this machine
-    does not have."""
-    if device_map is None or (isinstance(device_map, str) and device_map in DEVICE_MAP_STRATEGIES):
-        return
-    allowed = (
-        f"use None (CPU), {', '.join(map(repr, DEVICE_MAP_STRATEGIES))}, 'cpu', 'cuda', 'cuda:N', a GPU index, "
-        "a torch.device or a dict of module name -> device"
-    )
-    values = list(device_map.values()) if isinstance(device_map, dict) else [device_map]
-    for value in values:
-        if isinstance(value, str) and value == "disk" and isinstance(device_map, dict):
-            continue
-        if isinstance(value, bool) or not isinstance(value, (str, int, torch.device)):
-            raise ValueError(f"device_map={device_map!r} is not a device map; {allowed}")
-        if isinstance(value, int):
-            if value < 0:
-                raise ValueError(f"device_map={device_map!r}: a GPU index must be >= 0; {allowed}")
-            device = torch.device("cuda", value)
-        else:
-            try:
-                device = torch.device(value)
-            except RuntimeError:
-                raise ValueError(f"device_map={device_map!r}: {value!r} is not a device; {allowed}") from None
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(
-                    f"device_map={device_map!r} needs a CUDA device, but no CUDA device is available on this machine; "
-                    f"use device_map=None or 'cpu' (or 'auto', which places the model on what there is)"
-                )
-            count = torch.cuda.device_count()
-            if device.index is not None and device.index >= count:
-                raise ValueError(
-                    f"device_map={device_map!r} names CUDA device {device.index}, but this machine has {count} "
-                    f"(cuda:0..cuda:{count - 1})"
-                )
-        elif device.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device_map={device_map!r} needs Apple's MPS backend, which is not available; {allowed}")
-
-
-def _load_model(path_or_model, torch_dtype, device_map, role: str = "target"):
-    from safetensors import SafetensorError
-    from transformers import AutoModelForImageTextToText
-
-    if isinstance(path_or_model, (str, os.PathLike)):
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(path_or_model, dtype=torch_dtype, device_map=device_map)
-        except SafetensorError as err:  # a hub checkpoint's downloaded file (local ones are checked before loading)
-            raise ValueError(
-                f"{role} checkpoint {os.fspath(path_or_model)!r} has a weights file that is not a readable safetensors "
-                f"file ({err}); it may be truncated or corrupt: download or save the checkpoint again"
-            ) from err
-    else:
-        model = path_or_model
-    family_of(model.config)  # raises for unsupported families, listing the supported ones
-    model.eval()
-    model.set_attn_implementation({"text_config": attention.register()})
-    return model
-
-
-def _load_tokenizer(path_or_model):
-    """The draft's own tokenizer when its checkpoint ships one, else None (then only ids are compared)."""
-    from transformers import AutoTokenizer
-
-    if not isinstance(path_or_model, (str, os.PathLike)):
-        return None
-    local = os.path.isdir(path_or_model)
-    if local and not any(os.path.exists(os.path.join(path_or_model, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
-        logger.warning("draft checkpoint %s has no tokenizer files; vocabularies are not compared", path_or_model)
-        return None
-    return AutoTokenizer.from_pretrained(path_or_model)
-
-
-def _check_pair(target, draft, target_tokenizer, draft_tokenizer) -> None:
-    """Raise at load time if the draft cannot draft for the target, saying what differs."""
-    tf, df = family_of(target.config), family_of(draft.config)
-    if tf != df:
-        raise ValueError(f"target family {tf!r} and draft family {df!r} differ: their video-token layouts are not the same")
-    ta, da = adapter_for(target), adapter_for(draft)
-    if ta.video_token_id != da.video_token_id:  # the placeholder id (InternVL's is its image token id)
-        raise ValueError(f"video token ids differ: target {ta.video_token_id}, draft {da.video_token_id}")
-    if ta.layout_signature() != da.layout_signature():
-        raise ValueError(
-            f"video-token layouts differ: target {ta.layout_signature()}, draft {da.layout_signature()}"
-        )
-    if draft_tokenizer is not None:
-        tv, dv = target_tokenizer.get_vocab(), draft_tokenizer.get_vocab()
-        if tv != dv:
-            only_t = len(set(tv.items()) - set(dv.items()))
-            only_d = len(set(dv.items()) - set(tv.items()))
-            raise ValueError(
-                f"target and draft vocabularies differ ({len(tv)} vs {len(dv)} tokens; {only_t} entries only in the "
-                f"target's, {only_d} only in the draft's): the draft's tokens would not mean the same to the target"
-            )
-
-
 @contextlib.contextmanager
 def _ending(streamer):
     """Call ``streamer.end()`` when decoding finishes, also after an error (a consumer never waits forever)."""
@@ -231,56 +77,6 @@ def _ending(streamer):
     finally:
         if streamer is not None:
             streamer.end()
-
-
-def _media_conversation(messages) -> tuple[list, list, list]:
-    """(the conversation with its image and video entries reduced to ``{"type": "image"}`` /
-    ``{"type": "video"}``, the video entries' sources, the image entries' sources; None where an entry
-    names none). Raises ValueError for a malformed conversation."""
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise ValueError(f"messages must be a non-empty list of {{'role', 'content'}} turns, got {messages!r}")
-    out, videos, images = [], [], []
-    for i, turn in enumerate(messages):
-        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {turn!r}")
-        content = turn["content"]
-        if isinstance(content, str):
-            out.append(dict(turn))
-            continue
-        if not isinstance(content, (list, tuple)):
-            raise ValueError(f"messages[{i}]['content'] must be a string or a list of entries, got {type(content).__name__}")
-        entries = []
-        for entry in content:
-            kind = entry.get("type") if isinstance(entry, dict) else None
-            if kind in ("image", "image_url"):
-                images.append(next((entry[k] for k in ("image", "path", "url", "image_url") if entry.get(k) is not None), None))
-                entries.append({"type": "image"})
-            elif kind == "video":
-                videos.append(next((entry[k] for k in ("video", "path", "url") if entry.get(k) is not None), None))
-                entries.append({"type": "video"})
-            else:
-                entries.append(entry)
-        out.append({**turn, "content": entries})
-    if len(videos) > 1:
-        raise ValueError(f"the conversation holds {len(videos)} video entries; at most one video per prompt is supported")
-    if not videos and not images:
-        raise ValueError("the conversation holds no video or image entry")
-    return out, videos, images
-
-
-def _fill(kind: str, sources: list, given) -> list:
-    """The entries' sources, the ones naming none filled in order from ``given`` (the ``video`` /
-    ``images`` argument); raises when they do not add up."""
-    given = [] if given is None else list(given)
-    missing = sum(source is None for source in sources)
-    if missing != len(given):
-        named = len(sources) - missing
-        raise ValueError(
-            f"the conversation has {len(sources)} {kind} entries, {named} of them naming their {kind}, and {len(given)} "
-            f"{kind}{'s' if kind == 'image' else ''} passed as an argument: pass one for each entry that names none"
-        )
-    filled = iter(given)
-    return [next(filled) if source is None else source for source in sources]
 
 
 def _document_settings(fn):
@@ -343,19 +139,19 @@ class SpecVLM:
 
         check_names(settings)
         config = DecodingConfig(**settings)
-        _check_device_map(device_map)
+        check_device_map(device_map)
         for role, ref in (("target", target), ("draft", draft)):
-            _check_checkpoint_path(role, ref)
+            check_checkpoint_path(role, ref)
         if processor is None:
             if not isinstance(target, (str, os.PathLike)):
                 raise ValueError("pass `processor=` when `target` is an already loaded model")
             processor = AutoProcessor.from_pretrained(target)
-        target_model = _load_model(target, torch_dtype, device_map, "target")
+        target_model = load_model(target, torch_dtype, device_map, "target")
         draft_model = None
         if draft is not None:
-            draft_model = _load_model(draft, torch_dtype, device_map, "draft")
-            draft_tokenizer = _load_tokenizer(draft)
-            _check_pair(target_model, draft_model, processor.tokenizer, draft_tokenizer)
+            draft_model = load_model(draft, torch_dtype, device_map, "draft")
+            draft_tokenizer = load_tokenizer(draft)
+            check_pair(target_model, draft_model, processor.tokenizer, draft_tokenizer)
         return cls(target_model, processor, draft_model, config)
 
     # ---- inputs --------------------------------------------------------------------------------
@@ -405,9 +201,9 @@ class SpecVLM:
         if messages is not None:
             if prompt is not None:
                 raise ValueError("pass `prompt` or `messages`, not both")
-            messages, videos, image_sources = _media_conversation(messages)
-            videos = _fill("video", videos, None if video is None else [video])
-            image_sources = _fill("image", image_sources, images)
+            messages, videos, image_sources = media_conversation(messages)
+            videos = fill_media("video", videos, None if video is None else [video])
+            image_sources = fill_media("image", image_sources, images)
             video = videos[0] if videos else None
             images = image_sources or None
             for turn in messages:

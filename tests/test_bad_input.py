@@ -20,6 +20,7 @@ import transformers
 from eval import bench
 from specvlm import SpecVLM
 from specvlm import engine as engine_module
+from specvlm import loading as loading_module
 from specvlm.cli import _parser
 from specvlm.cli import main as cli_main
 from specvlm.stats import GenerationResult, GenerationStats
@@ -121,7 +122,7 @@ def test_unreadable_safetensors_found_while_loading_names_the_checkpoint(pair, t
     """A hub checkpoint is only read once downloaded: the loader's own error names the checkpoint."""
     bad, _ = _corrupt_copy(pair["draft"], tmp_path / "draft", "garbage")
     with pytest.raises(ValueError, match="draft checkpoint .*draft.* not a readable safetensors file"):
-        engine_module._load_model(str(bad), None, None, "draft")
+        loading_module.load_model(str(bad), None, None, "draft")
 
 
 # ----------------------------------------------------------------------- 2. a GPU that is not there

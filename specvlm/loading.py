@@ -1,0 +1,175 @@
+"""Loading a target / draft pair: checks made before anything loads (checkpoint paths, safetensors
+headers, device maps, a compiler for ``torch.compile``), the stock model and tokenizer loads, and the
+checks that a draft can draft for a target (family, video token, layout, vocabulary).
+
+What this module deliberately does not do: decide how to decode, or keep any state (the engine holds the
+loaded models).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from specvlm import attention
+from specvlm.models import adapter_for, family_of
+
+logger = logging.getLogger(__name__)
+
+
+def check_compiler(device: torch.device, mode: str = "draft") -> None:
+    """Raise ValueError, before any work is done, when ``torch.compile`` cannot build kernels for
+    ``device`` (it needs a C++ compiler on CPU and Triton on CUDA)."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise ValueError(f"compile={mode!r} needs Triton on CUDA (pip install triton); use compile='off'")
+        return
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as err:
+        raise ValueError(
+            f"compile={mode!r} needs a C++ compiler for torch.compile on {device.type} ({err}); "
+            "install one (e.g. g++) or use compile='off'"
+        ) from err
+
+
+def check_checkpoint_path(role: str, ref) -> None:
+    """Raise ValueError before anything loads when ``ref`` names a local path that is not a checkpoint
+    directory (a hub id such as ``org/name`` is left to transformers)."""
+    if not isinstance(ref, (str, os.PathLike)):
+        return
+    path = os.fspath(ref)
+    local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.path.exists(path)
+    if not local:
+        return
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{role} checkpoint {path!r} does not exist (give a checkpoint directory or a hub id such as org/name)")
+    if not os.path.isdir(path):
+        raise ValueError(f"{role} checkpoint {path!r} is a file; give the checkpoint's directory")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise ValueError(f"{role} checkpoint {path!r} has no config.json: it is not a saved model directory")
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            check_safetensors(role, os.path.join(path, name))
+
+
+def check_safetensors(role: str, file: str) -> None:
+    """Raise ValueError naming ``file`` when its safetensors header is unreadable or does not cover the
+    file (truncated, garbage); reads the header only."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(file, framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise ValueError(
+            f"{role} checkpoint file {file!r} is not a readable safetensors file ({err}); it may be truncated "
+            "or corrupt: download or save the checkpoint again"
+        ) from err
+
+
+#: The placement strategies ``device_map`` may name (transformers / accelerate).
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map) -> None:
+    """Raise ValueError before anything loads when ``device_map`` is malformed or names a GPU this machine
+    does not have."""
+    if device_map is None or (isinstance(device_map, str) and device_map in DEVICE_MAP_STRATEGIES):
+        return
+    allowed = (
+        f"use None (CPU), {', '.join(map(repr, DEVICE_MAP_STRATEGIES))}, 'cpu', 'cuda', 'cuda:N', a GPU index, "
+        "a torch.device or a dict of module name -> device"
+    )
+    values = list(device_map.values()) if isinstance(device_map, dict) else [device_map]
+    for value in values:
+        if isinstance(value, str) and value == "disk" and isinstance(device_map, dict):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, torch.device)):
+            raise ValueError(f"device_map={device_map!r} is not a device map; {allowed}")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"device_map={device_map!r}: a GPU index must be >= 0; {allowed}")
+            device = torch.device("cuda", value)
+        else:
+            try:
+                device = torch.device(value)
+            except RuntimeError:
+                raise ValueError(f"device_map={device_map!r}: {value!r} is not a device; {allowed}") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    f"device_map={device_map!r} needs a CUDA device, but no CUDA device is available on this machine; "
+                    f"use device_map=None or 'cpu' (or 'auto', which places the model on what there is)"
+                )
+            count = torch.cuda.device_count()
+            if device.index is not None and device.index >= count:
+                raise ValueError(
+                    f"device_map={device_map!r} names CUDA device {device.index}, but this machine has {count} "
+                    f"(cuda:0..cuda:{count - 1})"
+                )
+        elif device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device_map={device_map!r} needs Apple's MPS backend, which is not available; {allowed}")
+
+
+def load_model(path_or_model, torch_dtype, device_map, role: str = "target"):
+    from safetensors import SafetensorError
+    from transformers import AutoModelForImageTextToText
+
+    if isinstance(path_or_model, (str, os.PathLike)):
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(path_or_model, dtype=torch_dtype, device_map=device_map)
+        except SafetensorError as err:  # a hub checkpoint's downloaded file (local ones are checked before loading)
+            raise ValueError(
+                f"{role} checkpoint {os.fspath(path_or_model)!r} has a weights file that is not a readable safetensors "
+                f"file ({err}); it may be truncated or corrupt: download or save the checkpoint again"
+            ) from err
+    else:
+        model = path_or_model
+    family_of(model.config)  # raises for unsupported families, listing the supported ones
+    model.eval()
+    model.set_attn_implementation({"text_config": attention.register()})
+    return model
+
+
+def load_tokenizer(path_or_model):
+    """The draft's own tokenizer when its checkpoint ships one, else None (then only ids are compared)."""
+    from transformers import AutoTokenizer
+
+    if not isinstance(path_or_model, (str, os.PathLike)):
+        return None
+    local = os.path.isdir(path_or_model)
+    if local and not any(os.path.exists(os.path.join(path_or_model, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        logger.warning("draft checkpoint %s has no tokenizer files; vocabularies are not compared", path_or_model)
+        return None
+    return AutoTokenizer.from_pretrained(path_or_model)
+
+
+def check_pair(target, draft, target_tokenizer, draft_tokenizer) -> None:
+    """Raise at load time if the draft cannot draft for the target, saying what differs."""
+    tf, df = family_of(target.config), family_of(draft.config)
+    if tf != df:
+        raise ValueError(f"target family {tf!r} and draft family {df!r} differ: their video-token layouts are not the same")
+    ta, da = adapter_for(target), adapter_for(draft)
+    if ta.video_token_id != da.video_token_id:  # the placeholder id (InternVL's is its image token id)
+        raise ValueError(f"video token ids differ: target {ta.video_token_id}, draft {da.video_token_id}")
+    if ta.layout_signature() != da.layout_signature():
+        raise ValueError(
+            f"video-token layouts differ: target {ta.layout_signature()}, draft {da.layout_signature()}"
+        )
+    if draft_tokenizer is not None:
+        tv, dv = target_tokenizer.get_vocab(), draft_tokenizer.get_vocab()
+        if tv != dv:
+            only_t = len(set(tv.items()) - set(dv.items()))
+            only_d = len(set(dv.items()) - set(tv.items()))
+            raise ValueError(
+                f"target and draft vocabularies differ ({len(tv)} vs {len(dv)} tokens; {only_t} entries only in the "
+                f"target's, {only_d} only in the draft's): the draft's tokens would not mean the same to the target"
+            )
