@@ -402,10 +402,10 @@ def test_draft_without_tokenizer_files_is_reported(checkpoints, tmp_path, caplog
     """A draft checkpoint with weights only loads, but says loudly that vocabularies were not compared."""
     draft = AutoModelForImageTextToText.from_pretrained(checkpoints["llava_onevision"]["draft"])
     draft.save_pretrained(tmp_path / "weights_only")
-    with caplog.at_level("WARNING", logger="specvlm.engine"):
+    with caplog.at_level("WARNING", logger="specvlm.loading"):
         engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=tmp_path / "weights_only")
     assert engine.draft is not None
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "specvlm.engine"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "specvlm.loading"]
     assert any(str(tmp_path / "weights_only") in m and "not compared" in m for m in warnings), warnings
 
 

@@ -106,7 +106,7 @@ def test_partially_agreeing_draft_is_lossless(checkpoints, references, noisy_dra
 
 
 def _has_cpp_compiler() -> bool:
-    from specvlm.engine import check_compiler
+    from specvlm.loading import check_compiler
 
     try:
         check_compiler(torch.device("cpu"))
