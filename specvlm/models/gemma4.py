@@ -21,6 +21,10 @@ What the decoder changes, and how this adapter keeps the stock model's exact out
   causal. The block of each prompt token is read from the processor's ``mm_token_type_ids`` (as the stock model
   reads it; without them the stock model is causal too) and travels with the token as a side feature, so a
   pruned draft's prefill keeps the blocks of the frames it keeps (among its kept tokens).
+* **Media placeholder ids are embedded as the pad token**: the stock model looks up its token embeddings (and
+  per-layer embeddings) with the pad id wherever ``input_ids`` hold an image, video or audio placeholder, in the
+  prompt and at every decode step, so a placeholder id the model itself generates (a small or random model may)
+  enters the next forward as the pad embedding (:meth:`Gemma4Adapter.text_ids`).
 * **Per-layer input embeddings** (E-models): the stock model looks them up with the pad id at every media
   position; they travel with their tokens (:class:`Gemma4Side`), so a pruned draft gets exactly its kept
   tokens' rows, and decode-time tokens get their own.
@@ -91,6 +95,9 @@ class Gemma4Adapter(ModelAdapter):
             )
         self.bidirectional_vision = mode == "vision"
         self.per_layer_dim = int(getattr(self.text_config, "hidden_size_per_layer_input", 0) or 0)
+        names = ("image_token_id", "video_token_id", "audio_token_id")
+        self.media_ids = tuple(int(t) for t in (getattr(self.config, name, None) for name in names) if t is not None)
+        self.pad_id = int(self.text_config.pad_token_id)
 
     # ---- layout ---------------------------------------------------------------------------------
     def layout_signature(self) -> dict:
@@ -148,12 +155,22 @@ class Gemma4Adapter(ModelAdapter):
 
     def media_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Where ``input_ids`` hold an image, video or audio placeholder (the stock model's media mask)."""
-        ids = [getattr(self.config, name, None) for name in ("image_token_id", "video_token_id", "audio_token_id")]
         mask = torch.zeros_like(input_ids, dtype=torch.bool)
-        for token in ids:
-            if token is not None:
-                mask |= input_ids == int(token)
+        for token in self.media_ids:
+            mask |= input_ids == token
         return mask
+
+    def text_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``input_ids`` with the pad id at every media placeholder, as the stock model looks up its token (and
+        per-layer) embeddings: a placeholder id the model *generates* is embedded as the pad token too."""
+        ids = input_ids.to(self.device)
+        return torch.where(self.media_mask(ids), self.pad_id, ids)
+
+    def embed_ids(self, inputs) -> torch.Tensor:
+        return super().embed_ids({"input_ids": self.text_ids(inputs["input_ids"])})
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return super().embed_tokens(self.text_ids(token_ids))
 
     def per_layer_inputs(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(1, n, layers x per-layer dim) per-layer input embeddings of ``input_ids`` (1, n), with the pad id at
@@ -161,9 +178,7 @@ class Gemma4Adapter(ModelAdapter):
         n = input_ids.shape[-1]
         if not self.per_layer_dim:
             return torch.zeros((0, n, 0), dtype=self.dtype, device=self.device)
-        ids = input_ids.to(self.device)
-        ids = torch.where(self.media_mask(ids), int(self.text_config.pad_token_id), ids)
-        rows = self.language_model().get_per_layer_inputs(ids, None)  # (1, n, layers, dim)
+        rows = self.language_model().get_per_layer_inputs(self.text_ids(input_ids), None)  # (1, n, layers, dim)
         return rows.reshape(1, n, -1)
 
     def blocks(self, inputs) -> torch.Tensor | None:
