@@ -40,8 +40,10 @@ What the decoder changes, and how this adapter keeps the stock model's exact out
   window of prompt rows, so its cache cannot be restricted to the kept video positions; pass a separate draft
   (e.g. Gemma 4 E2B for the 31B).
 
-Images are not supported yet for this family (refused with a clear error); ``use_bidirectional_attention="all"``
-(a non-causal encoder configuration) is refused at load.
+Images: each image is ``<boi>`` + its soft tokens (``<|image|>``) + ``<eoi>``, a (1, H, W) run (H, W read from
+``image_position_ids``) before, after or without the video, pruned with the video's tokens; in the bidirectional
+models an image's soft tokens form one block too. ``use_bidirectional_attention="all"`` (a non-causal encoder
+configuration) is refused at load.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from transformers import DynamicCache
 
 from specvlm.attention import AttentionContext, additive
 from specvlm.models import cache as kv
-from specvlm.models.base import ModelAdapter, SideFeatures, VideoLayout
+from specvlm.models.base import ModelAdapter, SideFeatures, VideoLayout, split_runs
 
 
 @dataclass(frozen=True)
@@ -105,30 +107,30 @@ class Gemma4Adapter(ModelAdapter):
         return {k: getattr(vision, k) for k in ("patch_size", "pooling_kernel_size")}
 
     def layout(self, inputs) -> VideoLayout:
+        runs = self.video_runs(inputs) if self.has_video(inputs) else []
         if self.has_images(inputs):
-            raise ValueError("gemma4: images are not supported for this family yet; pass a video only")
-        slots = self.video_slots(inputs).cpu()
-        grids = self.frame_grids(inputs)
-        if len(set(grids)) == 1:
-            (h, w), t = grids[0], len(grids)
-            runs = [("video", (t, h, w), slots)] if t * h * w == slots.numel() else None
-        else:
-            sizes = [h * w for h, w in grids]
-            runs = None
-            if sum(sizes) == slots.numel():
-                runs = [("video", (1, h, w), chunk) for (h, w), chunk in zip(grids, torch.split(slots, sizes))]
-        if runs is None:
-            raise ValueError(
-                f"gemma4: {slots.numel()} video placeholder tokens for frame grids {grids}: the processor does not "
-                "match the model"
-            )
+            slots = self.image_slots(inputs).cpu()
+            grids = self.soft_token_grids(inputs["image_position_ids"])
+            runs += split_runs(self.family, "image", slots, [(1, h, w) for h, w in grids])
         return VideoLayout.from_runs(runs)
 
-    def frame_grids(self, inputs) -> list[tuple[int, int]]:
-        """(H, W) soft-token grid of every frame, from the patch positions of ``video_position_ids``."""
+    def video_runs(self, inputs) -> list:
+        """[(kind, grid, positions)] of the video: one (T, H, W) run when every frame has the same soft-token grid,
+        else one (1, H, W) run per frame."""
+        slots = self.video_slots(inputs).cpu()
+        grids = self.soft_token_grids(inputs["video_position_ids"])
+        if len(set(grids)) == 1:
+            (h, w), t = grids[0], len(grids)
+            if t * h * w == slots.numel():
+                return [("video", (t, h, w), slots)]
+        return split_runs(self.family, "video", slots, [(1, h, w) for h, w in grids])
+
+    def soft_token_grids(self, patch_positions: torch.Tensor) -> list[tuple[int, int]]:
+        """(H, W) soft-token grid of every frame or image, from its patch positions (``video_position_ids`` /
+        ``image_position_ids``: (frames or images, max_patches, 2) (x, y), (-1, -1) for padding)."""
         k = int(self.config.vision_config.pooling_kernel_size)
         grids = []
-        for frame in inputs["video_position_ids"].cpu():  # (max_patches, 2) (x, y), (-1, -1) for padding
+        for frame in patch_positions.cpu():
             real = frame[(frame != -1).all(dim=-1)]
             if not real.numel():
                 grids.append((0, 0))
@@ -150,6 +152,14 @@ class Gemma4Adapter(ModelAdapter):
             inputs["video_position_ids"].to(self.device),
             num_frames_per_video=inputs["num_frames_per_video"],
             return_dict=True,
+        )
+        return torch.cat(list(out.pooler_output), dim=0)
+
+    @torch.no_grad()
+    def image_features(self, inputs) -> torch.Tensor:
+        vision_dtype = next(self.model.model.vision_tower.parameters()).dtype
+        out = self.model.model.get_image_features(
+            inputs["pixel_values"].to(self.device, vision_dtype), inputs["image_position_ids"].to(self.device), return_dict=True
         )
         return torch.cat(list(out.pooler_output), dim=0)
 
