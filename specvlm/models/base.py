@@ -200,6 +200,25 @@ class ModelAdapter:
         return getattr(self.text_config, "max_position_embeddings", None)
 
     @property
+    def min_video_frames(self) -> int:
+        """The fewest frames a video may have: the temporal patch size where the stock video processor refuses
+        a shorter video (:attr:`short_videos_refused`), else 1."""
+        if not self.short_videos_refused:
+            return 1
+        return int(getattr(self.config.vision_config, "temporal_patch_size", 1) or 1)
+
+    def check_video_frames(self, num_frames: int) -> None:
+        """Raise ValueError, in the user's terms, when the stock processor cannot take a video of ``num_frames``
+        frames (call it before processing: the processor's own message speaks of its internals)."""
+        least = self.min_video_frames
+        if num_frames < least:
+            raise ValueError(
+                f"{self.family} needs at least {least} frames per video (temporal patch size {least}: its stock processor "
+                f"groups frames into patches of {least} and refuses a shorter video); got num_frames={num_frames}. "
+                f"Sample at least {least} frames, or pass a single frame as an image (images=...)"
+            )
+
+    @property
     def video_token_id(self) -> int:
         return int(self.config.video_token_id)
 
@@ -392,6 +411,9 @@ class ModelAdapter:
     video_input_key: str = "pixel_values_videos"
     #: the processor output that holds the images' pixels
     image_input_key: str = "pixel_values"
+    #: whether the stock video processor refuses a video shorter than one temporal patch (Qwen3-VL's and GLM-4V's
+    #: raise "t:1 must be larger than temporal_factor:2"; Qwen2-VL's and Qwen2.5-VL's repeat the last frame)
+    short_videos_refused: bool = False
 
     def image_features(self, inputs) -> torch.Tensor:
         """(N_features, D) projected features of the prompt's images in placeholder order."""

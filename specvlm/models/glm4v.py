@@ -29,6 +29,7 @@ IMAGE_TYPE, VIDEO_TYPE = 1, 2
 class Glm4vAdapter(Qwen25VLAdapter):
     family = "glm4v"
     model_types = ("glm4v", "glm4v_moe", "glm46v")
+    short_videos_refused = True  # its video processor groups frames in temporal patches and refuses fewer
     accepts_mask_mapping = False
 
     @property

@@ -30,6 +30,7 @@ from specvlm.models.qwen2_5_vl import Qwen25VLAdapter
 class Qwen35Adapter(Qwen25VLAdapter):
     family = "qwen3_5"
     model_types = ("qwen3_5", "qwen3_5_moe")
+    short_videos_refused = True  # its video processor groups frames in temporal patches and refuses fewer
     layer_kinds = ("full_attention", "linear_attention")
     supports_trees = False
     supports_self_draft = False

@@ -32,6 +32,7 @@ from specvlm.models.qwen2_5_vl import Qwen25VLAdapter
 class Qwen3VLAdapter(Qwen25VLAdapter):
     family = "qwen3_vl"
     model_types = ("qwen3_vl", "qwen3_vl_moe")
+    short_videos_refused = True  # its video processor groups frames in temporal patches and refuses fewer
     accepts_mask_mapping = False
 
     def layout_signature(self) -> dict:
