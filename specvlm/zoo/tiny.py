@@ -307,7 +307,7 @@ def _qwen2_5_vl(spec: TinySpec, tokenizer):
             num_hidden_layers=spec.num_layers,
             num_attention_heads=spec.num_heads,
             num_key_value_heads=spec.num_kv_heads,
-            max_position_embeddings=32768,
+            max_position_embeddings=spec.max_positions,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section},
             tie_word_embeddings=False,
             eos_token_id=tokenizer.eos_token_id,
