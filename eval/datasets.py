@@ -666,6 +666,7 @@ def _frame_folder(path: str, fps: float, bounds, sampling: dict):
     import numpy as np
     from PIL import Image
 
+    from specvlm.images import pil_to_rgb
     from specvlm.video import Video, VideoDecodeError
 
     files = sorted((f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)), key=_natural)
@@ -677,7 +678,7 @@ def _frame_folder(path: str, fps: float, bounds, sampling: dict):
         frame_path = os.path.join(path, files[i])
         try:
             with Image.open(frame_path) as im:
-                frames.append(np.asarray(im.convert("RGB")))
+                frames.append(pil_to_rgb(im, f"frame image {frame_path!r}"))  # 16-bit scaled, never saturated
         except (OSError, ValueError) as err:
             raise VideoDecodeError(frame_path, f"cannot read frame image: {err}") from err
     shapes = {f.shape for f in frames}

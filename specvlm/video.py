@@ -526,10 +526,12 @@ def _frames_to_array(frames: Any) -> np.ndarray:
             raise VideoDecodeError(_FRAMES_ARRAY_PATH, "zero frames")
         arrays = []
         for k, frame in enumerate(frames):
-            if hasattr(frame, "convert") and hasattr(frame, "mode"):  # PIL image
-                frame = np.asarray(frame.convert("RGB"))
+            if hasattr(frame, "convert") and hasattr(frame, "mode"):  # PIL image: every mode, faithfully
+                from specvlm.images import pil_to_rgb
+
+                frame = pil_to_rgb(frame, f"frame {k}")
             elif hasattr(frame, "detach"):  # torch tensor
-                frame = frame.detach().cpu().numpy()
+                frame = _tensor_to_numpy(frame)
             frame = np.asarray(frame)
             if frame.ndim != 3 or frame.shape[-1] != 3:
                 raise ValueError(f"frame {k} has shape {frame.shape}; each frame must be (H, W, 3)")
@@ -539,10 +541,10 @@ def _frames_to_array(frames: Any) -> np.ndarray:
             raise ValueError(f"frames have different shapes {sorted(shapes)}; all frames must share (H, W, 3)")
         dtypes = {a.dtype for a in arrays}
         if len(dtypes) != 1:
-            raise ValueError(f"frames have different dtypes {sorted(map(str, dtypes))}; all must be uint8")
+            raise ValueError(f"frames have different dtypes {sorted(map(str, dtypes))}; all must be uint8 (or all uint16)")
         return np.stack(arrays)
     if hasattr(frames, "detach"):  # torch tensor, without importing torch
-        frames = frames.detach().cpu().numpy()
+        frames = _tensor_to_numpy(frames)
     if not isinstance(frames, np.ndarray):
         raise ValueError(
             f"frames must be a (T, H, W, 3) uint8 numpy array or torch tensor, or a list of PIL images / "
@@ -551,13 +553,38 @@ def _frames_to_array(frames: Any) -> np.ndarray:
     return frames
 
 
+def _tensor_to_numpy(tensor: Any) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if str(tensor.dtype) == "torch.uint16":  # numpy() has no uint16 path on every torch version
+        import torch
+
+        return tensor.to(torch.int32).numpy().astype(np.uint16)
+    return tensor.numpy()
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """uint8 frames as they are, uint16 frames scaled by the 16-bit range (``round(v * 255 / 65535)``,
+    as :mod:`specvlm.images` reads 16-bit images); any other dtype is refused by name."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    hint = " (e.g. frames.astype(np.uint8) if the values are 0-255)" if array.dtype.kind in "iub" else ""
+    raise ValueError(
+        f"frames has dtype {array.dtype}; expected uint8 (values 0-255) or uint16 (0-65535, scaled to 8 bits){hint}"
+    )
+
+
 def from_frames(
     frames: Any, *, fps: float = 1.0, num_frames: int | None = None, max_frames: int | None = None
 ) -> Video:
     """Wrap in-memory frames in a :class:`Video` (``backend="array"``).
 
     ``frames``: ``(T, H, W, 3)`` uint8 numpy array or torch tensor, or a list of
-    PIL images (converted to RGB) or ``(H, W, 3)`` uint8 arrays.  ``fps`` is the
+    PIL images or ``(H, W, 3)`` uint8 arrays.  uint16 frames are scaled by the
+    16-bit range (65535 is white) and PIL frames of any mode are converted as
+    :func:`specvlm.images.pil_to_rgb` says (16-bit scaled, transparency over
+    white, float refused); other dtypes are refused by name.  ``fps`` is the
     frame rate of those frames.  ``num_frames`` optionally sub-samples them
     uniformly (:func:`sample_indices`); otherwise all frames are kept, at most
     ``max_frames`` of them (uniformly sub-sampled when there are more).
@@ -570,8 +597,7 @@ def from_frames(
     array = _frames_to_array(frames)
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"frames has shape {array.shape}; expected 4-D (T, H, W, 3) with 3 RGB channels last")
-    if array.dtype != np.uint8:
-        raise ValueError(f"frames has dtype {array.dtype}; expected uint8 (values 0-255)")
+    array = _to_uint8(array)
     if array.shape[0] == 0:
         raise VideoDecodeError(_FRAMES_ARRAY_PATH, "zero frames")
     if array.shape[1] == 0 or array.shape[2] == 0:

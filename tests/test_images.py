@@ -21,6 +21,8 @@ import pruning
 from pruning.verifier_guided import share
 from specvlm import SpecVLM
 from specvlm.decoding.loop import prefill_target
+from specvlm.images import ImageLoadError, load_image
+from specvlm.video import from_frames
 from specvlm.zoo.tiny import TinySpec, save_tiny
 from tiny_pairs import eos_free_engine, save_pairs, stock_greedy
 
@@ -221,16 +223,16 @@ def test_messages_with_image_entries_match_images_argument(image_engines, image_
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"images": [np.zeros((4, 4), dtype=np.uint8)]}, r"\(H, W, 3\) uint8"),
-        ({"images": [np.zeros((4, 4, 3), dtype=np.float32)]}, r"\(H, W, 3\) uint8"),
-        ({"images": ["/no/such/image.png"]}, "does not exist"),
+        ({"images": [np.zeros((4, 4, 2), dtype=np.uint8)]}, r"shape \(4, 4, 2\).*\(H, W, 3\)"),
+        ({"images": [np.zeros((4, 4, 3), dtype=np.float32)]}, r"dtype float32.*uint8 \(0-255\) or uint16"),
+        ({"images": ["/no/such/image.png"]}, "cannot read image '/no/such/image.png': file does not exist"),
         ({"images": ["https://example.com/cat.png"]}, "URL"),
         ({"images": []}, "empty list"),
     ],
 )
 def test_bad_images_are_named(image_engines, kwargs, match):
     engine = image_engines["qwen2_5_vl", "self"]
-    with pytest.raises((ValueError, FileNotFoundError), match=match):
+    with pytest.raises(ValueError, match=match):
         engine.build_inputs(prompt=QUESTION, **kwargs)
 
 
@@ -331,3 +333,153 @@ def test_qwen3_5_image_and_video_prompt_matches_stock(tmp_path, frames):
         assert result.stats.kept_video_tokens == max(1, result.stats.video_tokens // 10)
     finally:
         torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- every pixel format, faithfully
+
+
+def _png(tmp_path, image: Image.Image, name: str = "picture.png"):
+    path = tmp_path / name
+    image.save(path)
+    return path
+
+
+def test_a_16_bit_png_is_scaled_not_saturated(tmp_path):
+    """A 16-bit grey PNG (PIL mode I;16) is read by its 16-bit range: a ramp stays a ramp (mean ~127),
+    where ``convert("RGB")`` saturates every value above 255 to white (mean ~254)."""
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = _png(tmp_path, Image.fromarray(ramp))
+    assert Image.open(path).mode == "I;16"
+    rgb = load_image(str(path))
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[-1, -1].tolist() == [255, 255, 255]
+    assert 120 < rgb.mean() < 135
+    expected = np.round(ramp.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def _mode(mode: str, value) -> Image.Image:
+    return Image.new(mode, (2, 2), value)
+
+
+@pytest.mark.parametrize(
+    "image,expected",
+    [
+        (_mode("RGB", (10, 20, 30)), (10, 20, 30)),
+        (_mode("RGBX", (10, 20, 30, 0)), (10, 20, 30)),
+        (_mode("L", 77), (77, 77, 77)),
+        (_mode("1", 1), (255, 255, 255)),
+        (_mode("1", 0), (0, 0, 0)),
+        (_mode("I;16", 32768), (128, 128, 128)),
+        (_mode("I;16B", 65535), (255, 255, 255)),
+        (_mode("I;16L", 257 * 100), (100, 100, 100)),
+        (_mode("I", 257 * 200), (200, 200, 200)),  # 16-bit PGM / TIFF data
+        (_mode("YCbCr", (128, 128, 128)), (128, 128, 128)),
+        (_mode("CMYK", (0, 0, 0, 0)), (255, 255, 255)),  # no ink: white
+        (_mode("CMYK", (0, 0, 0, 255)), (0, 0, 0)),
+        (_mode("HSV", (0, 255, 255)), (255, 0, 0)),
+        (_mode("RGBA", (255, 0, 0, 255)), (255, 0, 0)),
+        (_mode("RGBA", (255, 0, 0, 0)), (255, 255, 255)),  # transparent: white, as transformers composites
+        (_mode("RGBA", (0, 0, 0, 128)), (127, 127, 127)),
+        (_mode("LA", (0, 0)), (255, 255, 255)),
+        (_mode("RGBa", (64, 0, 0, 128)), (191, 127, 127)),  # premultiplied: un-premultiplied, then composited
+    ],
+    ids=lambda v: getattr(v, "mode", None) or str(v),
+)
+def test_every_pil_mode_is_read_faithfully(image, expected):
+    rgb = load_image(image)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0].tolist()) == expected, image.mode
+
+
+def test_a_palette_with_a_transparent_entry_is_composited_on_white(tmp_path):
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putpixel((0, 0), 0)
+    palette.putpixel((1, 0), 1)
+    palette.info["transparency"] = 0  # index 0 (red) is transparent
+    for image in (palette, Image.open(_png(tmp_path, palette))):
+        rgb = load_image(image)
+        assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[0, 1].tolist() == [0, 0, 255]
+
+
+@pytest.mark.parametrize(
+    "image,match",
+    [
+        (_mode("F", 0.5), "mode 'F'.*no fixed white level"),
+        (_mode("La", (0, 0)), "mode 'La'"),
+        (Image.fromarray(np.array([[-1, 70000]], dtype=np.int32)), r"mode 'I'.*-1\.\.70000.*outside the 16-bit range"),
+    ],
+)
+def test_pil_modes_without_a_faithful_reading_are_refused_by_name(image, match):
+    with pytest.raises(ValueError, match=match):
+        load_image(image)
+
+
+def test_arrays_follow_the_same_rules():
+    grey16 = np.full((3, 4), 65535, dtype=np.uint16)
+    assert load_image(grey16).tolist() == np.full((3, 4, 3), 255).tolist()
+    rgb16 = np.zeros((3, 4, 3), dtype=np.uint16)
+    rgb16[..., 1] = 257 * 10
+    assert load_image(rgb16)[0, 0].tolist() == [0, 10, 0]
+    assert load_image(torch.from_numpy(rgb16.astype(np.int32)).to(torch.uint16))[0, 0].tolist() == [0, 10, 0]
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)  # fully transparent black -> white
+    assert load_image(rgba)[0, 0].tolist() == [255, 255, 255]
+    assert load_image(np.full((2, 2, 1), 9, dtype=np.uint8))[0, 0].tolist() == [9, 9, 9]
+    for dtype in (np.float32, np.int64, np.int16, bool):
+        with pytest.raises(ValueError, match=f"dtype {np.dtype(dtype)}"):
+            load_image(np.zeros((2, 2, 3), dtype=dtype))
+    with pytest.raises(ValueError, match=r"astype\(np.uint8\)"):
+        load_image(np.zeros((2, 2, 3), dtype=np.int64))
+
+
+def test_frames_follow_the_same_rules():
+    frames16 = np.full((2, 4, 4, 3), 32768, dtype=np.uint16)
+    assert from_frames(frames16).frames[0, 0, 0].tolist() == [128, 128, 128]
+    video = from_frames([Image.new("I;16", (4, 4), 65535), Image.new("RGBA", (4, 4), (0, 0, 0, 0))])
+    assert video.frames[0, 0, 0].tolist() == [255, 255, 255] and video.frames[1, 0, 0].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="dtype float32.*uint8"):
+        from_frames(np.zeros((2, 4, 4, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="frame 1 has PIL mode 'F'"):
+        from_frames([Image.new("L", (4, 4)), Image.new("F", (4, 4))])
+
+
+def test_image_files_are_checked_like_video_files(tmp_path):
+    """A missing file, a directory, an empty file, a non-image and an animation: each an ImageLoadError
+    (a ValueError, like VideoDecodeError) with one line naming the path."""
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    gif = tmp_path / "anim.gif"
+    Image.new("L", (4, 4), 0).save(gif, save_all=True, append_images=[Image.new("L", (4, 4), 255)])
+    cases = [
+        (tmp_path / "missing.png", "file does not exist"),
+        (tmp_path, "is a directory, not an image file"),
+        (empty, r"file is empty \(0 bytes\)"),
+        (text, "not a readable image"),
+        (gif, "holds 2 frames .an animation.; pass an animation as a video"),
+    ]
+    for path, reason in cases:
+        with pytest.raises(ImageLoadError, match=reason) as info:
+            load_image(str(path))
+        assert isinstance(info.value, ValueError) and info.value.path == str(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_exif_orientation_and_data_uris(tmp_path):
+    wide = Image.new("RGB", (6, 2), (0, 255, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    path = tmp_path / "rotated.jpg"
+    wide.save(path, exif=exif)
+    assert load_image(str(path)).shape == (6, 2, 3)  # as displayed (transformers' load_image does the same)
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (3, 2), (1, 2, 3)).save(buffer, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    assert load_image(uri)[0, 0].tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="base64 payload is invalid"):
+        load_image("data:image/png;base64,@@@")
