@@ -12,6 +12,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from specvlm import SpecVLM, load_video
 from specvlm.video import from_frames
 from specvlm.cli import main as cli_main
+from specvlm.conversation import media_conversation
 
 MAX_NEW = 12
 FAMILIES = ("llava_onevision", "qwen2_5_vl")
@@ -86,3 +87,49 @@ def test_cli_system_turn(checkpoints, video_file, capsys):
     clip = load_video(video_file, num_frames=8)
     expected, _ = _stock(paths["target"], clip.frames, clip.metadata())
     assert json.loads(capsys.readouterr().out)["token_ids"] == expected
+
+
+# --------------------------------------------------------------------------- entries the templates do not read
+
+_VIDEO = {"type": "video", "video": "a.mp4"}
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([[{"role": "user", "content": [_VIDEO]}]], r"messages\[0\] is a list, not a turn: messages is nested one level too deep"),
+        ([{"role": "user", "content": [[_VIDEO, {"type": "text", "text": "hi"}]]}],
+         r"messages\[0\]\['content'\]\[0\] is a list, not an entry: the content list is nested one level too deep"),
+        ([{"role": "user", "content": [_VIDEO, "hi"]}], r"messages\[0\]\['content'\]\[1\] is a bare string 'hi'"),
+        ([{"role": "user", "content": [_VIDEO, {"type": "audio", "audio": "a.wav"}]}],
+         r"messages\[0\]\['content'\]\[1\] has type 'audio'; SpecVLM takes entries of type text, image, image_url, video"),
+        ([{"role": "user", "content": [_VIDEO, {"text": "hi"}]}], r"messages\[0\]\['content'\]\[1\] has no 'type'"),
+        ([{"role": "user", "content": [_VIDEO, {"type": "text", "text": 5}]}],
+         r"messages\[0\]\['content'\]\[1\] is a text entry with 'text' of type int \(5\)"),
+        ([{"role": "user", "content": [_VIDEO, {"type": "text"}]}], r"is a text entry with no 'text'"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"path": "a.png"}}]}], "has no 'url'"),
+        ([{"role": 3, "content": [_VIDEO]}], r"messages\[0\]\['role'\] must be a string"),
+        ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "no video or image entry; add"),
+    ],
+)
+def test_entries_the_chat_template_would_drop_are_named(messages, message):
+    with pytest.raises(ValueError, match=message):
+        media_conversation(messages)
+
+
+def test_openai_image_url_entries_are_image_entries(tmp_path):
+    """``{"type": "image_url", "image_url": {"url": path}}`` is read as the image entry it is."""
+    conversation, videos, images = media_conversation(
+        [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a.png"}},
+                                      {"type": "image_url", "image_url": "b.png"},
+                                      {"type": "image", "path": "c.png"}, {"type": "text", "text": "hi"}]}]  # fmt: skip
+    )
+    assert images == ["a.png", "b.png", "c.png"] and videos == []
+    assert conversation[0]["content"] == [{"type": "image"}] * 3 + [{"type": "text", "text": "hi"}]
+
+
+def test_a_bad_entry_is_named_before_the_model_runs(checkpoints, video_file):
+    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"])
+    nested = [{"role": "user", "content": [[{"type": "video", "video": video_file}, {"type": "text", "text": "hi"}]]}]
+    with pytest.raises(ValueError, match="nested one level too deep"):
+        engine.generate(messages=nested, max_new_tokens=2)
