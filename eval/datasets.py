@@ -176,6 +176,8 @@ def _read_parquet(path: Path) -> list[dict]:
 def read_records(path: str | os.PathLike) -> list:
     """Rows of a ``.json`` (a list, or a mapping holding one list), ``.jsonl`` or ``.parquet`` file.
 
+    Text is read as editors write it: UTF-8 with or without a byte-order mark, lines ending in LF or
+    CRLF (a UTF-16 file, which starts with its own byte-order mark, is refused by name).
     A file that cannot be read as a whole raises ``ValueError`` naming it. Single rows are not checked
     here: a JSONL line that is not valid JSON comes back as a marker and the readers turn it (like any
     row that is not a JSON object) into an error row.
@@ -183,18 +185,23 @@ def read_records(path: str | os.PathLike) -> list:
     path = Path(path)
     suffix = path.suffix.lower()
     try:
+        if suffix in (".jsonl", ".json"):
+            with open(path, "rb") as fh:
+                head = fh.read(2)
+            if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise ValueError(f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
         if suffix == ".jsonl":
             rows: list = []
             with open(path, "rb") as fh:
                 for lineno, raw in enumerate(fh, 1):
                     if raw.strip():
-                        try:
-                            rows.append(json.loads(raw.decode("utf-8")))
+                        try:  # utf-8-sig: a byte-order mark (first line) is not part of the row
+                            rows.append(json.loads(raw.decode("utf-8-sig")))
                         except (UnicodeDecodeError, json.JSONDecodeError) as err:
                             rows.append(_BadLine(f"line {lineno} is not valid JSON ({err})"))
             return rows
         if suffix == ".json":
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
             if isinstance(data, dict):
                 lists = [v for v in data.values() if isinstance(v, list)]
                 if len(lists) != 1:
@@ -207,6 +214,8 @@ def read_records(path: str | os.PathLike) -> list:
             return _read_parquet(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON: {err}") from err
+    except OSError as err:  # a directory, a permission problem, ...
+        raise ValueError(f"{path}: cannot be read: {err.strerror or err}") from err
     raise ValueError(f"{path}: unsupported annotation format {suffix!r}; use .json, .jsonl or .parquet")
 
 

@@ -21,6 +21,12 @@ definitions are those of docs/evaluation.md (``eval.metrics.summarize_method`` c
 ``max_frames``), ``torch_dtype`` (default ``auto``), ``device_map``, ``attn_backend``, ``compile``,
 ``warmup`` (untimed runs of each method on the first request, default 1) and ``tiny_cache``.
 
+Refusals: a setting or a request this plugin cannot serve raises :class:`PluginError` (a ``ValueError``)
+naming it and what is allowed. lmms-eval's command line (0.7.3's ``cli_evaluate``) catches every
+exception of a model, prints it and exits 0; so when the plugin runs inside that command line, a refusal
+(and a model that cannot be loaded) raises ``SystemExit`` with one ``specvlm (lmms-eval model): error:``
+line instead, and ``lmms-eval`` exits with status 1 (docs/evaluation.md: how a script checks).
+
 What this plugin deliberately does not do: batch (batch size > 1 is refused: one video per forward),
 images (an image or text-only task is refused before any generation), sampling (lmms-eval's video tasks
 decode greedily; ``do_sample``/``temperature > 0`` is refused), log-likelihood requests, or run under
@@ -29,8 +35,10 @@ several processes (one process; ``device_map: auto`` spreads a large target over
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +72,38 @@ class PluginError(ValueError):
     """A setting or a request this plugin cannot serve; the message says what and what is allowed."""
 
 
+def inside_lmms_eval_cli() -> bool:
+    """Whether this call comes from lmms-eval's command line (its ``cli_evaluate``, which turns every
+    exception into a printed traceback and exit status 0)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "cli_evaluate" and str(frame.f_globals.get("__name__", "")).startswith("lmms_eval"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _exit_on_refusal(*kinds: type):
+    """Let exceptions of ``kinds`` through, except inside lmms-eval's command line, where they become
+    ``SystemExit`` with one line (exit status 1) so that the refusal reaches the script's exit status."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except kinds as err:
+                if not inside_lmms_eval_cli():
+                    raise
+                message = " ".join(str(err).split()) or type(err).__name__
+                logger.error("refused: %s", message)
+                raise SystemExit(f"specvlm (lmms-eval model): error: {message}") from None
+
+        return wrapper
+
+    return decorate
+
+
 @dataclass
 class _Job:
     index: int
@@ -92,6 +132,7 @@ class SpecVLMModel(lmms):
 
     is_simple = True
 
+    @_exit_on_refusal(ValueError, OSError)  # a bad setting, or a checkpoint that cannot be loaded
     def __init__(self, pretrained: str, draft: str | None = None, method: str = "specvlm", baseline: str = "none",
                  num_frames: int | None = 32, fps: float | None = None, max_frames: int | None = None,
                  torch_dtype: str | None = "auto", device_map=None, attn_backend: str = "auto", compile: str = "off",
@@ -162,11 +203,13 @@ class SpecVLMModel(lmms):
         return self.engine.processor.tokenizer
 
     # ---- requests ------------------------------------------------------------------------------
+    @_exit_on_refusal(PluginError)
     def loglikelihood(self, requests):
-        raise NotImplementedError("the specvlm lmms-eval model generates answers; log-likelihood tasks are not supported")
+        raise PluginError("the specvlm lmms-eval model generates answers; log-likelihood tasks are not supported")
 
+    @_exit_on_refusal(PluginError)
     def generate_until_multi_round(self, requests):
-        raise NotImplementedError("the specvlm lmms-eval model answers one question per video; multi-round tasks are not supported")
+        raise PluginError("the specvlm lmms-eval model answers one question per video; multi-round tasks are not supported")
 
     def _job(self, index: int, request) -> _Job:
         """Check one request (a video task, a text prompt) before any generation."""
@@ -226,6 +269,7 @@ class SpecVLMModel(lmms):
     def _specs(self):
         return [s for s in (self.baseline, self.spec) if s is not None]
 
+    @_exit_on_refusal(PluginError)
     def generate_until(self, requests) -> list:
         from tqdm import tqdm
 

@@ -78,20 +78,63 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def rich_tables(summary: dict) -> list:
-    """One ``rich.table.Table`` per benchmark group."""
+#: How the terminal table gives way when it is wider than ``width``, step by step until it fits: the
+#: columns of :data:`DROP_FIRST` are left out one at a time (the least needed first); then the method
+#: column folds its keys over lines of :data:`FOLD_WIDTH` characters; then the columns of
+#: :data:`DROP_THEN` are left out one at a time; last the method column folds down to
+#: :data:`MIN_METHOD_WIDTH`. ``method``, ``ok/err``, ``tau`` and ``decode x`` always stay, summary.md and
+#: summary.json keep every column, and the table's caption names what was left out.
+DROP_FIRST = ("decode x (mean)", "tau-1", "tok/s", "peak MiB")
+FOLD_WIDTH = 36
+DROP_THEN = ("TPOT ms", "TTFT ms", "draft KV", "accuracy", "e2e x", "lossless")
+MIN_METHOD_WIDTH = 12
+
+
+def _table(title: str, rows: list[tuple[str, list[str]]], headers: list[str], left_out: list[str],
+           method_width: int | None):  # fmt: skip
     from rich.markup import escape
     from rich.table import Table
 
+    keep = [i for i, h in enumerate(headers) if h not in left_out]
+    caption = f"left out to fit the terminal: {', '.join(left_out)} (summary.md has every column)" if left_out else None
+    table = Table(title=escape(title), title_justify="left", caption=caption, caption_justify="left")
+    if method_width is None:
+        table.add_column("method", no_wrap=True)
+    else:
+        table.add_column("method", overflow="fold", max_width=method_width)
+    for i in keep:
+        table.add_column(headers[i], justify="right", no_wrap=True)
+    for method, cells in rows:
+        table.add_row(escape(method), *[cells[i] for i in keep])
+    return table
+
+
+def rich_tables(summary: dict, width: int | None = None) -> list:
+    """One ``rich.table.Table`` per benchmark group, at most ``width`` columns wide when given (see
+    :data:`DROP_FIRST` for what gives way, in which order); ``None``: every column, however wide."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=10_000)  # measures the table at its natural width
+    headers = [h for h, _, _ in COLUMNS]
     tables = []
     for group, g in summary.get("groups", {}).items():
-        title = escape(f"{summary.get('name', '')} - {group} ({g['samples']} samples)")
-        table = Table(title=title, title_justify="left")
-        table.add_column("method", no_wrap=True)
-        for header, _, _ in COLUMNS:
-            table.add_column(header, justify="right", no_wrap=True)
-        for method, m in g["methods"].items():
-            table.add_row(escape(method), *[_cell(m, key, fmt) for _, key, fmt in COLUMNS])
+        title = f"{summary.get('name', '')} - {group} ({g['samples']} samples)"
+        rows = [(method, [_cell(m, key, fmt) for _, key, fmt in COLUMNS]) for method, m in g["methods"].items()]
+        steps = [("drop", h) for h in DROP_FIRST] + [("fold", FOLD_WIDTH)] + [("drop", h) for h in DROP_THEN]
+        longest = max((len(method) for method, _ in rows), default=len("method"))
+        steps += [("fold", w) for w in range(min(longest, FOLD_WIDTH) - 1, MIN_METHOD_WIDTH - 1, -1)]
+        left_out: list[str] = []
+        method_width = None
+        table = _table(title, rows, headers, left_out, method_width)
+        for kind, value in steps:
+            if width is None or Measurement.get(console, console.options, table).maximum <= width:
+                break
+            if kind == "drop":
+                left_out.append(value)
+            elif value < longest:
+                method_width = value
+            table = _table(title, rows, headers, left_out, method_width)
         tables.append(table)
     return tables
 

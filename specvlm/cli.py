@@ -1,4 +1,11 @@
-"""Command line: ``specvlm generate``, ``specvlm demo`` and ``specvlm bench``."""
+"""Command line: ``specvlm generate``, ``specvlm demo`` and ``specvlm bench``.
+
+Errors: any bad input (a malformed flag, a value the library refuses, text that is not valid UTF-8, an
+output path that cannot be written) ends with exit status 2 and one ``specvlm: error:`` line on stderr,
+before any model loads wherever that can be known; Ctrl-C ends with exit status 130 and one line. Model
+names: a path, a hub id, ``zoo:<name>`` or ``tiny:<family>[:seed][:layers]``, resolved by
+``eval.models.resolve_ref`` exactly as in eval configs and the lmms-eval plugin.
+"""
 
 from __future__ import annotations
 
@@ -73,15 +80,35 @@ def _add_json_argument(parser, what: str) -> None:
                              "to FILE (the text still goes to stdout)")  # fmt: skip
 
 
-def _check_json_file(dest) -> None:
-    """Raise ValueError before any work when ``--json FILE`` cannot be written."""
+def check_output_file(dest, flag: str = "--json") -> None:
+    """Raise ValueError naming ``flag`` and the path, before any work, when the file ``dest`` cannot be
+    written: an empty name, a directory, a missing parent directory, a parent that is a file, or no
+    permission. The check opens the file for appending (an existing file is left as it is; a file it
+    had to create is removed again), so it holds for every user, root included."""
     if dest is None or dest == "-":
         return
-    parent = os.path.dirname(os.path.abspath(dest))
-    if os.path.isdir(dest):
-        raise ValueError(f"--json {dest!r} is a directory; give a file path (or --json alone for stdout)")
+    if not str(dest).strip():
+        raise ValueError(f"{flag} {dest!r} is an empty path; give a file path (or {flag} alone for stdout)")
+    path = os.path.abspath(dest)
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {dest!r} is a directory; give a file path (or {flag} alone for stdout)")
+    parent = os.path.dirname(path)
     if not os.path.isdir(parent):
-        raise ValueError(f"--json {dest!r}: the directory {parent!r} does not exist")
+        what = "is a file, not a directory" if os.path.exists(parent) else "does not exist"
+        raise ValueError(f"{flag} {dest!r} cannot be written: the directory {parent!r} {what}")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag} {dest!r} cannot be written: {err.strerror or err}") from None
+    if not existed:
+        os.remove(path)
+
+
+def _check_json_file(dest) -> None:
+    """Raise ValueError before any work when ``--json FILE`` cannot be written."""
+    check_output_file(dest, "--json")
 
 
 def _write_json(data, dest: str, what: str) -> None:
@@ -90,9 +117,43 @@ def _write_json(data, dest: str, what: str) -> None:
     if dest == "-":
         sys.stdout.write(text + "\n")
         return
-    with open(dest, "w") as f:
-        f.write(text + "\n")
+    try:
+        with open(dest, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as err:  # checked before the work, but a disk can fill up meanwhile
+        raise ValueError(f"--json {dest!r} could not be written: {err.strerror or err}") from None
     sys.stderr.write(f"specvlm: wrote {what} as JSON to {dest}\n")
+
+
+def _not_utf8(value: str) -> str | None:
+    """Where ``value`` (a command-line string) holds bytes that are not valid UTF-8, a description
+    of them; None when it is valid text. Python keeps such bytes as lone surrogates."""
+    try:
+        value.encode("utf-8")
+        return None
+    except UnicodeEncodeError as err:
+        raw = os.fsencode(value)
+        offset = len(value[: err.start].encode("utf-8", "surrogateescape"))
+        return f"byte {raw[offset:offset + 1]!r} at byte offset {offset} is not valid UTF-8"
+
+
+def check_text_arguments(args, flags: dict[str, str]) -> None:
+    """Raise ValueError for a text argument (``flags``: attribute -> flag) holding bytes that are not
+    valid UTF-8 (the tokenizer and the JSON output take text only). File paths are not checked here:
+    a file name may be any bytes."""
+    for attr, flag in flags.items():
+        values = getattr(args, attr, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and (problem := _not_utf8(value)) is not None:
+                raise ValueError(f"{flag} holds text that is not UTF-8 ({problem}); pass it in UTF-8")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``prog: error: message (see prog -h)`` and exit status 2."""
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
 
 
 def chosen_settings(args, names=settings.NAMES) -> dict:
@@ -101,15 +162,17 @@ def chosen_settings(args, names=settings.NAMES) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="specvlm", description="Lossless speculative decoding for video LLMs.")
+    parser = OneLineParser(prog="specvlm", description="Lossless speculative decoding for video LLMs.")
     parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
                         help="logging level (default: WARNING)")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"specvlm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to run")
 
     gen = sub.add_parser("generate", help="answer a prompt about a video and / or images")
-    gen.add_argument("--target", required=True, help="target checkpoint (path or hub id)")
-    gen.add_argument("--draft", default=None, help="draft checkpoint; omit for self-drafting")
+    gen.add_argument("--target", required=True,
+                     help="target checkpoint: a path, a hub id, zoo:<name> (the embedded pair: zoo:target) or "
+                          "tiny:<family>[:seed][:layers] (a tiny random model, built offline)")  # fmt: skip
+    gen.add_argument("--draft", default=None, help="draft checkpoint (same forms as --target); omit for self-drafting")
     gen.add_argument("--video", default=None, help="video file (a --video, an --image or both)")
     gen.add_argument("--image", action="append", default=None, metavar="FILE",
                      help="an image file, before the video in the prompt; repeat for several images")  # fmt: skip
@@ -138,8 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     add_setting_arguments(gen)
 
     demo = sub.add_parser("demo", help="run plain decoding and SpecVLM on tiny offline models and a synthetic video")
-    demo.add_argument("--max-new-tokens", type=int, default=160, help="tokens per answer (default: 160)")
-    demo.add_argument("--num-frames", type=int, default=32, help="frames of the synthetic video (default: 32)")
+    demo.add_argument("--max-new-tokens", type=_positive_int, default=160, help="tokens per answer (default: 160)")
+    demo.add_argument("--num-frames", type=_positive_int, default=32, help="frames of the synthetic video (default: 32)")
     _add_json_argument(demo, "the answers, their token ids and statistics per method")
 
     bench = sub.add_parser(
@@ -174,19 +237,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Where ``tiny:`` model names are built (the lmms-eval plugin's default too).
+TINY_CACHE = os.path.join("~", ".cache", "specvlm", "tiny")
+
+
+def resolve_model(ref: str | None, flag: str) -> str | None:
+    """A loadable path or hub id for a model name given on the command line: a path, a hub id,
+    ``zoo:<name>`` or ``tiny:<family>[:seed][:layers]`` (``eval.models.resolve_ref``, the resolver of
+    eval configs and the lmms-eval plugin too); a bad name raises ValueError naming ``flag``."""
+    if ref is None:
+        return None
+    if not ref.strip():
+        raise ValueError(f"{flag} is empty; give a path, a hub id, zoo:<name> or tiny:<family>[:seed][:layers]")
+    from pathlib import Path
+
+    from eval.models import resolve_ref
+
+    try:
+        return resolve_ref(ref, Path(os.path.expanduser(TINY_CACHE)))
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from None
+
+
 def _generate(args) -> int:
     import torch
-
-    from specvlm.engine import SpecVLM
 
     if args.video is None and not args.image:
         raise ValueError("pass --video, --image (repeatable) or both")
     if args.stream and args.json == "-":
         raise ValueError("--stream prints the answer on stdout, so --json cannot too; give --json a FILE")
+    check_text_arguments(args, {"prompt": "--prompt", "system": "--system"})
     _check_json_file(args.json)
+    target, draft = resolve_model(args.target, "--target"), resolve_model(args.draft, "--draft")
+    from specvlm.engine import SpecVLM
+
     dtype = getattr(torch, args.dtype) if args.dtype not in (None, "auto") else args.dtype
     engine = SpecVLM.from_pretrained(
-        args.target, draft=args.draft, torch_dtype=dtype, device_map=args.device_map, **chosen_settings(args)
+        target, draft=draft, torch_dtype=dtype, device_map=args.device_map, **chosen_settings(args)
     )
     streamer = None
     if args.stream:
@@ -325,15 +412,27 @@ def _bench(args) -> int:
     return 0
 
 
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (whatever the library wrote), its type when it has none."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one command; exit status 0 (1 when the demo's token ids differ), 2 for bad input, 130 for Ctrl-C."""
+    try:
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("specvlm: interrupted\n")
+        return 130
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     commands = {"generate": _generate, "demo": _demo, "bench": _bench}
     try:
         return commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+        sys.stderr.write(f"specvlm: interrupted (Ctrl-C); {args.command} stopped\n")
+        return 130
     except (ValueError, OSError) as err:  # bad input: say what and exit non-zero, without a traceback
-        message = " ".join(str(err).split())  # one line, whatever the library wrote
-        sys.stderr.write(f"specvlm: error: {message}\n")
+        sys.stderr.write(f"specvlm: error: {one_line(err)}\n")
         return 2
 
 

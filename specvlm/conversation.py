@@ -12,8 +12,8 @@ used are the ones every chat template of the supported families reads:
 Anything else would reach the chat template, which drops or garbles what it does not know, so it is
 refused with a ``ValueError`` naming the entry (``messages[i]['content'][j]``) and what is allowed: an
 entry of another type (audio, ...), a bare string or a list inside a content list (a list nested one
-level too deep), a text entry whose ``text`` is not a string, a conversation wrapped in an extra list (a
-batch of conversations), a turn whose role is not a string.
+level too deep), a text entry whose ``text`` is not a string (or not valid Unicode: :func:`check_text`), a conversation
+wrapped in an extra list (a batch of conversations), a turn whose role is not a string.
 
 What this module deliberately does not do: load media or apply a chat template (the engine and the stock
 processor do).
@@ -25,6 +25,19 @@ from __future__ import annotations
 ENTRY_TYPES = ("text", "image", "image_url", "video")
 _IMAGE_KEYS = ("image", "path", "url")
 _VIDEO_KEYS = ("video", "path", "url")
+
+
+def check_text(text: str, where: str) -> str:
+    """``text``, or ValueError naming ``where`` when it is not valid Unicode: a lone surrogate, which is
+    how Python holds bytes that were not UTF-8 (``os.fsdecode``, ``errors="surrogateescape"``); the
+    tokenizer cannot encode it."""
+    for i, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            raise ValueError(
+                f"{where} is not valid Unicode text: a lone surrogate {char!r} at character {i} (bytes that were not "
+                "UTF-8?); decode the text as UTF-8 first"
+            )
+    return text
 
 
 def _short(value, limit: int = 80) -> str:
@@ -66,6 +79,7 @@ def _entry(entry, where: str, images: list, videos: list) -> dict:
         if not isinstance(text, str):
             got = "no 'text'" if "text" not in entry else f"'text' of type {type(text).__name__} ({_short(text)})"
             raise ValueError(f"{where} is a text entry with {got}; its 'text' must be a string")
+        check_text(text, f"{where}['text']")
         return entry
     if kind == "video":
         videos.append(next((entry[k] for k in _VIDEO_KEYS if entry.get(k) is not None), None))
@@ -96,6 +110,7 @@ def media_conversation(messages) -> tuple[list, list, list]:
             raise ValueError(f"messages[{i}]['role'] must be a string (e.g. 'user'), got {_short(turn['role'])}")
         content = turn["content"]
         if isinstance(content, str):
+            check_text(content, f"messages[{i}]['content']")
             out.append(dict(turn))
             continue
         if not isinstance(content, (list, tuple)):

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -434,3 +435,75 @@ def test_demo_json_on_stdout_or_to_a_file(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     assert json.loads(dest.read_text()) == figures
     assert out.out == "\n".join(_demo_report().lines()) + "\n" and f"to {dest}" in out.err
+
+
+# ---------------------------------------------------------------------------- 9. one line, whatever goes wrong
+
+
+def test_argparse_errors_are_one_line(pair, video_file, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main(_generate_argv(pair["target"], video_file, "--max-frames", "0"))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("specvlm generate: error: argument --max-frames: 0 must be an integer >= 1")
+    with pytest.raises(SystemExit):
+        cli_main(["demo", "--num-frames", "0"])
+    assert capsys.readouterr().err == "specvlm demo: error: argument --num-frames: 0 must be an integer >= 1 (see specvlm demo -h)\n"
+
+
+@pytest.mark.parametrize("flag", ["--prompt", "--system"])
+def test_text_that_is_not_utf8_is_named(pair, video_file, flag, capsys, no_loading):
+    """Bytes that are not UTF-8 reach Python as lone surrogates (os.fsdecode); the tokenizer used to end
+    in a raw TypeError traceback."""
+    bad = "describe " + os.fsdecode(b"\xff\xfe") + " it"
+    argv = _generate_argv(pair["target"], video_file)
+    argv = [bad if (a == PROMPT and flag == "--prompt") else a for a in argv] + (["--system", bad] if flag == "--system" else [])
+    assert cli_main(argv) == 2
+    error = _error_line(capsys.readouterr().err)
+    assert f"{flag} holds text that is not UTF-8" in error and r"b'\xff' at byte offset 9" in error
+
+
+def test_zoo_and_tiny_names_work_in_every_command(video_file, tmp_path, monkeypatch, capsys):
+    """`specvlm generate` resolves model names as eval configs and the lmms-eval plugin do."""
+    from specvlm import cli
+
+    monkeypatch.setattr(cli, "TINY_CACHE", str(tmp_path / "tiny"))
+    argv = ["generate", "--video", video_file, "--prompt", PROMPT, "--max-new-tokens", "2", "--num-frames", "4", "--json"]
+    assert cli_main(argv + ["--target", "zoo:target", "--draft", "zoo:draft"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["token_ids"]) == 2
+    assert cli_main(argv + ["--target", "tiny:qwen2_5_vl:0:1"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["token_ids"]) == 2
+    assert (tmp_path / "tiny" / "qwen2_5_vl-seed0-layers1" / "config.json").is_file()
+    assert cli_main(argv + ["--target", "zoo:nope"]) == 2
+    error = _error_line(capsys.readouterr().err)
+    assert "--target: model reference 'zoo:nope'" in error and "'draft', 'target'" in error
+    assert cli_main(argv + ["--target", "tiny:no_such_family"]) == 2
+    assert "tiny:<family>[:seed][:layers]" in _error_line(capsys.readouterr().err)
+
+
+def test_output_files_are_checked_writable_before_any_work(pair, video_file, tmp_path, capsys, no_loading):
+    """Checked by opening the file (so it holds for root too); the message names the flag and the path."""
+    under_a_file = tmp_path / "a_file"
+    under_a_file.write_text("x")
+    for dest, reason in ((under_a_file / "out.json", "is a file, not a directory"),
+                         ("/proc/specvlm-out.json", "cannot be written"), ("", "is an empty path")):  # fmt: skip
+        assert cli_main(_generate_argv(pair["target"], video_file, "--json", str(dest))) == 2
+        error = _error_line(capsys.readouterr().err)
+        assert f"--json {str(dest)!r}" in error and reason in error, error
+    fresh = tmp_path / "fresh.json"
+    with pytest.raises(AssertionError, match="a model was loaded"):  # the check passes and leaves nothing behind
+        cli_main(_generate_argv(pair["target"], video_file, "--json", str(fresh)))
+    assert not fresh.exists()
+
+
+def test_ctrl_c_is_one_line_and_exit_130(pair, video_file, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SpecVLM, "generate", interrupted)
+    assert cli_main(_generate_argv(pair["target"], video_file)) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("specvlm:")] == [
+        "specvlm: interrupted (Ctrl-C); generate stopped"
+    ]

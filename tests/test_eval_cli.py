@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.cli import main
-from eval.config import EvalConfig, load_yaml
+from eval.cli import PACKAGED_CONFIGS, config_path, main
+from eval.config import ConfigError, EvalConfig, load_yaml
 from test_eval_datasets import build_layouts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -169,3 +169,150 @@ def test_two_processes_equal_one(tmp_path, checkpoints, layouts):
             mb = sb["groups"][group]["methods"][method]
             assert (m["lossless_rate"], m["accuracy"], m["ok"]) == (mb["lossless_rate"], mb["accuracy"], mb["ok"]) == (1.0, m["accuracy"], 2)
     assert sb["world_size"] == 2
+
+
+# ---------------------------------------------------------------------------- the command line's edges
+
+
+def test_packaged_configs_are_found_from_any_directory(tmp_path, monkeypatch):
+    """A bare name is looked up in ./configs, then in the configs installed with the package (eval/configs,
+    a link to configs/ in the source tree and a copy in the wheel)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("tiny", "synthetic"):
+        path = config_path(name)
+        assert path.is_file() and path.parent == PACKAGED_CONFIGS and path.read_bytes() == (REPO / "configs" / f"{name}.yaml").read_bytes()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.yaml").write_text("name: mine\n")
+    assert config_path("tiny") == tmp_path / "configs" / "tiny.yaml"  # ./configs first
+    with pytest.raises(ConfigError, match="'nope' is neither a file nor one of the configs: .*synthetic, tiny"):
+        config_path("nope")
+
+
+def test_bad_flags_and_bytes_are_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["tiny", "--log-level", "LOUD"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "argument --log-level: invalid choice: 'LOUD'" in err
+    assert main(["tiny", "--set", "name=" + os.fsdecode(b"run\xff")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("specvlm-eval: error: --set holds text that is not UTF-8")
+
+
+def test_ctrl_c_keeps_every_finished_row(tmp_path, checkpoints, monkeypatch, capsys):
+    """Ctrl-C in the middle of a run: one line, exit 130, the finished rows on disk; the same command
+    then resumes after them. The printed table fits COLUMNS."""
+    from eval import runner
+
+    benchmarks = [{"name": "synthetic", "root": str(tmp_path / "synth"), "prompt_modes": ["benchmark"],
+                   "synthetic": {"num_samples": 2, "num_frames": 8, "height": 64, "width": 64}}]  # fmt: skip
+    cfg = _write_config(tmp_path / "exp.yaml", checkpoints, "qwen2_5_vl", benchmarks, ["ar", {"name": "specvlm", "drop_rate": 0.5}],
+                        warmup=0)  # fmt: skip
+    out = tmp_path / "run"
+    args = [str(cfg), "--output", str(out), "--no-progress", "--no-plots"]
+    real, done = runner._run_one, []
+
+    def interrupt_the_fourth(*a, **k):
+        if len(done) == 3:
+            raise KeyboardInterrupt
+        done.append(real(*a, **k))
+        return done[-1]
+
+    monkeypatch.setattr(runner, "_run_one", interrupt_the_fourth)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith(f"specvlm-eval: interrupted (Ctrl-C); every finished row is kept in {str(out)!r}")
+    kept = _rows(out)
+    assert [r["key"] for r in kept] == [r["key"] for r in done] and len(kept) == 3
+
+    monkeypatch.setattr(runner, "_run_one", real)
+    monkeypatch.setenv("COLUMNS", "70")
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "(4 rows; 1 new)" in printed.replace("\n", " ")
+    assert max(len(line) for line in printed.splitlines()) <= 70
+    assert all(r in _rows(out) for r in kept)
+
+
+def _summary_for_table() -> dict:
+    m = {"ok": 2, "errors": 0, "tau": 3.21, "tau_minus_1": 2.21, "decode_speedup_total": 1.5, "decode_speedup_mean": 1.4,
+         "e2e_speedup_total": 1.2, "ttft_s_mean": 0.1, "tpot_s": 0.01, "tokens_per_s": 100.0, "draft_kv_fraction_mean": 0.1,
+         "peak_memory_bytes_max": 2**30, "lossless_rate": 1.0, "accuracy": 0.5}  # fmt: skip
+    methods = {"ar": m, "specvlm[pruning=specvlm,drop_rate=0.9,tree=chain,lazy_draft_after=0]": m,
+               "specvlm[pruning=uniform,drop_rate=0.5,tree=chain]": m}  # fmt: skip
+    return {"name": "tiny", "groups": {"synthetic/benchmark": {"samples": 2, "methods": methods}}}
+
+
+def test_the_summary_table_fits_the_terminal():
+    """Columns give way in the stated order (eval.report.DROP_FIRST, the method column folding, DROP_THEN);
+    method, ok/err, tau and decode x always stay; without a width every column is there."""
+    import io
+
+    from rich.console import Console
+
+    from eval import report
+
+    summary = _summary_for_table()
+
+    def render(width):
+        [table] = report.rich_tables(summary, width=width)
+        console = Console(width=width or 400, record=True, file=io.StringIO())
+        console.print(table)
+        text = console.export_text()
+        return [c.header for c in table.columns], table, text
+
+    headers, _, text = render(None)
+    assert headers == ["method"] + [h for h, _, _ in report.COLUMNS] and max(map(len, text.splitlines())) > 190
+    for width in (190, 160, 120, 100, 80, 60, 40):
+        headers, table, text = render(width)
+        assert max(len(line.rstrip()) for line in text.splitlines()) <= width, width
+        assert {"method", "ok/err", "tau", "decode x"} <= set(headers)
+        left_out = [h for h, _, _ in report.COLUMNS if h not in headers]
+        order = list(report.DROP_FIRST + report.DROP_THEN)
+        assert set(left_out) == set(order[: len(left_out)]), (width, left_out)  # a prefix of the stated order
+        assert (table.caption is None) == (not left_out)
+        if left_out:
+            assert ", ".join(order[: len(left_out)]) in table.caption
+    headers, _, text = render(160)  # the first four columns give way, every method key stays whole
+    assert headers == ["method", "ok/err", "tau", "decode x", "e2e x", "TTFT ms", "TPOT ms", "draft KV", "lossless", "accuracy"]
+    assert "specvlm[pruning=specvlm,drop_rate=0.9,tree=chain,lazy_draft_after=0]" in text
+    headers, _, _ = render(60)
+    assert headers == ["method", "ok/err", "tau", "decode x"]
+
+
+def _stub_lmms_eval(monkeypatch):
+    """eval.lmms imported over a stand-in for lmms-eval's two base modules (lmms-eval itself lives in an
+    environment of its own); the real module comes back after the test."""
+    import importlib
+    import types
+
+    import eval as eval_package
+
+    instance, model = types.ModuleType("lmms_eval.api.instance"), types.ModuleType("lmms_eval.api.model")
+    instance.GenerationResult = instance.TokenCounts = object
+    model.lmms = type("lmms", (), {"__init__": lambda self: None})
+    for name, module in (("lmms_eval", types.ModuleType("lmms_eval")), ("lmms_eval.api", types.ModuleType("lmms_eval.api")),
+                         ("lmms_eval.api.instance", instance), ("lmms_eval.api.model", model)):  # fmt: skip
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "eval.lmms", raising=False)
+    monkeypatch.delattr(eval_package, "lmms", raising=False)
+    return importlib.import_module("eval.lmms")
+
+
+def test_a_plugin_refusal_reaches_lmms_evals_exit_status(monkeypatch):
+    """lmms-eval's cli_evaluate catches every Exception and exits 0; inside it a refusal becomes
+    SystemExit (exit status 1, one line). Called from anywhere else, the plugin raises PluginError."""
+    plugin = _stub_lmms_eval(monkeypatch)
+    namespace = {"__name__": "lmms_eval.__main__"}
+    exec("def cli_evaluate(run):\n    try:\n        run()\n    except Exception:\n        return 'swallowed'\n", namespace)
+    refusals = [lambda: plugin.SpecVLMModel(pretrained="zoo:target", batch_size=2),
+                lambda: plugin.SpecVLMModel(pretrained="zoo:target", method="tree"),
+                lambda: plugin.SpecVLMModel(pretrained=str(REPO / "no-such-checkpoint"))]  # fmt: skip
+    for refuse in refusals:
+        with pytest.raises(plugin.PluginError if refuse is not refusals[-1] else ValueError):
+            refuse()
+        with pytest.raises(SystemExit) as info:
+            namespace["cli_evaluate"](refuse)
+        assert str(info.value.code).startswith("specvlm (lmms-eval model): error: ") and "\n" not in str(info.value.code)
+    with pytest.raises(SystemExit, match="log-likelihood tasks are not supported"):
+        namespace["cli_evaluate"](lambda: plugin.SpecVLMModel.loglikelihood(None, []))

@@ -187,3 +187,26 @@ def test_bad_layouts_name_the_problem(tmp_path):
         read_records(tmp_path / "notes.txt")
     with pytest.raises(ConfigError, match="root is required"):
         BenchmarkConfig(name="videomme")
+
+
+def test_annotations_saved_with_a_byte_order_mark_and_crlf(tmp_path):
+    """Editors write UTF-8 with a byte-order mark and CRLF line ends: every row reads as written (the
+    first row used to turn into an error row); a UTF-16 file is refused by name."""
+    rows = [{"video_name": "v_0", "question": "Describe it.", "answer": "A square."},
+            {"video_name": "v_1", "question": "What happens?", "answer": "It slides."}]  # fmt: skip
+    bom = b"\xef\xbb\xbf"
+    d = tmp_path / "videodetailcaption"
+    (d / "Test_Videos").mkdir(parents=True)
+    (d / "test.jsonl").write_bytes(bom + b"".join(json.dumps(r).encode() + b"\r\n" for r in rows))
+    assert read_records(d / "test.jsonl") == rows
+    whole = tmp_path / "rows.json"
+    whole.write_bytes(bom + json.dumps(rows, indent=2).replace("\n", "\r\n").encode())
+    assert read_records(whole) == rows
+    for i in range(2):
+        write_video(d / "Test_Videos" / f"v_{i}.mp4", synthetic_frames(8, 64, 64, seed=i), fps=8.0)
+    samples = _load("videodetailcaption", d)
+    assert [s.error for s in samples] == [None, None] and [s.reference for s in samples] == ["A square.", "It slides."]
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_bytes(json.dumps(rows[0]).encode("utf-16"))
+    with pytest.raises(ValueError, match="UTF-16"):
+        read_records(utf16)
