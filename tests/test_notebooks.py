@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -125,4 +126,8 @@ def test_drop_rate_sweep_notebook(kernel_env):
     _, text, images, _ = _execute("03_drop_rate_sweep")
     for strategy in ("specvlm", "uniform", "random"):
         assert f"tau {strategy}" in text and f"speed-up {strategy}" in text
+    # timed in repeated, alternating rounds: every speed-up is a median with its min-max spread
+    assert "median of 3 rounds [slowest-fastest round]" in text
+    spreads = re.findall(r"(\d+\.\d+)x \[(\d+\.\d+)-(\d+\.\d+)\]", text)
+    assert len(spreads) == 3 * 5 and all(float(lo) <= float(med) <= float(hi) for med, lo, hi in spreads)
     assert images >= 1
