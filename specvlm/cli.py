@@ -254,9 +254,13 @@ def resolve_model(ref: str | None, flag: str) -> str | None:
     from eval.models import resolve_ref
 
     try:
-        return resolve_ref(ref, Path(os.path.expanduser(TINY_CACHE)))
+        path = resolve_ref(ref, Path(os.path.expanduser(TINY_CACHE)))
     except ValueError as err:
         raise ValueError(f"{flag}: {err}") from None
+    if (problem := _not_utf8(path)) is not None:  # the safetensors library opens UTF-8 paths only
+        raise ValueError(f"{flag} {path!r}: the path is not valid UTF-8 ({problem}), and safetensors cannot open "
+                         "such a path; rename the checkpoint directory")  # fmt: skip
+    return path
 
 
 def _generate(args) -> int:

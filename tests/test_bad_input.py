@@ -481,6 +481,15 @@ def test_zoo_and_tiny_names_work_in_every_command(video_file, tmp_path, monkeypa
     assert "tiny:<family>[:seed][:layers]" in _error_line(capsys.readouterr().err)
 
 
+def test_a_checkpoint_path_that_is_not_utf8_is_named(pair, video_file, tmp_path, capsys, no_loading):
+    """safetensors opens UTF-8 paths only: said before loading, instead of 'truncated or corrupt'."""
+    odd = tmp_path / os.fsdecode(b"target-\xff")
+    shutil.copytree(pair["target"], odd)
+    assert cli_main(_generate_argv(odd, video_file)) == 2
+    error = _error_line(capsys.readouterr().err)
+    assert "--target" in error and "not valid UTF-8" in error and "rename the checkpoint directory" in error
+
+
 def test_output_files_are_checked_writable_before_any_work(pair, video_file, tmp_path, capsys, no_loading):
     """Checked by opening the file (so it holds for root too); the message names the flag and the path."""
     under_a_file = tmp_path / "a_file"
