@@ -31,6 +31,7 @@ or run datasets (``specvlm-eval`` does).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import statistics
@@ -42,7 +43,6 @@ from specvlm.models import cache as kv
 from specvlm.models.base import ModelAdapter
 from specvlm.attention import causal_context, tree_context
 from specvlm.config import DEFAULT_NUM_DRAFT_TOKENS
-from specvlm.engine import Plan
 from specvlm.timing import Timer, synchronize
 from specvlm.decoding.trees import SPECVLM_25, TreeStructure, chain, from_paths
 
@@ -54,7 +54,10 @@ RUNS = {  # name -> engine.generate settings
     "ar": dict(method="ar"),
     "sd": dict(method="sd", tree="chain"),
     "specvlm-chain": dict(method="specvlm", tree="chain"),
+    "specvlm-eager": dict(method="specvlm", tree="chain", compile="off"),  # what compiling the draft's steps buys
+    "specvlm-unguarded": dict(method="specvlm", tree="chain", never_slower=False),  # what the guard saves (or costs)
     "specvlm-tree": dict(method="specvlm", tree="specvlm-25"),
+    "lookup": dict(method="lookup"),  # prompt lookup: n-grams of the context, no draft model
     "self-draft": dict(method="specvlm", tree="chain"),  # on the self-drafting engine (draft=None)
 }
 #: Runs on the self-drafting engine: the bench's target with ``draft=None`` and the engine's settings.
@@ -86,6 +89,8 @@ class RunResult:
     ttft_s: float | None = None  # time to first token (fastest timed run); None for hf-assisted
     answers: int | None = None  # short-answer runs: answers summed in this run
     skipped: int | None = None  # short-answer runs: answers whose lazily started draft was never prefilled
+    plain_runs: int = 0  # timed runs the never-slower guard turned plain (in the answer, or by a remembered verdict)
+    timed_runs: int = 0  # timed runs (answers of a short-answer run count one each)
 
     @property
     def spread(self) -> float | None:
@@ -225,7 +230,7 @@ def bench_sample(engine, min_video_tokens: int, seed: int):
         synthetic.generate_sample(seed, num_frames=synthetic.MIN_NUM_FRAMES, height=side, width=side).frames,
         synthetic.CAPTION_PROMPT,
     )
-    layout = engine._target.layout(per_frame)
+    layout = engine.target_adapter.layout(per_frame)
     frames = max(synthetic.MIN_NUM_FRAMES, -(-min_video_tokens * synthetic.MIN_NUM_FRAMES // layout.num_tokens))
     sample = synthetic.generate_sample(seed, num_frames=frames, height=side, width=side, min_objects=4)
     inputs = engine.build_inputs(sample.frames, synthetic.CAPTION_PROMPT, num_frames=frames)
@@ -238,7 +243,7 @@ def run_engine(
     settings = dict(RUNS[name])
     if settings["method"] == "specvlm":
         settings["drop_rate"] = drop_rate
-    adapters = [engine._target] + ([engine._draft] if engine._draft is not None and name != "ar" else [])
+    adapters = [engine.target_adapter] + ([engine.draft_adapter] if engine.draft_adapter is not None and name != "ar" else [])
     with _ForwardClock(adapters) as clock:
         result = engine.generate(
             inputs=inputs, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, do_sample=False, **settings
@@ -257,6 +262,8 @@ def run_engine(
         e2e_s=s.e2e_s,
         ttft_s=s.ttft_s,
         skipped=int(s.speculation_skipped),
+        plain_runs=int(s.speculation in ("fell_back", "remembered_plain")),
+        timed_runs=1,
     )
     return run, result.token_ids
 
@@ -284,6 +291,8 @@ def run_answers(engine, questions: list, name: str, drop_rate: float, ar_ids=Non
         ttft_s=sum(r.ttft_s for r in runs),
         answers=len(runs),
         skipped=sum(r.skipped or 0 for r in runs),
+        plain_runs=sum(r.plain_runs for r in runs),
+        timed_runs=len(runs),
     )
     return total, ids
 
@@ -477,59 +486,9 @@ def fastest(runs: list[RunResult]) -> RunResult:
     return best
 
 
-def bench_pair(
-    engine,
-    *,
-    max_new_tokens: int = 128,
-    min_video_tokens: int = 1024,
-    drop_rate: float = 0.9,
-    repeats: int = 3,
-    seed: int = 1 << 30,
-    hf_assisted: bool = True,
-    profile: bool = False,
-    workloads: tuple[str, ...] = WORKLOADS,
-) -> BenchReport:
-    """Every method on one held-out video: a warm-up round, then ``repeats`` rounds of every method in
-    turn; each method's fastest run counts, and it is identical only when every run was. ``profile``:
-    also break the plain step, the chain verification and the draft step down by operator group
-    (:func:`step_profile`) and report the weights each model reads per decode step. ``workloads``: which
-    of :data:`WORKLOADS` run (the caption's ``ar`` runs with any of the first two)."""
-    from specvlm import SpecVLM
-    from specvlm.decoding.loop import prefill_target
-    from specvlm.zoo import synthetic
-
-    unknown = [w for w in workloads if w not in WORKLOADS]
-    if unknown or not workloads:
-        raise ValueError(f"workloads={list(workloads)!r}; choose one or more of {', '.join(WORKLOADS)}")
-    if engine.draft is None:
-        raise ValueError("the bench needs a separate draft model (sd, specvlm chain/tree and hf-assisted use it)")
-    sample, inputs = bench_sample(engine, min_video_tokens, seed)
-    own = SpecVLM(engine.target, engine.processor, draft=None, config=engine.config)  # the self-draft, same weights
-    questions = [
-        engine.build_inputs(sample.frames, synthetic.question_prompt(q), num_frames=len(sample.frames))
-        for q in sample.questions[:ANSWER_QUESTIONS]
-    ] if "answers" in workloads else []  # fmt: skip
-    report = BenchReport(
-        machine=machine_description(engine._target.device),
-        settings=dict(max_new_tokens=max_new_tokens, drop_rate=drop_rate, repeats=repeats, seed=seed,
-                      num_draft_tokens=engine.config.num_draft_tokens, ignore_eos=True, compile=engine.config.compile),
-    )  # fmt: skip
-    # Rounds: every method once per round, the first round warming up. Interleaving the methods means a
-    # slow spell of the machine hits them all alike instead of one method's consecutive runs.
-    names = []
-    if "caption" in workloads or "self-draft" in workloads:
-        names.append("ar")
-    if "caption" in workloads:
-        names += [n for n in RUNS if n != "ar" and n not in SELF_DRAFT_RUNS] + (["hf-assisted"] if hf_assisted else [])
-    if "self-draft" in workloads:
-        names += list(SELF_DRAFT_RUNS)
-    if "answers" in workloads:
-        names += list(ANSWER_RUNS)
-    report.settings["workloads"] = list(workloads)
-    if questions:
-        report.settings["answers"] = dict(questions=len(questions), max_new_tokens=ANSWER_MAX_NEW_TOKENS, eos=True)
-    timed: dict[str, list[RunResult]] = {name: [] for name in names}
-    report.settings["generation"] = {**generation_settings(engine, max_new_tokens), "eos_token_id": None}
+def _rounds(engine, own, names, timed, inputs, questions, max_new_tokens, drop_rate, repeats) -> list[int] | None:
+    """A warm-up round, then ``repeats`` rounds of every run in ``names`` in turn (appended to ``timed``);
+    returns the caption's ``ar`` ids (the warm-up round's: the reference every later run is held to)."""
     ar_ids = answer_ids = None
     for attempt in range(repeats + 1):
         for name in names:
@@ -549,6 +508,87 @@ def bench_pair(
                     run.identical_to_ar = ids == ar_ids
             if attempt:
                 timed[name].append(run)
+    return ar_ids
+
+
+@contextlib.contextmanager
+def busy(processes: int, limit_s: float = 3600.0):
+    """``processes`` CPU-bound Python processes (each spinning a loop) running while the block runs: the
+    contention of a shared machine. Each also ends by itself after ``limit_s`` seconds, whatever happens here."""
+    import subprocess
+    import sys
+
+    if processes < 0:
+        raise ValueError(f"contention={processes!r} must be >= 0 processes")
+    code = f"import time\nend = time.monotonic() + {limit_s}\nwhile time.monotonic() < end:\n    pass\n"
+    spinning = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for proc in spinning:
+            proc.terminate()
+        for proc in spinning:
+            proc.wait()
+
+
+def bench_pair(
+    engine,
+    *,
+    max_new_tokens: int = 128,
+    min_video_tokens: int = 1024,
+    drop_rate: float = 0.9,
+    repeats: int = 3,
+    seed: int = 1 << 30,
+    hf_assisted: bool = True,
+    profile: bool = False,
+    workloads: tuple[str, ...] = WORKLOADS,
+    contention: int = 0,
+) -> BenchReport:
+    """Every method on one held-out video: a warm-up round, then ``repeats`` rounds of every method in
+    turn; each method's fastest run counts, and it is identical only when every run was. ``profile``:
+    also break the plain step, the chain verification and the draft step down by operator group
+    (:func:`step_profile`) and report the weights each model reads per decode step. ``workloads``: which
+    of :data:`WORKLOADS` run (the caption's ``ar`` runs with any of the first two). ``contention``: that many
+    CPU-bound processes run beside every round (:func:`busy`), so that the ratios are those of a busy machine;
+    the per-step costs are measured after they stop."""
+    from specvlm import SpecVLM
+    from specvlm.zoo import synthetic
+
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown or not workloads:
+        raise ValueError(f"workloads={list(workloads)!r}; choose one or more of {', '.join(WORKLOADS)}")
+    if engine.draft is None:
+        raise ValueError("the bench needs a separate draft model (sd, specvlm chain/tree and hf-assisted use it)")
+    sample, inputs = bench_sample(engine, min_video_tokens, seed)
+    own = SpecVLM(engine.target, engine.processor, draft=None, config=engine.config)  # the self-draft, same weights
+    questions = [
+        engine.build_inputs(sample.frames, synthetic.question_prompt(q), num_frames=len(sample.frames))
+        for q in sample.questions[:ANSWER_QUESTIONS]
+    ] if "answers" in workloads else []  # fmt: skip
+    report = BenchReport(
+        machine=machine_description(engine.target_adapter.device),
+        settings=dict(max_new_tokens=max_new_tokens, drop_rate=drop_rate, repeats=repeats, seed=seed,
+                      num_draft_tokens=engine.config.num_draft_tokens, ignore_eos=True, compile=engine.config.compile,
+                      contention=contention),
+    )  # fmt: skip
+    # Rounds: every method once per round, the first round warming up. Interleaving the methods means a
+    # slow spell of the machine hits them all alike instead of one method's consecutive runs.
+    names = []
+    if "caption" in workloads or "self-draft" in workloads:
+        names.append("ar")
+    if "caption" in workloads:
+        names += [n for n in RUNS if n != "ar" and n not in SELF_DRAFT_RUNS] + (["hf-assisted"] if hf_assisted else [])
+    if "self-draft" in workloads:
+        names += list(SELF_DRAFT_RUNS)
+    if "answers" in workloads:
+        names += list(ANSWER_RUNS)
+    report.settings["workloads"] = list(workloads)
+    if questions:
+        report.settings["answers"] = dict(questions=len(questions), max_new_tokens=ANSWER_MAX_NEW_TOKENS, eos=True)
+    timed: dict[str, list[RunResult]] = {name: [] for name in names}
+    report.settings["generation"] = {**generation_settings(engine, max_new_tokens), "eos_token_id": None}
+    with busy(contention):
+        ar_ids = _rounds(engine, own, names, timed, inputs, questions, max_new_tokens, drop_rate, repeats)
     for name in names:
         best = fastest(timed[name])
         best.identical_to_ar = all(r.identical_to_ar for r in timed[name])
@@ -559,12 +599,11 @@ def bench_pair(
         logger.info("%s: decode %.3f s, tau %s", name, best.decode_s, best.tau)
 
     # per-step costs at the real contexts (first decoded position), medians of at least 30 forwards
-    target = prefill_target(engine._target, inputs, capture_scores=True)
-    config = engine.config.replace(drop_rate=drop_rate)
-    draft_seq, kept = engine._prefill_draft(Plan.resolve("specvlm", config), config, inputs, target)
-    full_seq, _ = engine._prefill_draft(Plan.resolve("sd", config), config, inputs, target)
-    engine._mark_compiled(config, target.seq, draft_seq)
-    engine._mark_compiled(config, target.seq, full_seq)
+    target = engine.prefill_target(inputs, "specvlm", drop_rate=drop_rate)
+    draft_seq = engine.prefill_draft(inputs, target, "specvlm", drop_rate=drop_rate)
+    full_seq = engine.prefill_draft(inputs, target, "sd")
+    target.seq.compiled = engine.config.compile == "all"
+    draft_seq.compiled = full_seq.compiled = engine.draft_compiled  # the steps as the timed runs ran them
     n = max(30, 10 * repeats)
     shapes = structures(engine.config.num_draft_tokens)
     costs = {"context_target": target.seq.prefix, "context_draft_pruned": draft_seq.prefix, "video_tokens": target.layout.num_tokens}
@@ -607,9 +646,12 @@ def _verdict(run: RunResult) -> str:
 
 def format_report(report: BenchReport) -> str:
     lines = [f"machine: {report.machine}", f"settings: {json.dumps(report.settings)}", ""]
+    if report.settings.get("contention"):
+        lines.insert(2, f"contention: {report.settings['contention']} CPU-bound processes ran beside every timed run")
+    lines.append("plain: timed runs the never-slower guard decoded plainly (fell back in the answer, or a remembered verdict)")
     lines.append(
         f"{'method':<15}{'decode s':>10}{'spread':>8}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'e2e x ar':>10}"
-        f"{'TTFT/ar':>9}{'overhead':>10}{'syncs/step':>12}  identical"
+        f"{'TTFT/ar':>9}{'overhead':>10}{'syncs/step':>12}{'plain':>7}  identical"
     )
     speed = report.speedups()
 
@@ -627,7 +669,8 @@ def format_report(report: BenchReport) -> str:
         spread = f"+{100 * r.spread:.0f}%" if r.spread is not None else "-"
         lines.append(
             f"{name:<15}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}"
-            f"{ratio(report.over_ar(name, 'e2e')):>10}{ratio(report.over_ar(name, 'ttft')):>9}{overhead:>10}{syncs:>12}  {_verdict(r)}"
+            f"{ratio(report.over_ar(name, 'e2e')):>10}{ratio(report.over_ar(name, 'ttft')):>9}{overhead:>10}{syncs:>12}"
+            f"{f'{r.plain_runs}/{r.timed_runs}':>7}  {_verdict(r)}"
         )
     answers = [name for name in report.runs if name in ANSWER_RUNS]
     if answers:

@@ -28,10 +28,11 @@ from specvlm.decoding.drafting import DynamicTree
 from specvlm.decoding.trees import TreeShape
 
 #: The methods, all through one loop: ``ar`` plain decoding (the fair baseline), ``sd`` a draft that
-#: sees every video token, ``specvlm`` a draft that sees the video tokens the pruning keeps.
-METHODS = ("ar", "sd", "specvlm")
-#: What ``compile`` may compile: nothing, the draft's decode step, or every decode step.
-COMPILE_MODES = ("off", "draft", "all")
+#: sees every video token, ``specvlm`` a draft that sees the video tokens the pruning keeps, ``lookup``
+#: prompt lookup (n-grams of the context drafted with no model at all).
+METHODS = ("ar", "sd", "specvlm", "lookup")
+#: What ``compile`` may compile: chosen where it pays, nothing, the draft's decode step, or every decode step.
+COMPILE_MODES = ("auto", "off", "draft", "all")
 POSITION_MODES = ("original", "compact")
 #: ``draft_vision``: where a separate draft computes its visual features (the kept frames, or all of them).
 DRAFT_VISION_MODES = ("kept_frames", "all")
@@ -46,7 +47,8 @@ SELF_DRAFT_MODES = ("auto", "all")
 #: never pay the draft's prefill; longer ones decode their first tokens without speculation.
 DEFAULT_LAZY_DRAFT_AFTER = 8
 
-_DRAFTING = ("sd", "specvlm")  # the methods with a draft
+_DRAFTING = ("sd", "specvlm", "lookup")  # the methods with a drafter
+_MODEL_DRAFTING = ("sd", "specvlm")  # the methods with a draft model
 _PRUNED = ("specvlm",)  # the methods whose draft sees a pruned video
 
 
@@ -129,37 +131,43 @@ class DecodingConfig:
     seed: int = _setting(0, "seed of the 'random' pruning and of sampling", methods=_PRUNED)
     tree: object = _setting(
         "chain", "what the draft proposes: 'chain', 'specvlm-25' (the reference's 25-node tree), 'dynamic' "
-        "(EAGLE-2 style) or JSON paths of child ranks such as [[0],[1],[0,0]]", parse=_parse_tree)  # fmt: skip
-    tree_depth: int = _setting(5, "dynamic tree: levels drafted")
-    tree_top_k: int = _setting(8, "dynamic tree: best nodes expanded per level")
-    tree_total_tokens: int = _setting(25, "dynamic tree: nodes kept for verification")
+        "(EAGLE-2 style) or JSON paths of child ranks such as [[0],[1],[0,0]]", parse=_parse_tree, methods=_MODEL_DRAFTING)  # fmt: skip
+    tree_depth: int = _setting(5, "dynamic tree: levels drafted", methods=_MODEL_DRAFTING)
+    tree_top_k: int = _setting(8, "dynamic tree: best nodes expanded per level", methods=_MODEL_DRAFTING)
+    tree_total_tokens: int = _setting(25, "dynamic tree: nodes kept for verification", methods=_MODEL_DRAFTING)
     self_draft_layers: object = _setting(
         "auto", "self-drafting (draft=None) only: the target's decoder layers the draft runs: 'auto' (a few "
         "subsets are tried for a few steps each against plain decoding and the fastest is kept for the rest of "
         "the answer), 'all', a ratio of the layers to keep such as 0.5, or layer indices such as [0,2,5]",
-        parse=_parse_layers)  # fmt: skip
+        parse=_parse_layers, methods=_MODEL_DRAFTING)  # fmt: skip
     self_draft_memory: bool = _setting(
         True, "self-drafting with self_draft_layers='auto': the engine remembers each workload's measurements "
         "(keyed by the prompt's length and the drafting settings), so later answers of the same kind skip the "
         "trials (re-tried every few answers); False tries the subsets again for every answer",
-        choices=(True, False), parse=_parse_bool)  # fmt: skip
+        choices=(True, False), parse=_parse_bool, methods=_MODEL_DRAFTING)  # fmt: skip
     lazy_draft_after: int = _setting(
         DEFAULT_LAZY_DRAFT_AFTER, "decode the first tokens with the target alone and prefill the draft only once "
         "this many are committed, so short answers never pay for it (with no EOS to stop at, it is decided "
         "from max_new_tokens at once: a longer answer starts the draft right after its first token); 0 prefills "
-        "the draft right after the target, before the first token")  # fmt: skip
+        "the draft right after the target, before the first token", methods=_MODEL_DRAFTING)  # fmt: skip
     draft_stop_below: object = _setting(
         "auto", "adaptive chain length: a chain ends after a drafted token the draft gives less probability than "
         "this (one host read per drafted token), since the next ones would likely be rejected; 0 drafts every "
         "token; 'auto' is 0 for a draft model and layer-skipping's own threshold for a self-draft",
-        parse=lambda text: text.strip() if text.strip() == "auto" else float(text))  # fmt: skip
+        parse=lambda text: text.strip() if text.strip() == "auto" else float(text), methods=_MODEL_DRAFTING)  # fmt: skip
     attn_backend: str = _setting(
         "auto", "attention kernels: 'auto' (flash_attn or the fused cascade on CUDA, sdpa on CPU), 'sdpa', "
         "'cascade' or 'flash_attn'", choices=ATTENTION_BACKEND_CHOICES, methods=METHODS, scope="model")  # fmt: skip
     compile: str = _setting(
-        "off", "decode-time forwards through torch.compile: 'off', 'draft' (the draft's steps) or 'all' "
-        "(the target's too); the first step of each kind compiles (seconds), outputs are unchanged",
+        "auto", "decode-time forwards through torch.compile: 'auto' (a separate draft's steps on CPU, once an engine "
+        "has drafted a few answers: a one-shot call never waits for a compile), 'off', 'draft' (the draft's steps "
+        "from the first answer) or 'all' (the target's too); compiling takes seconds once, outputs are unchanged",
         choices=COMPILE_MODES, methods=METHODS, scope="model")  # fmt: skip
+    never_slower: bool = _setting(
+        True, "speculation that never loses: the answer's plain steps and drafted steps are timed, and when drafting "
+        "commits fewer tokens per second than plain decoding the rest of the answer decodes plainly (remembered "
+        "for the next answers of the same kind); False drafts to the end whatever it costs",
+        choices=(True, False), parse=_parse_bool)  # fmt: skip
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -171,8 +179,9 @@ class DecodingConfig:
             minimum = 0 if name in ("seed", "lazy_draft_after") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
-        if not isinstance(self.self_draft_memory, bool):
-            raise ValueError(f"self_draft_memory={self.self_draft_memory!r} must be True or False")
+        for name in ("self_draft_memory", "never_slower"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         check_drop_rate(self.drop_rate)
         mass = self.stage1_mass
         if isinstance(mass, bool) or not isinstance(mass, numbers.Real) or not 0.0 <= float(mass) <= 1.0:

@@ -11,9 +11,10 @@ What this module deliberately does not do: batching (one prompt at a time) or ev
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,35 +25,57 @@ from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
 from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
 from specvlm.conversation import fill_media, media_conversation
-from specvlm.decoding.logits import NextTokenRule, merge_generation_config
-from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory, candidates
-from specvlm.decoding.loop import (
-    LazyDraft,
-    can_score_later,
-    score_later,
+from specvlm.decoding.drafters import (
+    Drafter,
+    Guard,
+    LayerSkipDrafter,
+    LazyStart,
+    ModelDrafter,
+    PromptLookupDrafter,
+    Verdicts,
     check_self_draft_support,
     check_tree_support,
-    decode,
     prefill_draft,
-    prefill_target,
 )
+from specvlm.decoding.drafters.model import warm_compiled
+from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory, candidates
+from specvlm.decoding.logits import NextTokenRule, merge_generation_config
+from specvlm.decoding.loop import Stop, decode
 from specvlm.decoding.sampling import Sampling
+from specvlm.decoding.target import Sequence, TargetPrefill, can_score_later, prefill_target, score_later
 from specvlm.decoding.trees import TreeShape, check_vocab
+from specvlm.images import load_images
+from specvlm.loading import (
+    check_checkpoint_path,
+    check_compiler,
+    check_device_map,
+    check_pair,
+    has_compiler,
+    load_model,
+    load_tokenizer,
+)
 from specvlm.models import adapter_for
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.timing import Timer
-from specvlm.images import load_images
-from specvlm.loading import check_checkpoint_path, check_compiler, check_device_map, check_pair, load_model, load_tokenizer
 from specvlm.video import DEFAULT_NUM_FRAMES, Video, from_frames, load_video
 
 logger = logging.getLogger(__name__)
+
+
+#: ``max_new_tokens`` when neither the call, its generation config nor the checkpoint's sets one.
+DEFAULT_MAX_NEW_TOKENS = 256
+#: ``compile="auto"``: drafted answers an engine decodes eagerly before its draft's steps are compiled: a one-shot
+#: call or a handful of answers never waits for a compile (seconds), a workload that repeats (an evaluation, a
+#: server, the bench) pays it once and every later answer drafts at the cost of its arithmetic.
+COMPILE_AFTER_ANSWERS = 4
 
 
 @dataclass(frozen=True)
 class Plan:
     """What a method does, resolved once per call from its name and the settings.
 
-    ``sd`` is ``specvlm`` whose pruning keeps every video token (the ``none`` strategy).
+    ``sd`` is ``specvlm`` whose pruning keeps every video token (the ``none`` strategy); ``lookup`` drafts
+    n-grams of the context (no draft model, no pruning).
     """
 
     method: str
@@ -66,8 +89,36 @@ class Plan:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if method == "ar":
             return cls(method, drafts=False, pruning=None, capture_scores=False)
+        if method == "lookup":
+            return cls(method, drafts=True, pruning=None, capture_scores=False)
         strategy = "none" if method == "sd" else config.pruning
         return cls(method, drafts=True, pruning=strategy, capture_scores=pruning.needs_scores(strategy))
+
+@dataclass
+class Prepared:
+    """One answer after :meth:`SpecVLM.prepare`: what :meth:`SpecVLM.decode` needs.
+
+    target: the target's prefill (cache, last logits, layout, the verifier's scores when captured)
+    drafter: what proposes draft tokens (``None``: plain decoding); possibly a lazy start not yet started
+    stop / rule / sampling / generator: where decoding stops and how the target chooses its tokens
+    stats / timer: what the answer did and how long each part took
+    workload: the key of the guard's remembered verdicts (``None`` without a guard)
+    """
+
+    inputs: object
+    method: str
+    config: DecodingConfig
+    plan: Plan
+    target: TargetPrefill | None
+    drafter: Drafter | None
+    stop: Stop
+    rule: NextTokenRule
+    sampling: Sampling | None
+    generator: torch.Generator | None
+    stats: GenerationStats
+    timer: Timer
+    workload: tuple | None = None
+
 
 @contextlib.contextmanager
 def _ending(streamer):
@@ -98,13 +149,19 @@ class SpecVLM:
         self.processor = processor
         self.config = config or DecodingConfig()
         self._check_positions(self.config, draft)
-        self._target = adapter_for(target)
-        self._draft = adapter_for(draft) if draft is not None else None
-        self._layer_memory = LayerMemory()  # self_draft_layers="auto": measurements per workload (self_draft_memory)
-        for adapter in (self._target, self._draft):
+        #: the adapters the loop runs (:mod:`specvlm.models`): the stock models behind one family-independent API
+        self.target_adapter = adapter_for(target)
+        self.draft_adapter = adapter_for(draft) if draft is not None else None
+        #: what the engine remembers across answers, per workload: the self-draft's layer trials
+        #: (``self_draft_memory``) and the never-slower guard's verdicts; :meth:`forget` clears both
+        self.layer_memory = LayerMemory()
+        self.verdicts = Verdicts()
+        self._drafted_answers = 0  # answers that drafted (compile="auto" compiles once a workload repeats)
+        self._draft_compiled = False  # the separate draft's compiled graphs are built
+        for adapter in (self.target_adapter, self.draft_adapter):
             if adapter is not None:
                 adapter.tokenizer = getattr(processor, "tokenizer", None)
-        vocab = self._target.vocab_size if draft is None else min(self._target.vocab_size, self._draft.vocab_size)
+        vocab = self.target_adapter.vocab_size if draft is None else min(self.target_adapter.vocab_size, self.draft_adapter.vocab_size)
         self.shared_vocab = vocab
         self._check_tree(self.config)
 
@@ -125,11 +182,13 @@ class SpecVLM:
     @classmethod
     @_document_settings
     def from_pretrained(
-        cls, target, draft=None, *, torch_dtype=None, device_map=None, processor=None, **settings
+        cls, target, draft=None, *, dtype=None, torch_dtype=None, device_map=None, processor=None, **settings
     ) -> "SpecVLM":
         """Load the target (path or loaded model), an optional draft, and the target's processor.
 
         ``draft=None`` means self-drafting: the target drafts for itself from its own pruned cache.
+        ``dtype`` (transformers 5's name; ``torch_dtype`` is its older spelling) and ``device_map`` are passed
+        to the stock ``from_pretrained`` of both models.
         ``processor`` is needed when ``target`` is an already loaded model. The other keywords are
         decoding settings, the defaults of every :meth:`generate` call (unknown names raise TypeError):
 
@@ -139,6 +198,9 @@ class SpecVLM:
 
         check_names(settings)
         config = DecodingConfig(**settings)
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass only dtype")
+        dtype = dtype if dtype is not None else torch_dtype
         check_device_map(device_map)
         for role, ref in (("target", target), ("draft", draft)):
             check_checkpoint_path(role, ref)
@@ -146,10 +208,10 @@ class SpecVLM:
             if not isinstance(target, (str, os.PathLike)):
                 raise ValueError("pass `processor=` when `target` is an already loaded model")
             processor = AutoProcessor.from_pretrained(target)
-        target_model = load_model(target, torch_dtype, device_map, "target")
+        target_model = load_model(target, dtype, device_map, "target")
         draft_model = None
         if draft is not None:
-            draft_model = load_model(draft, torch_dtype, device_map, "draft")
+            draft_model = load_model(draft, dtype, device_map, "draft")
             draft_tokenizer = load_tokenizer(draft)
             check_pair(target_model, draft_model, processor.tokenizer, draft_tokenizer)
         return cls(target_model, processor, draft_model, config)
@@ -221,6 +283,8 @@ class SpecVLM:
             messages = [{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}]
         pictures = load_images(images) if images is not None else None
         clip = self.load(video, num_frames=num_frames, fps=fps, max_frames=max_frames) if video is not None else None
+        if clip is not None:
+            self.target_adapter.check_video_frames(len(clip.frames))  # before the processor's own, unclear refusal
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         kwargs = {}
         if clip is not None:
@@ -265,7 +329,54 @@ class SpecVLM:
         self,
         video=None,
         prompt: str | None = None,
-        max_new_tokens: int = 256,
+        max_new_tokens: int | None = None,
+        num_frames: int | None = None,
+        method: str = "specvlm",
+        *,
+        streamer=None,
+        **kwargs,
+    ) -> GenerationResult:
+        """Generate an answer; ``method`` is "specvlm" (pruned draft), "sd" (full draft), "lookup" (prompt
+        lookup: n-grams of the context, no draft model) or "ar" (plain).
+
+        The tokens are exactly those of ``engine.target.generate(**inputs, max_new_tokens=...)`` with the
+        same generation arguments: the checkpoint's generation config (``target.generation_config``),
+        a per-call ``generation_config`` and stock keyword arguments (``do_sample``, ``temperature``,
+        ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``, ``no_repeat_ngram_size``,
+        ``min_new_tokens``, ``bad_words_ids``, ``suppress_tokens``, ``eos_token_id``, ``logits_processor``,
+        ...) merge as stock ``generate()`` merges them, and the logits processors are applied at every
+        verified position with that position's own prefix. ``max_new_tokens``: the keyword when given, else
+        the per-call ``generation_config``'s, else the checkpoint's, else
+        :data:`DEFAULT_MAX_NEW_TOKENS`. Sampling is lossless speculative sampling:
+        the output follows the target's own distribution; all randomness comes from a
+        ``torch.Generator`` seeded with ``seed``. What speculation cannot honour (``num_beams > 1``,
+        ``num_return_sequences > 1``, guidance, constraints, ``stopping_criteria``, ...) raises ValueError
+        before any work.
+        ``messages`` is a conversation in the transformers chat format with at most one video entry and any
+        number of image entries (see :meth:`build_inputs`), instead of ``prompt``; ``images`` (one or a list)
+        go with ``prompt`` beside or instead of ``video``, and their tokens are pruned with the video's. Pass
+        ``inputs`` (from :meth:`build_inputs`) instead of ``video`` + ``prompt`` to reuse processed inputs;
+        ``num_frames``, ``fps`` and ``max_frames`` sample the video (see :meth:`load`). ``ignore_eos=True``
+        decodes exactly ``max_new_tokens`` tokens (as stock ``generate()`` with ``eos_token_id=[]`` would),
+        e.g. for benchmarks. ``streamer`` (any transformers ``BaseStreamer``, e.g. ``TextStreamer`` or
+        ``TextIteratorStreamer``) receives the prompt ids once, then each step's committed tokens as they are
+        committed, then ``end()``.
+
+        It runs :meth:`prepare` (validation, the target's prefill, scoring, pruning, the drafter) and then
+        :meth:`decode`. Other keywords are decoding settings for this call (unknown names raise TypeError):
+
+        {settings}
+        """
+        if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+            raise ValueError(f"streamer must have put() and end() (a transformers BaseStreamer), got {type(streamer).__name__}")
+        prepared = self.prepare(video, prompt, max_new_tokens, num_frames, method, **kwargs)
+        return self.decode(prepared, streamer=streamer)
+
+    def prepare(
+        self,
+        video=None,
+        prompt: str | None = None,
+        max_new_tokens: int | None = None,
         num_frames: int | None = None,
         method: str = "specvlm",
         *,
@@ -280,35 +391,13 @@ class SpecVLM:
         top_p: float | None = None,
         top_k: int | None = None,
         ignore_eos: bool = False,
-        streamer=None,
         **kwargs,
-    ) -> GenerationResult:
-        """Generate an answer; ``method`` is "specvlm" (pruned draft), "sd" (full draft) or "ar" (plain).
-
-        The tokens are exactly those of ``engine.target.generate(**inputs, max_new_tokens=...)`` with the
-        same generation arguments: the checkpoint's generation config (``target.generation_config``),
-        a per-call ``generation_config`` and stock keyword arguments (``do_sample``, ``temperature``,
-        ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``, ``no_repeat_ngram_size``,
-        ``min_new_tokens``, ``bad_words_ids``, ``suppress_tokens``, ``eos_token_id``, ...) merge as stock
-        ``generate()`` merges them, and its logits processors (transformers' own) are applied at every
-        verified position with that position's own prefix. Sampling is lossless speculative sampling:
-        the output follows the target's own distribution; all randomness comes from a
-        ``torch.Generator`` seeded with ``seed``. What speculation cannot honour (``num_beams > 1``,
-        ``num_return_sequences > 1``, guidance, constraints, ...) raises ValueError before any work.
-        ``messages`` is a conversation in the transformers chat format with at most one video entry and any
-        number of image entries (see :meth:`build_inputs`), instead of ``prompt``; ``images`` (one or a list)
-        go with ``prompt`` beside or instead of ``video``, and their tokens are pruned with the video's. Pass ``inputs`` (from :meth:`build_inputs`) instead
-        of ``video`` + ``prompt`` to reuse processed inputs; ``num_frames``, ``fps`` and ``max_frames`` sample the
-        video (see :meth:`load`). ``ignore_eos=True`` decodes exactly ``max_new_tokens`` tokens (as stock ``generate()``
-        with ``eos_token_id=[]`` would), e.g. for benchmarks. ``streamer`` (any transformers
-        ``BaseStreamer``, e.g. ``TextStreamer`` or ``TextIteratorStreamer``) receives the prompt ids once,
-        then each step's committed tokens as they are committed, then ``end()``.
-
-        Other keywords are decoding settings for this call (unknown names raise TypeError):
-
-        {settings}
-        """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    ) -> Prepared:
+        """Everything before decoding, for the arguments of :meth:`generate`: validation (every bad argument
+        raises before any model runs), the inputs, the target's prefill, the verifier's scores and the
+        drafter (a lazily started one prefills later, inside :meth:`decode`). The bench, training and the
+        tests use it to run the same pipeline as :meth:`generate` step by step."""
+        if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1):
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
         overrides = {k: v for k, v in kwargs.items() if k in NAMES}
         gen_kwargs = {k: v for k, v in kwargs.items() if k not in NAMES}
@@ -322,8 +411,6 @@ class SpecVLM:
             raise ValueError(f"ignore_eos={ignore_eos!r} must be True or False")
         if do_sample is not None and not isinstance(do_sample, bool):
             raise ValueError(f"do_sample={do_sample!r} must be True or False")
-        if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
-            raise ValueError(f"streamer must have put() and end() (a transformers BaseStreamer), got {type(streamer).__name__}")
         if inputs is None:
             if messages is None and (prompt is None or (video is None and images is None)):
                 raise ValueError(
@@ -334,91 +421,202 @@ class SpecVLM:
             )
         elif messages is not None or prompt is not None or images is not None:
             raise ValueError("pass `inputs` or a prompt / `messages`, not both")
-        if "input_ids" not in inputs or not (self._target.has_video(inputs) or self._target.has_images(inputs)):
-            missing = "input_ids" if "input_ids" not in inputs else f"{self._target.video_input_key!r} or {self._target.image_input_key!r}"
+        if "input_ids" not in inputs or not (self.target_adapter.has_video(inputs) or self.target_adapter.has_images(inputs)):
+            missing = "input_ids" if "input_ids" not in inputs else f"{self.target_adapter.video_input_key!r} or {self.target_adapter.image_input_key!r}"
             raise ValueError(
                 f"inputs has no {missing}; pass the processor's output for a prompt with a video or images (engine.build_inputs)"
             )
+        max_new_tokens = self._max_new_tokens(max_new_tokens, generation_config)
         rule, sampling, eos_token_ids = self._next_token_rule(inputs, generation_config, max_new_tokens, gen_kwargs)
-        self._check_context(int(self._target.positions(inputs).max()) + 1, max_new_tokens)  # before any prefill
+        self._check_context(int(self.target_adapter.positions(inputs).max()) + 1, max_new_tokens)  # before any prefill
         if ignore_eos:
             eos_token_ids = set()
-        if config.compile != "off":
-            check_compiler(self._target.device, config.compile)
+        if config.compile not in ("off", "auto"):
+            check_compiler(self.target_adapter.device, config.compile)
+        if plan.drafts and plan.method != "lookup":
+            self._check_positions(config, self.draft_adapter)  # before any prefill, even when a lazy draft never starts
+            check_tree_support(self.target_adapter, config.tree_shape())  # a hybrid family verifies chains only
+            if self.draft_adapter is None:
+                check_self_draft_support(self.target_adapter)
         stats = GenerationStats(method=method)
-        timer = Timer(self._target.device)
-        if plan.drafts:
-            self._check_positions(config, self._draft)  # before any prefill, even when a lazy draft never starts
-            check_tree_support(self._target, config.tree_shape())  # a hybrid family verifies chains only
-            if self._draft is None:
-                check_self_draft_support(self._target)
         layers = self._layer_choice(plan, config, int(inputs["input_ids"].shape[-1]))  # before any prefill: a bad layer index raises here
-        if layers is not None and layers.decided and layers.chosen is None:
+        workload = self._workload(plan, config, inputs)
+        if plan.drafts and self._remembered_plain(layers, workload):
             # a remembered verdict for plain decoding: this answer decodes as `ar` does, with no draft prefill
-            # and no scoring, so that a self-draft that cannot pay costs nothing
+            # and no scoring, so that speculation that cannot pay costs nothing
             plan = dataclasses.replace(plan, drafts=False, capture_scores=False)
-        after = config.lazy_draft_after if plan.drafts else 0
-        if after and not eos_token_ids:  # nothing can end the answer early: it is max_new_tokens long
-            # long enough to pay: the draft starts right after the first token (which the target's prefill
-            # gives), so the first token is out as soon as plain decoding's would be
-            after = 1 if max_new_tokens > after else after
-
-        # a lazily started draft's pruning is scored when it starts, so a short answer's prefill is the plain one
-        score_late = bool(after) and plan.capture_scores and can_score_later(self._target, inputs)
-
-        def start_draft():
-            with timer("draft_prefill"):
-                if score_late:
-                    target.scores = score_later(target, inputs)
-                draft, kept = self._prefill_draft(plan, config, inputs, target, mirrors=layers is not None)
-            self._mark_compiled(config, target.seq, draft)
-            stats.kept_video_tokens, stats.draft_kv_tokens = kept, draft.prefix
-            return draft
-
-        with timer("prefill"):
-            target = self._prefill_target(dataclasses.replace(plan, capture_scores=False) if score_late else plan, config, inputs)
-            draft = start_draft() if plan.drafts and not after else None
-        self._mark_compiled(config, target.seq, draft)
-        lazy = LazyDraft(start_draft, after) if plan.drafts and after else None
-        stats.video_tokens = target.layout.num_tokens
-        stats.prompt_tokens = stats.target_kv_tokens = target.seq.prefix
+            stats.speculation = "remembered_plain"
+        timer = Timer(self.target_adapter.device)
         generator = None
         if sampling is not None:
-            generator = torch.Generator(device=self._target.device).manual_seed(config.seed)
+            generator = torch.Generator(device=self.target_adapter.device).manual_seed(config.seed)
+        prepared = Prepared(
+            inputs=inputs, method=method, config=config, plan=plan, target=None, drafter=None,
+            stop=Stop(max_new_tokens, frozenset(eos_token_ids)), rule=rule, sampling=sampling, generator=generator,
+            stats=stats, timer=timer, workload=workload,
+        )  # fmt: skip
+        after = self._lazy_after(plan, config, prepared.stop)
+        # a lazily started draft's pruning is scored when it starts, so a short answer's prefill is the plain one
+        score_late = bool(after) and plan.capture_scores and can_score_later(self.target_adapter, inputs)
+        with timer("prefill"):
+            prefill_plan = dataclasses.replace(plan, capture_scores=False) if score_late else plan
+            prepared.target = self._prefill_target(prefill_plan, config, inputs)
+            self._compile_target(config, prepared.target.seq)
+            stats.video_tokens = prepared.target.layout.num_tokens
+            stats.prompt_tokens = stats.target_kv_tokens = prepared.target.seq.prefix
+            if plan.drafts:
+                start = functools.partial(self._start_drafter, prepared, layers, score_late)
+                drafter = LazyStart(start, after) if after else start()
+                prepared.drafter = Guard(drafter) if config.never_slower else drafter
+        return prepared
+
+    def decode(self, prepared: Prepared, *, streamer=None) -> GenerationResult:
+        """Decode a :meth:`prepare`-d answer: the speculative loop with its drafter (plain decoding without one)."""
+        stats, timer = prepared.stats, prepared.timer
         on_commit = None
         if streamer is not None:
-            streamer.put(rule.prompt_ids.cpu())
+            streamer.put(prepared.rule.prompt_ids.cpu())
             on_commit = lambda kept: streamer.put(torch.tensor([kept], dtype=torch.long))  # noqa: E731
         with timer("decode"), _ending(streamer):
             tokens = decode(
-                target,
-                draft,
-                stats,
-                tree=config.tree_shape() if plan.drafts else None,
-                max_new_tokens=max_new_tokens,
-                eos_token_ids=eos_token_ids,
-                shared_vocab=self.shared_vocab,
-                sampling=sampling,
-                generator=generator,
-                rule=rule,
-                on_commit=on_commit,
-                lazy=lazy,
-                layers=layers,
-                stop_below=self._stop_below(config, layers),
-            )
+                prepared.target, prepared.drafter, prepared.stop, stats, rule=prepared.rule, sampling=prepared.sampling,
+                generator=prepared.generator, on_commit=on_commit,
+            )  # fmt: skip
+        if prepared.plan.drafts and prepared.workload is not None:
+            self.verdicts.record(prepared.workload, lost=stats.speculation == "fell_back")
+        if prepared.plan.drafts and stats.speculation not in ("skipped", ""):
+            self._drafted_answers += 1
         stats.new_tokens = len(tokens)
-        stats.draft_prefill_s = timer.get("draft_prefill")
-        late = stats.draft_prefill_s if lazy is not None else 0.0  # a lazy draft's prefill ran inside decode
-        stats.prefill_s, stats.decode_s = timer.get("prefill") + late, timer.get("decode") - late
+        stats.draft_prefill_s, stats.compile_s = timer.get("draft_prefill"), timer.get("compile")
+        stats.prefill_s, stats.decode_s = timer.get("prefill"), timer.get("decode")
+        # the draft's prefill counts as prefill wherever it ran (a lazy start's ran inside decode); a one-time
+        # compile counts as neither
+        if stats.draft_start_tokens:
+            stats.prefill_s += stats.draft_prefill_s
+            stats.decode_s -= stats.draft_prefill_s + stats.compile_s
+        else:
+            stats.prefill_s -= stats.compile_s
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
         return GenerationResult(token_ids=tokens, text=text, stats=stats)
+
+    def forget(self) -> None:
+        """Forget every measurement and verdict remembered across answers (the next answers decide afresh)."""
+        self.layer_memory.clear()
+        self.verdicts.clear()
+
+    @property
+    def draft_compiled(self) -> bool:
+        """Whether the separate draft's decode steps now run compiled (``compile``; "auto" compiles them once
+        this engine has drafted :data:`COMPILE_AFTER_ANSWERS` answers)."""
+        return self._draft_compiled
+
+    # ---- the pipeline's parts ------------------------------------------------------------------
+    def _max_new_tokens(self, max_new_tokens: int | None, generation_config) -> int:
+        """The answer's length budget: the keyword, else a per-call generation config's, else the
+        checkpoint's, else :data:`DEFAULT_MAX_NEW_TOKENS`."""
+        if max_new_tokens is not None:
+            return max_new_tokens
+        for config in (generation_config, self.target.generation_config):
+            value = getattr(config, "max_new_tokens", None)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"generation_config.max_new_tokens={value!r} must be an int >= 1")
+                return value
+        return DEFAULT_MAX_NEW_TOKENS
+
+    @staticmethod
+    def _lazy_after(plan: Plan, config: DecodingConfig, stop: Stop) -> int:
+        """Committed tokens before a lazily started drafter starts (0: it is built with the prefill)."""
+        after = config.lazy_draft_after if plan.drafts and plan.method != "lookup" else 0
+        if after and not stop.eos_token_ids:  # nothing can end the answer early: it is max_new_tokens long
+            # long enough to pay: the draft starts right after the first token (which the target's prefill
+            # gives), so the first token is out as soon as plain decoding's would be
+            after = 1 if stop.max_new_tokens > after else after
+        return after
+
+    def _start_drafter(self, prepared: Prepared, layers: LayerChoice | None, score_late: bool) -> Drafter:
+        """The drafter of a prepared answer, built at the target's state when called (prefill or lazy start)."""
+        plan, config, target = prepared.plan, prepared.config, prepared.target
+        settings = dict(
+            vocab=self.shared_vocab, width=target.logits.shape[-1], rule=prepared.rule, sampling=prepared.sampling,
+            generator=prepared.generator,
+        )  # fmt: skip
+        shape = config.tree_shape()
+        if plan.method == "lookup":
+            context = prepared.rule.prompt_ids[0].tolist()
+            return PromptLookupDrafter(
+                context, config.num_draft_tokens, vocab=target.logits.shape[-1], sampling=prepared.sampling is not None,
+                device=self.target_adapter.device,
+            )  # fmt: skip
+        with prepared.timer("draft_prefill"):
+            if score_late:
+                target.scores = score_later(target, prepared.inputs)
+            keep, kept = self._select(plan, config, target)
+            seq = prefill_draft(self.draft_adapter, prepared.inputs, target, keep, positions=config.positions, vision=config.draft_vision)
+        prepared.stats.kept_video_tokens, prepared.stats.draft_kv_tokens = kept, seq.prefix
+        stop_below = self._stop_below(config, layers)
+        if layers is not None:
+            return LayerSkipDrafter(seq, shape, layers, stop_below=stop_below, **settings)
+        if self._compile_draft(config, seq, prepared):
+            seq.compiled = True
+        return ModelDrafter(seq, shape, stop_below=stop_below, **settings)
+
+    def _compile_target(self, config: DecodingConfig, seq) -> None:
+        """``compile="all"``: the target's decode-time forwards run through its compiled step."""
+        seq.compiled = config.compile == "all"
+
+    def _compile_draft(self, config: DecodingConfig, seq, prepared: Prepared) -> bool:
+        """Whether a separate draft's decode-time forwards run compiled: always with ``compile="draft"`` /
+        ``"all"``; with ``"auto"`` once this engine has drafted :data:`COMPILE_AFTER_ANSWERS` answers (a
+        workload that repeats), on CPU, where a C++ compiler exists. The first compiled answer compiles its
+        graphs before decoding on a scratch copy of the draft's cache (``stats.compile_s``), so that no
+        decoding step waits for a compile and the guard times only real steps."""
+        if config.compile == "off":
+            return False
+        if config.compile == "auto":
+            if self.draft_adapter is None or self.draft_adapter.device.type != "cpu":
+                return False
+            if self._drafted_answers < COMPILE_AFTER_ANSWERS or not has_compiler(self.draft_adapter.device):
+                return False
+        if not self._draft_compiled:
+            with prepared.timer("compile"):
+                warm_compiled(seq, config.tree_shape(), self.shared_vocab)
+            self._draft_compiled = True
+        return True
+
+    def _workload(self, plan: Plan, config: DecodingConfig, inputs):
+        """The key under which the guard's verdicts are remembered: the prompt's length (to a power of two: it
+        sets the steps' attention cost), the method and what a step drafts."""
+        if not plan.drafts or not config.never_slower:
+            return None
+        return (int(inputs["input_ids"].shape[-1]).bit_length(), plan.method, plan.pruning, config.drop_rate,
+                str(config.tree), config.num_draft_tokens, self.draft_adapter is None)  # fmt: skip
+
+    def _remembered_plain(self, layers: LayerChoice | None, workload) -> bool:
+        """Whether this answer decodes plainly on a remembered verdict (the guard's, or the self-draft's
+        layer trials' for plain decoding)."""
+        if layers is not None and layers.decided and layers.chosen is None:
+            return True
+        return workload is not None and self.verdicts.plain(workload)
 
     def _next_token_rule(self, inputs, generation_config, max_new_tokens: int, gen_kwargs: dict):
         """(the target's next-token rule, the draft's sampling settings or None, EOS ids) for one call,
         from the generation config merged as stock ``generate()`` merges it."""
         if "input_ids" not in inputs:
             raise ValueError("inputs has no 'input_ids'; pass the processor's output (engine.build_inputs)")
-        prompt_ids = inputs["input_ids"].to(self._target.device)
+        prompt_ids = inputs["input_ids"].to(self.target_adapter.device)
+        gen_kwargs = dict(gen_kwargs)
+        logits_processor = gen_kwargs.pop("logits_processor", None)
+        stopping_criteria = gen_kwargs.pop("stopping_criteria", None)
+        if stopping_criteria:  # an empty list is stock's default
+            raise ValueError(
+                "stopping_criteria is not supported: a criterion reads the whole sequence after every token, while a "
+                "speculative step commits several at once; stop with eos_token_id or max_new_tokens instead"
+            )
+        if logits_processor is not None and not isinstance(logits_processor, (list, tuple)):
+            raise ValueError(
+                f"logits_processor must be a list of transformers LogitsProcessor objects, got {type(logits_processor).__name__}"
+            )
         merged, unused = merge_generation_config(
             self.target, prompt_ids, generation_config, max_new_tokens=max_new_tokens, **gen_kwargs
         )
@@ -431,7 +629,7 @@ class SpecVLM:
         for name in ("stop_strings", "max_time"):
             if getattr(merged, name, None) is not None:
                 raise ValueError(f"{name}={getattr(merged, name)!r} is not supported by SpecVLM yet")
-        rule = NextTokenRule.build(self.target, merged, prompt_ids)
+        rule = NextTokenRule.build(self.target, merged, prompt_ids, logits_processor)
         sampling = None
         if rule.do_sample:
             sampling = Sampling(
@@ -444,23 +642,6 @@ class SpecVLM:
         return rule, sampling, eos_token_ids
 
     @staticmethod
-    def _mark_compiled(config, target_seq, draft_seq) -> None:
-        """Which decode-time forwards run through the compiled step, per ``config.compile``."""
-        target_seq.compiled = config.compile == "all"
-        if draft_seq is not None:
-            draft_seq.compiled = config.compile != "off"
-
-    def _prefill_draft(self, plan: Plan, config: DecodingConfig, inputs, target, mirrors: bool = False):
-        """(draft sequence or None, kept video tokens) for ``plan``; ``mirrors``: a layer-skipping self-draft."""
-        if not plan.drafts:
-            return None, 0
-        keep, kept = self._draft_keep(plan, config, target)
-        draft = prefill_draft(
-            self._draft, inputs, target, keep, positions=config.positions, mirrors=mirrors, vision=config.draft_vision
-        )
-        return draft, kept
-
-    @staticmethod
     def _stop_below(config: DecodingConfig, layers: LayerChoice | None) -> float:
         """``draft_stop_below`` resolved: 'auto' stops a layer-skipping self-draft's chains early."""
         if config.draft_stop_below != "auto":
@@ -470,10 +651,10 @@ class SpecVLM:
     def _layer_choice(self, plan: Plan, config: DecodingConfig, prompt_tokens: int = 0) -> LayerChoice | None:
         """A self-draft's decoder-layer subsets (``self_draft_layers``), or None: a separate draft, no draft,
         or every layer (``"all"``; also ``"auto"`` for a text model whose layers cannot be skipped)."""
-        if not plan.drafts or self._draft is not None:
+        if not plan.drafts or plan.method == "lookup" or self.draft_adapter is not None:
             return None
         setting = config.self_draft_layers
-        options = candidates(setting, self._target.text_config.num_hidden_layers)
+        options = candidates(setting, self.target_adapter.text_config.num_hidden_layers)
         if options is None:
             return None
         memory = None
@@ -482,29 +663,14 @@ class SpecVLM:
             # draft sees and what a step drafts
             workload = (prompt_tokens.bit_length(), plan.pruning, config.drop_rate, str(config.tree),
                         config.num_draft_tokens, config.draft_stop_below)  # fmt: skip
-            memory = self._layer_memory.table(workload)
+            memory = self.layer_memory.table(workload)
         try:
-            return LayerChoice(self._target, options, auto=setting == "auto", memory=memory)
+            return LayerChoice(self.target_adapter, options, auto=setting == "auto", memory=memory)
         except ValueError as err:
             if setting != "auto":
                 raise
             logger.info("self-drafting with every layer: %s", err)
             return None
-
-    def _draft_keep(self, plan: Plan, config: DecodingConfig, target) -> tuple[torch.Tensor, int]:
-        """(sorted prompt positions the draft is prefilled with, kept video tokens) for a drafting plan."""
-        layout = target.layout
-        result = pruning.select(
-            plan.pruning,
-            target.scores,
-            layout.pruning_grid,
-            config.drop_rate,
-            stage1_mass=config.stage1_mass,
-            seed=config.seed,
-            window=config.window,
-        )
-        keep = pruning.keep_sequence_indices(target.seq.prefix, layout.positions, result.kept.cpu())
-        return keep, int(result.kept.numel())
 
     @torch.no_grad()
     def audit(self, inputs, expected, got, *, generation_config=None, **generation_kwargs) -> Divergence:
@@ -520,7 +686,7 @@ class SpecVLM:
 
         def scores_at(i: int) -> torch.Tensor:
             rule, _, _ = self._next_token_rule(inputs, generation_config, max_new_tokens, generation_kwargs)
-            device = self._target.device
+            device = self.target_adapter.device
             extended = {
                 k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extend_inputs(inputs, expected[:i]).items()
             }
@@ -529,20 +695,52 @@ class SpecVLM:
 
         return classify(expected, got, scores_at, self.target.dtype)
 
-    def draft_keep(self, inputs, method: str = "specvlm", **overrides) -> torch.Tensor:
-        """The sorted prompt positions (long, on CPU) the draft is prefilled with for ``inputs``: every
-        text token plus the video tokens ``method`` keeps ("sd": all; "specvlm": the pruning chosen by
-        the settings, ``overrides`` as in :meth:`generate`). Runs the target's prefill to score them."""
+    def draft_keep(self, inputs, method: str = "specvlm", *, target: TargetPrefill | None = None, **overrides) -> torch.Tensor:
+        """The sorted prompt positions (long, on CPU) the draft is prefilled with for ``inputs``: every text token
+        plus the visual tokens ``method`` keeps ("sd": all; "specvlm": the pruning chosen by the settings,
+        ``overrides`` as in :meth:`generate`). Runs the target's prefill to score them unless ``target`` (a scored
+        :meth:`prefill_target`) is given."""
         if method not in ("sd", "specvlm"):
             raise ValueError(f"draft_keep needs method 'sd' or 'specvlm', got {method!r}")
         config = self.config.replace(**overrides) if overrides else self.config
         plan = Plan.resolve(method, config)
-        return self._draft_keep(plan, config, self._prefill_target(plan, config, inputs))[0]
+        if target is None:
+            target = self._prefill_target(plan, config, inputs)
+        return self._select(plan, config, target)[0]
+
+    @staticmethod
+    def _select(plan: Plan, config: DecodingConfig, target: TargetPrefill) -> tuple[torch.Tensor, int]:
+        """(sorted prompt positions the draft is prefilled with, visual tokens kept) under ``plan``'s pruning."""
+        result = pruning.select(
+            plan.pruning,
+            target.scores,
+            target.layout.pruning_grid,
+            config.drop_rate,
+            stage1_mass=config.stage1_mass,
+            seed=config.seed,
+            window=config.window,
+        )
+        keep = pruning.keep_sequence_indices(target.seq.prefix, target.layout.positions, result.kept.cpu())
+        return keep, int(result.kept.numel())
+
+    def prefill_target(self, inputs, method: str = "specvlm", **overrides) -> TargetPrefill:
+        """The target's prefill of ``inputs`` as ``method`` runs it (scoring the video tokens when its pruning
+        reads the scores), with the settings' attention backend."""
+        config = self.config.replace(**overrides) if overrides else self.config
+        return self._prefill_target(Plan.resolve(method, config), config, inputs)
+
+    def prefill_draft(self, inputs, target: TargetPrefill, method: str = "specvlm", **overrides) -> Sequence:
+        """The draft's sequence for ``inputs`` after the target's prefill ``target``: a separate draft prefilled
+        with the positions ``method`` keeps (:meth:`draft_keep`), or the target's own cache restricted to them
+        (``draft=None``)."""
+        config = self.config.replace(**overrides) if overrides else self.config
+        keep, _ = self._select(Plan.resolve(method, config), config, target)
+        return prefill_draft(self.draft_adapter, inputs, target, keep, positions=config.positions, vision=config.draft_vision)
 
     def _prefill_target(self, plan: Plan, config: DecodingConfig, inputs):
         """The target's prefill, scoring the video tokens when the plan's pruning reads the scores."""
-        backend = resolve_backend(config.attn_backend, self._target.device)
-        return prefill_target(self._target, inputs, capture_scores=plan.capture_scores, backend=backend)
+        backend = resolve_backend(config.attn_backend, self.target_adapter.device)
+        return prefill_target(self.target_adapter, inputs, capture_scores=plan.capture_scores, backend=backend)
 
     def _check_context(self, next_pos: int, max_new_tokens: int) -> None:
         """Raise before decoding if a position id would pass the target's ``max_position_embeddings``.
@@ -550,7 +748,7 @@ class SpecVLM:
         Draft tokens never go past the last committed token (the loop drafts at most
         ``remaining - 1`` tokens), so the highest position fed is ``next_pos + max_new_tokens - 2``.
         """
-        limit = self._target.max_positions
+        limit = self.target_adapter.max_positions
         last = next_pos + max_new_tokens - 2
         if limit is not None and last >= limit:
             raise ValueError(

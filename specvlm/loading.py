@@ -39,6 +39,15 @@ def check_compiler(device: torch.device, mode: str = "draft") -> None:
         ) from err
 
 
+def has_compiler(device: torch.device) -> bool:
+    """Whether ``torch.compile`` can build kernels for ``device`` (:func:`check_compiler` without the error)."""
+    try:
+        check_compiler(device)
+    except ValueError:
+        return False
+    return True
+
+
 def check_checkpoint_path(role: str, ref) -> None:
     """Raise ValueError before anything loads when ``ref`` names a local path that is not a checkpoint
     directory (a hub id such as ``org/name`` is left to transformers)."""

@@ -32,8 +32,12 @@ class GenerationStats:
     host_syncs: int = 0  # device-to-host reads by the decode steps (specvlm.timing.to_host)
     # "" (ar: no draft) | "on" (drafted) | "skipped" (the answer ended before a lazily started draft was
     # prefilled: no draft prefill, no draft forward) | "stopped" (a self-draft's layer trials found plain
-    # decoding fastest; the rest of the answer was decoded without drafting)
+    # decoding fastest; the rest of the answer was decoded without drafting) | "fell_back" (the never-slower
+    # guard found drafting slower than plain decoding; the rest of the answer was decoded plainly) |
+    # "remembered_plain" (an earlier answer of the same kind fell back: decoded plainly, no draft prefill)
     speculation: str = ""
+    fell_back_at: int = 0  # committed tokens when the guard turned the answer plain (0: it never did)
+    compile_s: float = 0.0  # seconds spent compiling the draft's decode steps (once per engine; in neither prefill_s nor decode_s)
     draft_start_tokens: int = 0  # tokens committed before the draft was prefilled (lazy start; 0: with the target)
     # the draft's prefill, part of prefill_s (also when started lazily, during decoding; a lazy start also
     # scores the video for pruning then, included here)

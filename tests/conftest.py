@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from specvlm.config import DecodingConfig
+
 from specvlm.zoo.demo import synthetic_frames
 from specvlm.zoo.tiny import TinySpec, save_tiny
 from specvlm.video import write_video
@@ -16,6 +18,32 @@ FAMILIES = ("llava_onevision", "qwen2_5_vl")
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, deselected by default (run them with -m slow)")
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
+    config.addinivalue_line("markers", "guard: runs with the never-slower guard on, as the library's default is")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _timing_free_defaults():
+    """Two defaults decide from the machine rather than the inputs, so the suite runs without them:
+
+    * the never-slower guard (``never_slower``) decides from wall-clock timings whether an answer keeps drafting,
+      so what drafting did in a test (accepted lengths, kept tokens, draft steps) would depend on the machine's
+      speed: tests run with ``never_slower=False`` unless marked ``guard`` (tests/test_drafters.py tests the
+      guard on fixed timings and through the engine's default);
+    * ``compile="auto"`` compiles a draft's steps once an engine has drafted a few answers (seconds per model
+      shape): tests run eagerly unless they ask for a compile mode (tests/test_lossless.py compiles, and
+      tests/test_drafters.py checks when "auto" compiles).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(DecodingConfig.__init__.__kwdefaults__, "never_slower", False)
+        patch.setitem(DecodingConfig.__init__.__kwdefaults__, "compile", "off")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _library_defaults_when_marked(request, monkeypatch):
+    """Tests marked ``guard`` build their engines with the library's own ``never_slower`` default."""
+    if request.node.get_closest_marker("guard") is not None:
+        monkeypatch.setitem(DecodingConfig.__init__.__kwdefaults__, "never_slower", True)
 
 
 def pytest_collection_modifyitems(config, items):

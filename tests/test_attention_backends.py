@@ -518,7 +518,7 @@ def _model_run(adapter, embeds, positions, split, backend, tree_tokens, allowed,
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_model_logits_equal_across_backends(checkpoints, frames, family):
     engine = SpecVLM.from_pretrained(checkpoints[family]["target"])
-    adapter = engine._target
+    adapter = engine.target_adapter
     inputs = engine.build_inputs(frames, "Which colour is the square?")
     with torch.no_grad():
         embeds = adapter.embed(inputs)
@@ -542,7 +542,7 @@ def test_tiny_model_logits_equal_across_backends(checkpoints, frames, family):
 def test_tiny_model_cascade_capture_equals_eager_attention(checkpoints, frames):
     family = "qwen2_5_vl"
     engine = SpecVLM.from_pretrained(checkpoints[family]["target"])
-    adapter = engine._target
+    adapter = engine.target_adapter
     inputs = engine.build_inputs(frames, "Which colour is the square?")
     layout = adapter.layout(inputs)
     split = layout.last_position + 1

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from specvlm import SpecVLM
-from specvlm.decoding.loop import prefill_target
+from specvlm.decoding.target import prefill_target
 
 FAMILIES = ("llava_onevision", "qwen2_5_vl")
 
@@ -16,7 +16,7 @@ FAMILIES = ("llava_onevision", "qwen2_5_vl")
 def test_captured_scores_equal_eager_attention(checkpoints, frames, family):
     engine = SpecVLM.from_pretrained(checkpoints[family]["target"])
     inputs = engine.build_inputs(frames, "Which colour is the square?")
-    adapter = engine._target
+    adapter = engine.target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
 

@@ -72,7 +72,7 @@ def test_fastest_keeps_every_timed_run():
 def test_bench_pair_reports_every_method(engine):
     report = bench.bench_pair(engine, max_new_tokens=12, min_video_tokens=100, repeats=2)
     assert all(len(r.decode_runs_s) == 2 and r.decode_s == min(r.decode_runs_s) for r in report.runs.values())
-    caption = {"ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted", "self-draft"}
+    caption = set(bench.RUNS) | {"hf-assisted"}  # every caption run, the self-draft's included
     assert set(report.runs) == caption | set(bench.ANSWER_RUNS)
     assert all(r.identical_to_ar for r in report.runs.values())
     assert all(report.runs[n].new_tokens == 12 for n in caption)
@@ -94,7 +94,7 @@ def test_bench_pair_reports_every_method(engine):
     assert set(data) == {"machine", "settings", "runs", "speedup_over", "e2e_speedup_over_ar", "ttft_over_ar", "step_costs_ms",
                          "draft_over_target", "step_profile_ms", "weight_mb"}  # fmt: skip
     assert data["step_profile_ms"] == {} and data["weight_mb"] == {}  # only with profile=True
-    assert data["settings"]["compile"] == "off"
+    assert data["settings"]["compile"] == engine.config.compile == "auto"
     assert data["settings"]["num_draft_tokens"] == engine.config.num_draft_tokens
     ratio = report.draft_over_target
     assert ratio["time"] == pytest.approx(costs["draft_step_full"] / costs["plain_step"])
@@ -142,7 +142,7 @@ def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
     monkeypatch.setattr(bench, "run_engine", run_engine)
     monkeypatch.setattr(bench, "run_hf_assisted", run_hf)
     report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=2, workloads=("caption",))
-    methods = ["ar", "sd", "specvlm-chain", "specvlm-tree", "hf-assisted"]
+    methods = [n for n in bench.RUNS if n not in bench.SELF_DRAFT_RUNS] + ["hf-assisted"]
     assert calls == methods * 3 + ["sd"]  # the rerun that is classified
     assert not report.runs["sd"].identical_to_ar
     assert all(report.runs[m].identical_to_ar and report.runs[m].divergence is None for m in methods if m != "sd")

@@ -103,5 +103,5 @@ def test_a_method_is_resolved_once_into_a_plan(method, pruning, drafts, strategy
 
 
 def test_unknown_method_is_refused():
-    with pytest.raises(ValueError, match=r"unknown method 'beam'; choose one of \('ar', 'sd', 'specvlm'\)"):
+    with pytest.raises(ValueError, match=r"unknown method 'beam'; choose one of \('ar', 'sd', 'specvlm', 'lookup'\)"):
         Plan.resolve("beam", DecodingConfig())

@@ -137,7 +137,7 @@ def test_gemma4_generated_placeholder_is_embedded_as_pad(edge_engines, stock_mod
     engine = edge_engines("gemma4")
     inputs = engine.build_inputs(frames[:1], "Describe the video.")
     expected = _stock(stock_models("gemma4"), inputs)
-    adapter = engine._target
+    adapter = engine.target_adapter
     placeholder = adapter.video_token_id
     assert placeholder in expected[:-1]  # the case this test is about: a generated placeholder is fed back
     for method in METHODS:
@@ -152,7 +152,7 @@ def _longest_inputs(engine, frames, num_frames: int, max_new_tokens: int):
     """Inputs whose prompt is as long as the context allows for ``max_new_tokens``: decoding feeds positions up to
     exactly the last one (``max_position_embeddings - 1``). The tiny byte-level tokenizer makes each added
     letter one text token, one position further on every axis."""
-    adapter = engine._target
+    adapter = engine.target_adapter
 
     def build(letters: int):
         inputs = engine.build_inputs(frames[:num_frames], "a" * letters)
@@ -197,7 +197,7 @@ def test_too_few_frames_are_refused_exactly_where_the_stock_processor_refuses(ed
     ``num_frames``, naming the value and the minimum) exactly by the families whose processor cannot take it, and
     their minimum (2) is taken."""
     processor = AutoProcessor.from_pretrained(edge_checkpoints[family]["target"])
-    adapter = edge_engines(family)._target
+    adapter = edge_engines(family).target_adapter
     refused = family in PAIRS_REQUIRED
     assert _processor_takes(processor, frames[:1]) is not refused
     assert adapter.min_video_frames == (2 if refused else 1)
@@ -218,7 +218,7 @@ def test_gemma4_images_and_an_image_with_a_video(edge_engines, stock_models, fra
     wide = frames[0][:40]  # (40, 64, 3)
     for kwargs in ({"images": [wide]}, {"images": [wide, frames[1]]}, {"images": [wide], "video": frames[:2]}):
         inputs = engine.build_inputs(prompt="What is shown?", **kwargs)
-        layout = engine._target.layout(inputs)
+        layout = engine.target_adapter.layout(inputs)
         assert [run.kind for run in layout.runs] == ["image"] * len(kwargs["images"]) + ["video"] * ("video" in kwargs)
         assert layout.runs[0].grid[0] == 1 and layout.runs[0].grid[1] != layout.runs[0].grid[2]
         expected = _stock(stock_models(family), inputs)

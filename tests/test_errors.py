@@ -16,7 +16,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokeniz
 
 import pruning
 from specvlm import SpecVLM, VideoDecodeError
-from specvlm.decoding import loop as decoding
+from specvlm.decoding.drafters import model as decoding
 from specvlm.models import family_of
 from specvlm.cli import main as cli_main
 from specvlm.config import COMPILE_MODES, METHODS, POSITION_MODES
@@ -230,7 +230,7 @@ def test_bad_num_draft_tokens(checkpoints, engine, frames, bad):
     assert f"num_draft_tokens={bad!r}" in str(info.value)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True, None])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])  # None: not given (the generation config's, as stock)
 def test_bad_max_new_tokens(engine, frames, bad):
     with pytest.raises(ValueError, match=r"must be an int >= 1") as info:
         engine.generate(video=frames, prompt=PROMPT, max_new_tokens=bad)
@@ -443,7 +443,7 @@ def test_context_overflow(checkpoints, frames):
     length = inputs["input_ids"].shape[1]
     limit = length + 10
     model.config.text_config.max_position_embeddings = limit
-    assert engine._target.max_positions == limit
+    assert engine.target_adapter.max_positions == limit
     for method in METHODS:
         with pytest.raises(ValueError) as info:
             engine.generate(inputs=inputs, max_new_tokens=20, method=method)
@@ -465,7 +465,7 @@ def test_context_overflow_is_found_before_the_prefill(checkpoints, frames, monke
     inputs = engine.build_inputs(frames, PROMPT)
     calls = []
     monkeypatch.setattr(engine, "_prefill_target", lambda *a, **k: calls.append(a))
-    limit = engine._target.max_positions
+    limit = engine.target_adapter.max_positions
     with pytest.raises(ValueError, match="context overflow"):
         engine.generate(inputs=inputs, max_new_tokens=limit + 1)
     assert not calls

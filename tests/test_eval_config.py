@@ -58,7 +58,7 @@ def test_sweep_expands_every_combination():
         (lambda d: d.update(colour="red"), "unknown key config.colour; allowed keys of config: name, model"),
         (lambda d: d["model"].update(dtype="bf16"), "unknown key model.dtype"),
         (lambda d: d["model"].update(torch_dtype="bf16"), "model.torch_dtype='bf16' is not allowed; choose one of auto, float32"),
-        (lambda d: d["model"].update(compile="yes"), "model.compile='yes' is not allowed; choose one of off, draft, all"),
+        (lambda d: d["model"].update(compile="yes"), "model.compile='yes' is not allowed; choose one of auto, off, draft, all"),
         (lambda d: d["benchmarks"][0].update(name="kinetics"), "'kinetics' is not allowed; choose one of synthetic, videodetailcaption"),
         (lambda d: d["benchmarks"][0].update(prompt_modes=["qa"]), "prompt_modes='qa' is not allowed; choose one of benchmark, caption"),
         (lambda d: d["benchmarks"][0].update(num_frames=8, fps=1.0), "give num_frames or fps, not both"),

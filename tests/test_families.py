@@ -20,7 +20,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from specvlm import SpecVLM
 from specvlm.attention import AttentionContext
-from specvlm.decoding.loop import prefill_draft, prefill_target
+from specvlm.decoding.drafters import prefill_draft
+from specvlm.decoding.target import prefill_target
 from specvlm.models import adapter_for, family_of
 from specvlm.models import cache as kv
 from specvlm.zoo.tiny import TinySpec
@@ -68,7 +69,7 @@ def references(family_checkpoints, engines, frames):
 
 
 def _expected_kept(method: str, drop_rate: float, n: int) -> int:
-    if method == "ar":
+    if method in ("ar", "lookup"):  # no draft model
         return 0
     if method == "sd":
         return n
@@ -84,7 +85,7 @@ def _check(engines, references, family, draft, method, drop_rate, tree):
     assert result.token_ids == expected, (family, draft, method, drop_rate, tree)
     stats = result.stats
     n = stats.video_tokens
-    assert n == engines[family, draft]._target.layout(inputs).num_tokens
+    assert n == engines[family, draft].target_adapter.layout(inputs).num_tokens
     assert stats.kept_video_tokens == _expected_kept(method, drop_rate, n)
     if method == "specvlm" and drop_rate == 0.9:
         assert stats.kept_video_tokens == n // 10  # floor(N * 0.1)
@@ -92,6 +93,8 @@ def _check(engines, references, family, draft, method, drop_rate, tree):
     assert sum(stats.accepted_lengths) == MAX_NEW - 1  # the first token is the prefill's
     if method == "ar":
         assert stats.mean_accepted_tokens == 1.0 and stats.draft_kv_tokens == 0
+    elif method == "lookup":
+        assert stats.draft_kv_tokens == 0 and stats.draft_steps == 0  # n-grams of the context, no draft model
     else:
         # the draft's prompt: every text token (timestamps and vision start / end included) + the kept video tokens
         assert stats.draft_kv_tokens == stats.target_kv_tokens - n + stats.kept_video_tokens
@@ -137,6 +140,7 @@ FAST = [
         ("separate", "sd", 0.0, "chain"),
         ("self", "specvlm", 0.9, "chain"),
         ("self", "specvlm", 0.0, "dynamic"),
+        ("separate", "lookup", 0.0, "chain"),  # prompt lookup drafts chains
     )
 ]
 SLOW_MOE = pytest.mark.slow  # the tiny MoE decoder is about twice as slow as the dense one on CPU
@@ -190,7 +194,7 @@ def test_checkpoints_load_as_their_family(family_checkpoints, engines, family):
     assert engine.target.config.model_type == engine.draft.config.model_type == family
     expected = {"qwen3_vl_moe": "qwen3_vl", "glm4v_moe": "glm4v", "glm46v": "glm4v"}.get(family, family)
     assert family_of(engine.target.config) == expected
-    assert engine._target.family == engine._draft.family == expected
+    assert engine.target_adapter.family == engine.draft_adapter.family == expected
     processor = AutoProcessor.from_pretrained(family_checkpoints[family]["target"])
     if family not in ("internvl", "glm4v", "glm4v_moe", "glm46v"):  # their video processors have no per-frame cap
         assert processor.video_processor.cap_pixels_per_frame is False
@@ -200,7 +204,7 @@ def test_qwen2_vl_temporal_positions_are_not_fps_scaled(engines, references):
     """Qwen2-VL: one run of video tokens, its temporal mRoPE id advances by one per temporal patch
     (Qwen2.5-VL would scale it by tokens_per_second / fps), and decoding continues from max + 1."""
     inputs, _ = references["qwen2_vl"]
-    adapter = engines["qwen2_vl", "separate"]._target
+    adapter = engines["qwen2_vl", "separate"].target_adapter
     layout = adapter.layout(inputs)
     t, h, w = layout.grid
     positions = adapter.positions(inputs)  # (3, L)
@@ -219,7 +223,7 @@ def test_qwen3_vl_layout_is_interleaved_with_timestamps(engines, references, fam
     its own (1, h, w) mRoPE grid; the draft keeps every timestamp and vision start / end token."""
     inputs, _ = references[family]
     engine = engines[family, "separate"]
-    adapter = engine._target
+    adapter = engine.target_adapter
     tokenizer = engine.processor.tokenizer
     ids = inputs["input_ids"][0]
     layout = adapter.layout(inputs)
@@ -277,8 +281,8 @@ def test_qwen3_vl_draft_gets_the_deepstack_features_of_its_kept_tokens(engines, 
     inputs, _ = references[family]
     engine = engines[family, "separate"]
     keep = engine.draft_keep(inputs, drop_rate=0.9)
-    target = prefill_target(engine._target, inputs, capture_scores=False)
-    draft = engine._draft
+    target = prefill_target(engine.target_adapter, inputs, capture_scores=False)
+    draft = engine.draft_adapter
     assert len(engine.draft.config.vision_config.deepstack_visual_indexes) >= 1
     assert engine.draft.config.get_text_config().num_hidden_layers >= 2
 
@@ -312,9 +316,9 @@ def test_qwen3_vl_target_prefill_applies_deepstack(engines, references):
     inputs, _ = references["qwen3_vl"]
     engine = engines["qwen3_vl", "separate"]
     stock = engine.target(**inputs).logits[0, -1]
-    prefill = prefill_target(engine._target, inputs, capture_scores=True)
+    prefill = prefill_target(engine.target_adapter, inputs, capture_scores=True)
     torch.testing.assert_close(prefill.logits, stock)
-    adapter = engine._target
+    adapter = engine.target_adapter
     embeds, _ = adapter.embed_prompt(inputs)
     ctx = AttentionContext(backend="sdpa")
     bare = adapter.forward(embeds, prefill.positions, kv.new_cache(adapter.text_config), ctx, 1)[0, -1]
@@ -367,7 +371,7 @@ def test_internvl_layout_is_one_run_per_frame(engines, references):
     contiguous), the frame labels, ``<img>`` / ``</img>`` and newlines stay text; positions are 1-D."""
     inputs, _ = references["internvl"]
     engine = engines["internvl", "separate"]
-    adapter = engine._target
+    adapter = engine.target_adapter
     tokenizer = engine.processor.tokenizer
     ids = inputs["input_ids"][0]
     assert "pixel_values_videos" not in inputs and not hasattr(engine.target.config, "video_token_id")
@@ -401,7 +405,7 @@ def test_internvl_captured_scores_equal_eager_attention(family_checkpoints, engi
     """On InternVL's multi-run layout the verifier's scores captured through the hook equal eager attention of
     the text after the last frame to every ``<IMG_CONTEXT>`` key, and the prefill's logits the eager model's."""
     inputs, _ = references["internvl"]
-    adapter = engines["internvl", "separate"]._target
+    adapter = engines["internvl", "separate"].target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
     eager = AutoModelForImageTextToText.from_pretrained(
@@ -426,7 +430,7 @@ def test_llava_onevision1_5_layout_is_one_run_with_1d_positions(family_checkpoin
     positions (no mRoPE) and the stock vision tower's features in placeholder order."""
     inputs, _ = references["llava_onevision1_5"]
     engine = engines["llava_onevision1_5", "separate"]
-    adapter = engine._target
+    adapter = engine.target_adapter
     processor = AutoProcessor.from_pretrained(family_checkpoints["llava_onevision1_5"]["target"])
     assert type(processor).__name__ == "Exaone4_5_Processor"
     ids = inputs["input_ids"][0]
@@ -448,7 +452,7 @@ def test_glm4v_video_tokens_are_marked_only_by_mm_token_type_ids(engines, refere
     (each patch its own (1, h, w) grid) over half of each head's dimensions."""
     inputs, _ = references["glm4v"]
     engine = engines["glm4v", "separate"]
-    adapter = engine._target
+    adapter = engine.target_adapter
     config = engine.target.config
     tokenizer = engine.processor.tokenizer
     ids = inputs["input_ids"][0]

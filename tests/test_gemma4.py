@@ -19,7 +19,7 @@ from transformers import AutoModelForImageTextToText
 from transformers.cache_utils import DummyLayer, DynamicSlidingWindowLayer
 
 from specvlm import SpecVLM
-from specvlm.decoding.loop import prefill_target
+from specvlm.decoding.target import prefill_target
 from specvlm.models import cache as kv
 from specvlm.models import family_of
 from specvlm.models.gemma4 import Gemma4Side
@@ -75,6 +75,7 @@ FAST = [
     ("random", "specvlm", 0.9),
     ("same", "sd", 0.0),
     ("same", "specvlm", 0.9),
+    ("random", "lookup", 0.0),
 ]
 MATRIX = [(kind, method, drop) for kind in ("random", "same") for method in ("ar", "sd", "specvlm") for drop in (0.0, 0.9)]
 SLOW = [case for case in MATRIX if case not in FAST]
@@ -132,14 +133,14 @@ def test_tiny_checkpoints_have_the_gemma4_features(gemma_engines):
     assert kinds == ["sliding", "full", "shared", "shared"]
     assert isinstance(kv.new_cache(draft).layers[2], DummyLayer)
     assert isinstance(kv.new_cache(target).layers[0], DynamicSlidingWindowLayer)
-    assert family_of(engine.target.config) == engine._target.family == engine._draft.family == "gemma4"
+    assert family_of(engine.target.config) == engine.target_adapter.family == engine.draft_adapter.family == "gemma4"
 
 
 def test_video_layout_is_one_run_of_frames(gemma_engines, gemma_reference):
     """Every frame is ``mm:ss <boi>`` + its 8 x 8 soft tokens + ``<eoi>``: one (3, 8, 8) video run; each frame's
     tokens form one bidirectional block, text is -1."""
     inputs, _ = gemma_reference
-    adapter = gemma_engines["none"]._target
+    adapter = gemma_engines["none"].target_adapter
     layout = adapter.layout(inputs)
     assert layout.grids == ((FRAMES, 8, 8),)
     ids = inputs["input_ids"][0]
@@ -160,7 +161,7 @@ def test_prefills_equal_the_stock_forward(gemma_checkpoints, gemma_engines, gemm
     draft's full prefill (per-layer embeddings as side features, KV sharing, soft-capping) give the stock
     forward's last logits; without the blocks the target's would not."""
     inputs, _ = gemma_reference
-    for name, adapter in (("draft", gemma_engines["random"]._draft), ("target", gemma_engines["random"]._target)):
+    for name, adapter in (("draft", gemma_engines["random"].draft_adapter), ("target", gemma_engines["random"].target_adapter)):
         stock = AutoModelForImageTextToText.from_pretrained(gemma_checkpoints[name]).eval()
         expected = stock(**inputs).logits[0, -1]
         ours = prefill_target(adapter, inputs, capture_scores=name == "target").logits
@@ -175,7 +176,7 @@ def test_captured_scores_equal_eager_attention_of_the_full_attention_layers(gemm
     window of the prompt): they equal the eager model's attention of the text queries to the video keys averaged
     over those layers and their heads."""
     inputs, _ = gemma_reference
-    adapter = gemma_engines["none"]._target
+    adapter = gemma_engines["none"].target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
     eager = AutoModelForImageTextToText.from_pretrained(gemma_checkpoints["target"], attn_implementation="eager").eval()

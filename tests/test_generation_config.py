@@ -92,10 +92,12 @@ def test_the_draft_proposes_under_the_targets_prefix_processors(shipped, referen
     processors applied to its logits at every drafted node (each with its own prefix) it proposes
     exactly what the target commits, so every step accepts its whole chain. Without them (the raw draft
     logits) the penalties reject drafted tokens: the contrast shows the processors reach the draft."""
-    from specvlm.decoding import loop
+    from specvlm.decoding.drafters import model as draft_model
 
     inputs, expected = references[family, "penalties"]
-    engine = SpecVLM.from_pretrained(shipped[family, "penalties"], draft=None, self_draft_layers="all", lazy_draft_after=0)
+    engine = SpecVLM.from_pretrained(
+        shipped[family, "penalties"], draft=None, self_draft_layers="all", lazy_draft_after=0, never_slower=False
+    )  # every step drafts: the accepted lengths below are the drafts', not a guard's plain steps
     settings = dict(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", tree="chain", drop_rate=0.0)
     if sample:
         settings.update(do_sample=True, top_k=1, seed=0)  # sampling that is greedy in effect: same tokens
@@ -104,7 +106,7 @@ def test_the_draft_proposes_under_the_targets_prefix_processors(shipped, referen
     full = DEFAULT_NUM_DRAFT_TOKENS + 1
     assert result.stats.accepted_lengths[:-1] == [full] * (len(result.stats.accepted_lengths) - 1)
 
-    monkeypatch.setattr(loop.DraftRule, "after", classmethod(lambda cls, *args: None))
+    monkeypatch.setattr(draft_model.DraftRule, "after", classmethod(lambda cls, *args: None))
     raw = engine.generate(**settings)
     assert raw.token_ids == expected  # still lossless, only slower
     assert min(raw.stats.accepted_lengths[:-1]) < full
@@ -213,3 +215,85 @@ def test_draft_rule_pads_a_narrower_draft_vocabulary_to_the_targets():
     for row, own in enumerate((5, 6)):
         expected = [1.0 if t in penalised | {own} else 2.0 for t in range(vocab)]
         assert scores[row].tolist() == expected
+
+
+@pytest.mark.parametrize("method", ["ar", "specvlm"])
+def test_a_per_call_configs_own_length_counts_as_stock_counts_it(checkpoints, frames, method):
+    """``max_new_tokens`` of a per-call ``GenerationConfig`` is the answer's length when the keyword is not
+    given (stock: the keyword overrides the config only when passed)."""
+    path = checkpoints["llava_onevision"]["target"]
+    engine = SpecVLM.from_pretrained(path, draft=checkpoints["llava_onevision"]["draft"])
+    inputs = engine.build_inputs(frames, "Describe the video.")
+    per_call = GenerationConfig(max_new_tokens=12, repetition_penalty=1.3, eos_token_id=None)
+    stock = AutoModelForImageTextToText.from_pretrained(path).eval()
+    with torch.no_grad():
+        expected = stock.generate(**inputs, generation_config=per_call)[0, inputs["input_ids"].shape[1] :].tolist()
+    assert len(expected) == 12
+    assert engine.generate(inputs=inputs, generation_config=per_call, method=method).token_ids == expected
+    shorter = engine.generate(inputs=inputs, generation_config=per_call, max_new_tokens=5, method=method)
+    assert shorter.token_ids == expected[:5]  # the keyword, given, wins (the penalty still applies)
+
+
+def test_the_checkpoints_own_length_applies_when_nothing_else_sets_one(checkpoints, frames):
+    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"])
+    engine.target.generation_config.max_new_tokens = 7
+    engine.target.generation_config.eos_token_id = None
+    assert engine.generate(video=frames, prompt="Describe the video.", method="ar").stats.new_tokens == 7
+    engine.target.generation_config.max_new_tokens = None
+    from specvlm.engine import DEFAULT_MAX_NEW_TOKENS
+
+    engine.target.generation_config.eos_token_id = None
+    result = engine.generate(video=frames, prompt="Describe the video.", method="ar")
+    assert result.stats.new_tokens == DEFAULT_MAX_NEW_TOKENS
+
+
+@pytest.mark.parametrize("method", ["ar", "specvlm", "lookup"])
+def test_a_callers_logits_processors_apply_as_stock_applies_them(checkpoints, frames, method):
+    """A ``logits_processor=`` list joins the config's processors at every verified position, with that
+    position's prefix (a processor reading the prefix: every third position it forces the token after the
+    last one)."""
+    from transformers import LogitsProcessor
+
+    class NoImmediateRepeat(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            scores = scores.clone()
+            if input_ids.shape[-1] % 3 == 0:
+                scores[torch.arange(scores.shape[0]), (input_ids[:, -1] + 1) % scores.shape[-1]] += 1e4
+            return scores
+
+    path = checkpoints["qwen2_5_vl"]["target"]
+    engine = SpecVLM.from_pretrained(path, draft=checkpoints["qwen2_5_vl"]["draft"])
+    engine.target.generation_config.eos_token_id = None
+    inputs = engine.build_inputs(frames, "Describe the video.")
+    stock = AutoModelForImageTextToText.from_pretrained(path).eval()
+    with torch.no_grad():
+        ids = stock.generate(**inputs, max_new_tokens=MAX_NEW, eos_token_id=None, logits_processor=[NoImmediateRepeat()])
+    expected = ids[0, inputs["input_ids"].shape[1] :].tolist()
+    plain = stock.generate(**inputs, max_new_tokens=MAX_NEW, eos_token_id=None)[0, inputs["input_ids"].shape[1] :].tolist()
+    assert expected != plain  # the processor changes this model's answer: the test can tell
+    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, logits_processor=[NoImmediateRepeat()])
+    assert result.token_ids == expected
+
+
+def test_stopping_criteria_are_refused_by_name_and_a_bad_processor_list_too(checkpoints, frames):
+    from transformers import MaxLengthCriteria
+
+    engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"])
+    with pytest.raises(ValueError, match="stopping_criteria is not supported"):
+        engine.generate(video=frames, prompt="Hi", max_new_tokens=3, stopping_criteria=[MaxLengthCriteria(5)])
+    with pytest.raises(ValueError, match="logits_processor must be a list"):
+        engine.generate(video=frames, prompt="Hi", max_new_tokens=3, logits_processor="no")
+    assert len(engine.generate(video=frames, prompt="Hi", max_new_tokens=3, stopping_criteria=[]).token_ids) <= 3
+
+
+def test_dtype_is_accepted_and_agrees_with_torch_dtype(checkpoints):
+    import warnings
+
+    path = checkpoints["llava_onevision"]["target"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the project's own loading warns about nothing deprecated
+        warnings.filterwarnings("error", message=".*torch_dtype.*")
+        engine = SpecVLM.from_pretrained(path, dtype=torch.float32)
+    assert engine.target.dtype == torch.float32
+    with pytest.raises(ValueError, match="disagree"):
+        SpecVLM.from_pretrained(path, dtype=torch.float32, torch_dtype=torch.bfloat16)

@@ -21,7 +21,7 @@ from transformers import AutoModelForImageTextToText
 
 from specvlm import SpecVLM
 from specvlm.attention import causal_context
-from specvlm.decoding.loop import prefill_target
+from specvlm.decoding.target import prefill_target
 from specvlm.models import cache as kv
 from specvlm.models import family_of
 from specvlm.zoo.tiny import TinySpec, qwen3_5_layer_types
@@ -76,6 +76,7 @@ FAST = [
     ("qwen3_5", "same", "sd", 0.0),
     ("qwen3_5", "same", "specvlm", 0.9),
     ("qwen3_5_moe", "random", "specvlm", 0.9),
+    ("qwen3_5", "random", "lookup", 0.0),
 ]
 MATRIX = [
     (family, kind, method, drop_rate)
@@ -121,7 +122,7 @@ def test_tiny_checkpoints_are_hybrid(hybrid_engines):
         assert engine.target.config.get_text_config().layer_types == [LINEAR, LINEAR, LINEAR, FULL]
         assert engine.draft.config.get_text_config().layer_types == [LINEAR, FULL]
         assert engine.target.config.model_type == engine.draft.config.model_type == family
-        assert family_of(engine.target.config) == engine._target.family == "qwen3_5"
+        assert family_of(engine.target.config) == engine.target_adapter.family == "qwen3_5"
 
 
 def _reference_state(adapter, inputs, tokens: list[int]):
@@ -152,7 +153,7 @@ def test_full_rejection_after_a_verify_forward_restores_the_exact_state(hybrid_e
     (``activate_past_recording(recurrent_states_to_keep=k)`` + ``crop(-k)``) restores the state from before
     the pending token."""
     inputs, expected = hybrid_references["qwen3_5"]
-    adapter = hybrid_engines["qwen3_5", "random"]._target
+    adapter = hybrid_engines["qwen3_5", "random"].target_adapter
     pending, drafts = expected[0], [7, 8, 9, 10]  # drafts the target rejects (its own next token is expected[1])
     assert drafts[0] != expected[1]
     k = len(drafts)
@@ -195,7 +196,7 @@ def test_full_rejection_after_a_verify_forward_restores_the_exact_state(hybrid_e
 def test_partial_acceptance_restores_the_state_after_the_last_kept_token(hybrid_engines, hybrid_references):
     """Keeping the pending token and the first two drafts restores the state after exactly those three tokens."""
     inputs, expected = hybrid_references["qwen3_5"]
-    adapter = hybrid_engines["qwen3_5", "random"]._target
+    adapter = hybrid_engines["qwen3_5", "random"].target_adapter
     block = expected[:3] + [5, 6]  # pending + 2 of the target's own tokens + 2 rejected drafts
     reference, _ = _reference_state(adapter, inputs, expected[:3])
     seq = prefill_target(adapter, inputs, capture_scores=False).seq
@@ -212,7 +213,7 @@ def test_partial_acceptance_restores_the_state_after_the_last_kept_token(hybrid_
 def test_rollback_past_the_recorded_states_raises(hybrid_engines, hybrid_references):
     """A linear layer can only go back over tokens fed under ``record()``: the prompt is not recorded."""
     inputs, _ = hybrid_references["qwen3_5"]
-    seq = prefill_target(hybrid_engines["qwen3_5", "random"]._target, inputs, capture_scores=False).seq
+    seq = prefill_target(hybrid_engines["qwen3_5", "random"].target_adapter, inputs, capture_scores=False).seq
     with pytest.raises(ValueError, match="recorded no states"):
         kv.truncate(seq.cache, kv.length(seq.cache) - 1)
     length = kv.length(seq.cache)
@@ -229,7 +230,7 @@ def test_captured_scores_equal_eager_attention_of_the_full_attention_layers(hybr
     those layers and their heads."""
     engine = hybrid_engines["qwen3_5", "none"]
     inputs = engine.build_inputs(frames, "Which colour is the square?")
-    adapter = engine._target
+    adapter = engine.target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
     path = hybrid_checkpoints["qwen3_5"]["target"]

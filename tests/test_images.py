@@ -20,7 +20,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 import pruning
 from pruning.verifier_guided import share
 from specvlm import SpecVLM
-from specvlm.decoding.loop import prefill_target
+from specvlm.decoding.target import prefill_target
 from specvlm.images import ImageLoadError, load_image
 from specvlm.video import from_frames
 from specvlm.zoo.tiny import TinySpec, save_tiny
@@ -82,7 +82,7 @@ def _check(image_engines, image_references, family, prompt, draft, method, drop_
         lazy_draft_after=0, self_draft_layers="all",
     )
     assert result.token_ids == expected, (family, prompt, draft, method, drop_rate, tree)
-    layout = engine._target.layout(inputs)
+    layout = engine.target_adapter.layout(inputs)
     n = sum(run.num_tokens for run in layout.runs)
     stats = result.stats
     assert stats.video_tokens == n == layout.num_tokens
@@ -130,7 +130,7 @@ def test_image_prompts_match_stock_greedy_full_matrix(
 def test_runs_follow_the_prompt(image_engines, image_references):
     """Each image and the video are runs in prompt order, with each family's own grids."""
     kinds = {
-        (family, prompt): [run.kind for run in image_engines[family, "self"]._target.layout(image_references[family, prompt][0]).runs]
+        (family, prompt): [run.kind for run in image_engines[family, "self"].target_adapter.layout(image_references[family, prompt][0]).runs]
         for family in FAMILIES
         for prompt in PROMPTS
     }
@@ -141,10 +141,10 @@ def test_runs_follow_the_prompt(image_engines, image_references):
     # LLaVA-OneVision: an image is its base view plus, when tiled, its high-resolution view
     assert kinds["llava_onevision", "image+video"][-1] == "video"
     assert set(kinds["llava_onevision", "multi"]) == {"image"}
-    qwen = image_engines["qwen2_5_vl", "self"]._target.layout(image_references["qwen2_5_vl", "multi"][0])
+    qwen = image_engines["qwen2_5_vl", "self"].target_adapter.layout(image_references["qwen2_5_vl", "multi"][0])
     thw = image_references["qwen2_5_vl", "multi"][0]["image_grid_thw"]
     assert qwen.grids == tuple((int(t), int(h) // 2, int(w) // 2) for t, h, w in thw.tolist())
-    internvl = image_engines["internvl", "self"]._target.layout(image_references["internvl", "image+video"][0])
+    internvl = image_engines["internvl", "self"].target_adapter.layout(image_references["internvl", "image+video"][0])
     assert internvl.runs[1].grid[0] == 4  # the four frames are one video run, not four images
 
 
@@ -152,7 +152,7 @@ def test_llava_onevision_newline_tokens_are_structural(image_engines, image_refe
     """The anyres image's newline tokens (one per row of its high-resolution view) stay in the draft."""
     engine = image_engines["llava_onevision", "separate"]
     inputs, _ = image_references["llava_onevision", "image"]
-    adapter = engine._target
+    adapter = engine.target_adapter
     layout = adapter.layout(inputs)
     slots = adapter.image_slots(inputs)
     assert layout.num_tokens + layout.structural.numel() == slots.numel()
@@ -173,7 +173,7 @@ def test_captured_scores_equal_eager_attention_over_runs(image_checkpoints, imag
     """InternVL image + video: the hook's scores equal eager attention of the text after the last visual token
     to every image and video token."""
     inputs, _ = image_references["internvl", "image+video"]
-    adapter = image_engines["internvl", "separate"]._target
+    adapter = image_engines["internvl", "separate"].target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
     eager = AutoModelForImageTextToText.from_pretrained(image_checkpoints["internvl"]["target"], attn_implementation="eager").eval()
@@ -262,7 +262,7 @@ def test_glm_takes_images_but_refuses_images_with_a_video(tmp_path, frames):
     inputs = engine.build_inputs(prompt=QUESTION, images=[wide, square])
     result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, lazy_draft_after=0, self_draft_layers="all")
     assert result.token_ids == stock_greedy(path, inputs, MAX_NEW)
-    assert [run.kind for run in engine._target.layout(inputs).runs] == ["image", "image"]
+    assert [run.kind for run in engine.target_adapter.layout(inputs).runs] == ["image", "image"]
     inputs = engine.build_inputs(prompt=QUESTION, images=[wide], video=frames[:4])
     with pytest.raises(ValueError, match="images and a video in one prompt are not supported"):
         engine.generate(inputs=inputs, max_new_tokens=2)
@@ -329,7 +329,7 @@ def test_qwen3_5_image_and_video_prompt_matches_stock(tmp_path, frames):
         inputs = engine.build_inputs(prompt=QUESTION, **_media("image+video", frames))
         result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, drop_rate=0.9, lazy_draft_after=0)
         assert result.token_ids == stock_greedy(target, inputs, MAX_NEW)
-        assert [run.kind for run in engine._target.layout(inputs).runs] == ["image", "video"]
+        assert [run.kind for run in engine.target_adapter.layout(inputs).runs] == ["image", "video"]
         assert result.stats.kept_video_tokens == max(1, result.stats.video_tokens // 10)
     finally:
         torch.set_num_threads(threads)

@@ -126,13 +126,13 @@ def test_compiled_decode_steps_are_lossless(checkpoints, references, noisy_draft
     engine.target.generation_config.eos_token_id = None
     result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", compile="draft")
     assert result.token_ids == expected
-    assert engine._draft._compiled is not None and engine._target._compiled is None
+    assert engine.draft_adapter._compiled is not None and engine.target_adapter._compiled is None
     for method, tree in (("ar", "chain"), ("specvlm", "chain"), ("specvlm", "specvlm-25")):
         result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method=method, tree=tree, compile="all")
         assert result.token_ids == expected, (method, tree)
         if method != "ar":
             assert len(set(result.stats.accepted_lengths)) > 1, result.stats.accepted_lengths
-    assert engine._target._compiled is not None
+    assert engine.target_adapter._compiled is not None
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -197,7 +197,7 @@ def test_draft_keep_is_what_the_draft_is_prefilled_with(checkpoints, references,
     length = int(inputs["input_ids"].shape[1])
     assert torch.equal(engine.draft_keep(inputs, "sd"), torch.arange(length))
     keep = engine.draft_keep(inputs, drop_rate=0.75)
-    video = engine._target.layout(inputs).positions
+    video = engine.target_adapter.layout(inputs).positions
     kept_video = int(torch.isin(keep, video).sum())
     # lazy_draft_after=0: a 2-token answer would otherwise never prefill the draft (kept_video_tokens 0)
     result = engine.generate(inputs=inputs, max_new_tokens=2, method="specvlm", drop_rate=0.75, lazy_draft_after=0)

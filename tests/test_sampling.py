@@ -17,8 +17,10 @@ import torch
 from pruning import keep_sequence_indices, prune
 from specvlm import SpecVLM
 from specvlm.models import cache as kv
-from specvlm.decoding import loop
-from specvlm.decoding.loop import Sequence, TargetPrefill, decode, prefill_draft, prefill_target
+from specvlm.decoding.drafters import ModelDrafter, prefill_draft
+from specvlm.decoding.drafters import model as draft_model
+from specvlm.decoding.loop import Stop, decode
+from specvlm.decoding.target import Sequence, TargetPrefill, prefill_target
 from specvlm.decoding.sampling import Sampling
 from specvlm.stats import GenerationStats
 
@@ -34,7 +36,7 @@ def _copy(seq: Sequence) -> Sequence:
 def setup(checkpoints, frames):
     engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None)
     inputs = engine.build_inputs(frames, "Describe the video.")
-    target = prefill_target(engine._target, inputs, capture_scores=True)
+    target = prefill_target(engine.target_adapter, inputs, capture_scores=True)
     kept = prune("specvlm", target.scores, target.layout.grid, 0.9)
     keep = keep_sequence_indices(target.seq.prefix, target.layout.positions, kept)
     draft = prefill_draft(None, inputs, target, keep)
@@ -66,18 +68,11 @@ def _speculative_samples(target, draft, first, sampling, tree, count, rule=None)
     for seed in range(count):
         prefill = TargetPrefill(_copy(target.seq), forced, target.positions, target.layout, None)
         stats = GenerationStats(method="specvlm")
-        out = decode(
-            prefill,
-            _copy(draft),
-            stats,
-            tree=tree,
-            max_new_tokens=3,
-            eos_token_ids=set(),
-            shared_vocab=forced.shape[0],
-            sampling=sampling,
-            generator=torch.Generator().manual_seed(seed),
-            rule=rule,
+        generator = torch.Generator().manual_seed(seed)
+        drafter = ModelDrafter(
+            _copy(draft), tree, vocab=forced.shape[0], width=forced.shape[0], rule=rule, sampling=sampling, generator=generator
         )
+        out = decode(prefill, drafter, Stop(3), stats, rule=rule, sampling=sampling, generator=generator)
         assert out[0] == first
         t2.append(out[1])
         t3.append(out[2])
@@ -154,26 +149,22 @@ def test_narrower_draft_vocabulary_leaves_the_drafted_q_unchanged(setup, monkeyp
     vocab = target.logits.shape[0]
     narrow = vocab - 7
     proposed = []  # (tree, clone of its q right after drafting)
-    propose = loop.propose
+    propose = draft_model.propose
 
     def recording_propose(*args, **kwargs):
         proposal = propose(*args, **kwargs)
         proposed.append((proposal.tree, proposal.tree.q.clone()))
         return proposal
 
-    monkeypatch.setattr(loop, "propose", recording_propose)
+    monkeypatch.setattr(draft_model, "propose", recording_propose)
     for seed in range(3):
         stats = GenerationStats(method="specvlm")
-        out = loop.decode(
+        generator = torch.Generator().manual_seed(seed)
+        sampling = Sampling(temperature=1.0)
+        drafter = ModelDrafter(_copy(draft), tree, vocab=narrow, width=vocab, sampling=sampling, generator=generator)
+        out = decode(
             TargetPrefill(_copy(target.seq), target.logits, target.positions, target.layout, None),
-            _copy(draft),
-            stats,
-            tree=tree,
-            max_new_tokens=6,
-            eos_token_ids=set(),
-            shared_vocab=narrow,
-            sampling=Sampling(temperature=1.0),
-            generator=torch.Generator().manual_seed(seed),
+            drafter, Stop(6), stats, sampling=sampling, generator=generator,
         )
         assert len(out) == 6 and stats.stopped_by == "max_new_tokens"
     assert proposed

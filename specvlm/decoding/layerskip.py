@@ -47,10 +47,6 @@ TRIAL_STEPS = 2
 REMEMBER_ANSWERS = 16
 #: Workloads an engine's :class:`LayerMemory` keeps (the least recently used is forgotten first).
 REMEMBER_WORKLOADS = 64
-#: ``"auto"``: once the chosen subset has run this many steps of an answer, it is checked against plain decoding
-#: at every step; when this answer's steps with it commit fewer tokens per second than plain decoding's measured
-#: steps, the rest of the answer decodes plainly (a few trial steps can mislead: content and machine vary).
-CHECK_STEPS = 8
 #: Answers that decode plainly on a remembered verdict for plain decoding before the trials run again (plain
 #: steps measure nothing of the subsets, and a slow spell of the machine during a few trial steps can produce
 #: that verdict, so it is not kept as long as a subset's, whose own steps keep checking it).
@@ -114,22 +110,22 @@ class LayerMemory:
     def __init__(self, answers: int = REMEMBER_ANSWERS, workloads: int = REMEMBER_WORKLOADS):
         self.answers = answers
         self.workloads = workloads
-        self._tables: OrderedDict = OrderedDict()  # key -> [answers so far, table]
+        self.tables: OrderedDict = OrderedDict()  # key -> [answers so far, table]
 
     def table(self, key) -> Workload:
         """The measurements of workload ``key`` for one more answer."""
-        entry = self._tables.pop(key, None)
+        entry = self.tables.pop(key, None)
         if entry is None or entry.answers >= self.answers:
             entry = Workload()
         entry.answers += 1
-        self._tables[key] = entry
-        while len(self._tables) > self.workloads:
-            self._tables.popitem(last=False)
+        self.tables[key] = entry
+        while len(self.tables) > self.workloads:
+            self.tables.popitem(last=False)
         return entry
 
     def clear(self) -> None:
         """Forget every workload."""
-        self._tables.clear()
+        self.tables.clear()
 
 
 class LayerChoice:
@@ -138,9 +134,8 @@ class LayerChoice:
     ``auto``: try every option and plain decoding first; otherwise ``options`` holds one subset, used as given.
     ``next()`` says what the coming step does (a subset to draft with, or ``None``: a plain target step),
     ``record()`` accounts the step's committed tokens and wall seconds. Once every trial has run, the
-    fastest option (committed tokens per second) is kept for the rest of the answer, unless, after
-    ``check_steps`` steps with it (:data:`CHECK_STEPS`), this answer's steps with it commit fewer tokens per
-    second than plain decoding's: then the rest of the answer decodes plainly.
+    fastest option (committed tokens per second) is kept for the rest of the answer (whether it keeps paying
+    is the engine's never-slower guard's business, :mod:`specvlm.decoding.drafters.guard`, as for every drafter).
     ``memory``: a :class:`Workload` from :meth:`LayerMemory.table` (``auto`` only): measurements of earlier
     answers count as trials already run, and this answer's steps are added to them, the chosen option's
     included, so that the next answer decides from more of them. A remembered verdict for plain decoding
@@ -150,13 +145,11 @@ class LayerChoice:
 
     def __init__(
         self, adapter, options: list[Layers], *, auto: bool = False, trial_steps: int = TRIAL_STEPS,
-        memory: Workload | None = None, plain_answers: int = PLAIN_ANSWERS, check_steps: int = CHECK_STEPS,
+        memory: Workload | None = None, plain_answers: int = PLAIN_ANSWERS,
     ):  # fmt: skip
         self.views = {layers: adapter.with_layers(layers) for layers in options}
         self.trial_steps = trial_steps
-        self.check_steps = check_steps
         self.auto = auto
-        self._run = [0, 0, 0.0]  # this answer's steps with the chosen option after the decision
         self.options = list(options)
         self.remembered = memory is not None
         self._measured: dict[Layers | None, list[float]] = memory.measured if memory is not None else {}
@@ -189,9 +182,6 @@ class LayerChoice:
     def next(self) -> Layers | None:
         """The subset the coming step drafts with, or ``None`` for a plain target step."""
         if self.decided:
-            if self.auto and self.chosen is not None and self._run[0] >= self.check_steps:
-                if _rate(self._run) < self.rate(None):  # slower than plain decoding here: plain from now on
-                    self.chosen = None
             return self.chosen
         trial = self._trial()
         if trial is not None:
@@ -201,10 +191,6 @@ class LayerChoice:
 
     def record(self, option: Layers | None, tokens: int, seconds: float) -> None:
         """Account one step run with ``option`` (``None``: a plain step) that committed ``tokens`` tokens."""
-        if self.decided and option is not None and option == self.chosen:
-            self._run[0] += 1
-            self._run[1] += tokens
-            self._run[2] += seconds
         if self.decided and not (self.remembered and option is not None and option == self.chosen):
             return
         steps = self._measured[option]

@@ -97,13 +97,17 @@ class NextTokenRule:
     do_sample: bool
 
     @classmethod
-    def build(cls, model, config, prompt_ids: torch.Tensor) -> "NextTokenRule":
-        """The rule for ``model`` under the merged generation ``config`` and a (1, L) prompt."""
+    def build(cls, model, config, prompt_ids: torch.Tensor, logits_processor=None) -> "NextTokenRule":
+        """The rule for ``model`` under the merged generation ``config`` and a (1, L) prompt; ``logits_processor``:
+        the caller's own processors (a list), merged with the config's as stock ``generate()`` merges them."""
+        from transformers import LogitsProcessorList
+
         processors = model._get_logits_processor(
             generation_config=config,
             input_ids_seq_length=prompt_ids.shape[-1],
             encoder_input_ids=prompt_ids,
             device=prompt_ids.device,
+            logits_processor=LogitsProcessorList(logits_processor or []),
         )
         return cls(processors=processors, prompt_ids=prompt_ids, do_sample=bool(config.do_sample))
 

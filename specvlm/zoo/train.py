@@ -53,10 +53,7 @@ import numpy as np
 import torch
 
 from specvlm.zoo import synthetic
-from specvlm.attention import resolve_backend
-from specvlm.decoding.loop import decode, prefill_draft, prefill_target
-from specvlm.engine import Plan, SpecVLM
-from specvlm.stats import GenerationStats
+from specvlm.engine import SpecVLM
 from specvlm.zoo.tiny import TinySpec, llava_onevision
 from specvlm.zoo import CHECKPOINTS, ROOT
 
@@ -476,15 +473,12 @@ def record(engine: SpecVLM, inputs, max_new_tokens: int) -> tuple[list[int], tor
     its last bits depend on where the cache's buffers happen to lie, and the training run must be
     reproducible to the bit (stages 3-4 alone give what a full run gives).
     """
-    config = engine.config
-    backend = resolve_backend(config.attn_backend, engine._target.device)
-    prefill = prefill_target(engine._target, inputs, capture_scores=True, backend=backend)
-    keep, _ = engine._draft_keep(Plan.resolve("specvlm", config), config, prefill)
-    drafter = prefill_draft(engine._draft, inputs, prefill, keep, positions=config.positions)
-    tokens = decode(
-        prefill, drafter, GenerationStats(method="specvlm"), tree=config.tree_shape(), max_new_tokens=max_new_tokens,
-        eos_token_ids=set(), shared_vocab=engine.shared_vocab,
+    prepared = engine.prepare(
+        inputs=inputs, max_new_tokens=max_new_tokens, method="specvlm", ignore_eos=True, do_sample=False,
+        lazy_draft_after=0, never_slower=False, compile="off",
     )  # fmt: skip
+    keep = engine.draft_keep(inputs, "specvlm", target=prepared.target)
+    tokens = engine.decode(prepared).token_ids
     prompt = inputs["input_ids"][0]
     ids = torch.cat([prompt, torch.tensor(tokens, dtype=prompt.dtype)])[None]
     full = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))

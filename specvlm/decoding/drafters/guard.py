@@ -1,0 +1,133 @@
+"""Speculation that never loses: a wrapper that decodes plainly once drafting stops paying.
+
+A speculative step costs a draft's proposal plus a verification forward; it pays only while it commits more
+tokens per second than plain decoding steps do. How much it commits depends on the content (a draft that
+does not match the answer) and on the machine (on a busy CPU a draft's many small operators slow down far
+more than the target's large ones). :class:`Guard` measures both rates in the answer itself:
+
+* plain steps measure plain decoding's rate: the steps a lazily started drafter decodes plainly anyway,
+  or, when the answer has none, :data:`PROBE_STEPS` plain steps of the guard's own;
+* drafted steps measure speculation's rate (the first is left out: it holds a lazy start's draft prefill);
+* from :data:`CHECK_STEPS` drafted steps on, after every step: when speculation's committed tokens per
+  second fall below plain decoding's, the rest of the answer decodes plainly.
+
+Steps are timed from the proposal to the verifier's host read, so their wall time is their real cost on
+any device. Output is unchanged whatever the guard decides: every token is the target's.
+
+:class:`Verdicts` remembers, per workload, an answer whose speculation lost: the next
+:data:`PLAIN_ANSWERS` answers of that workload decode plainly from the start (no draft prefill, no
+scoring), then speculation is tried again (the machine's load and the answers' content drift).
+
+What this module deliberately does not do: draft anything itself, or choose between drafters.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from specvlm.decoding.drafters.base import Drafter, Step
+from specvlm.decoding.trees import DraftTree
+from specvlm.stats import GenerationStats
+
+#: Plain steps an answer times before it drafts, when it has decoded none plainly yet.
+PROBE_STEPS = 2
+#: Drafted steps timed before speculation's rate is compared with plain decoding's.
+CHECK_STEPS = 4
+#: Answers of a workload that decode plainly after one whose speculation lost, before speculation is tried again.
+PLAIN_ANSWERS = 3
+#: Workloads :class:`Verdicts` keeps (the least recently used is forgotten first).
+WORKLOADS = 64
+
+
+class _Rate:
+    """Committed tokens and wall seconds of some steps."""
+
+    def __init__(self):
+        self.steps, self.tokens, self.seconds = 0, 0, 0.0
+
+    def add(self, tokens: int, seconds: float) -> None:
+        self.steps, self.tokens, self.seconds = self.steps + 1, self.tokens + tokens, self.seconds + seconds
+
+    @property
+    def per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class Guard(Drafter):
+    """Runs ``inner`` while its drafted steps commit tokens faster than plain steps do; plain steps after."""
+
+    name = "never-slower guard"
+
+    def __init__(self, inner: Drafter, *, probe_steps: int = PROBE_STEPS, check_steps: int = CHECK_STEPS):
+        self.inner = inner
+        self.probe_steps = probe_steps
+        self.check_steps = check_steps
+        self.plain = _Rate()
+        self.drafted = _Rate()
+        self.fell_back_at = 0  # committed tokens when the rest of the answer turned plain (0: never)
+        self._committed = 1  # committed tokens so far (the first comes from the prefill)
+        self._drafting = False  # whether the current step's proposal came from ``inner``
+        self._warm = False  # the first drafted step has run (left out of the rate)
+
+    @property
+    def off(self) -> bool:
+        return self.fell_back_at > 0
+
+    def propose(self, out: list[int], max_depth: int) -> DraftTree | None:
+        self._drafting = False
+        if self.off or self.plain.steps < self.probe_steps:
+            return None
+        tree = self.inner.propose(out, max_depth)
+        self._drafting = tree is not None
+        return tree
+
+    def commit(self, step: Step) -> None:
+        if not self.off:
+            self.inner.commit(step)
+        self._committed += len(step.committed)
+        if not self._drafting:
+            self.plain.add(len(step.committed), step.seconds)
+        elif not self._warm:
+            self._warm = True
+        else:
+            self.drafted.add(len(step.committed), step.seconds)
+        if (
+            not self.off
+            and self.drafted.steps >= self.check_steps
+            and self.drafted.per_second < self.plain.per_second
+        ):
+            self.fell_back_at = self._committed
+
+    def finish(self, stats: GenerationStats) -> None:
+        self.inner.finish(stats)
+        if self.off:
+            stats.speculation = "fell_back"
+            stats.fell_back_at = self.fell_back_at
+
+
+class Verdicts:
+    """Per workload (any hashable key): the answers still to decode plainly after one whose speculation lost."""
+
+    def __init__(self, plain_answers: int = PLAIN_ANSWERS, workloads: int = WORKLOADS):
+        self.plain_answers = plain_answers
+        self.workloads = workloads
+        self._left: OrderedDict = OrderedDict()  # key -> plain answers still to come
+
+    def plain(self, key) -> bool:
+        """Whether the next answer of workload ``key`` decodes plainly (a remembered verdict); counts it."""
+        left = self._left.pop(key, 0)
+        if left > 0:
+            self._left[key] = left - 1
+            return True
+        return False
+
+    def record(self, key, lost: bool) -> None:
+        """An answer of workload ``key`` drafted; ``lost``: its speculation fell back to plain decoding."""
+        self._left.pop(key, None)
+        if lost:
+            self._left[key] = self.plain_answers
+            while len(self._left) > self.workloads:
+                self._left.popitem(last=False)
+
+    def clear(self) -> None:
+        self._left.clear()
