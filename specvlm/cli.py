@@ -59,6 +59,16 @@ def add_setting_arguments(parser, names=settings.NAMES) -> None:
         )
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (give an integer >= 0)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be an integer >= 0")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -206,8 +216,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_json_argument(demo, "the answers, their token ids and statistics per method")
 
     bench = sub.add_parser(
-        "bench", help="measure decode speed of ar, sd, specvlm (chain, tree), the self-draft and hf-assisted, "
-        "end to end and to the first token too, on a caption and on short answers")  # fmt: skip
+        "bench", help="measure decode speed of ar, sd, specvlm (chain, tree, eager, unguarded), prompt lookup, the "
+        "self-draft and hf-assisted, end to end and to the first token too, on a caption and on short answers, "
+        "on a quiet or a busy machine")  # fmt: skip
     bench.add_argument("--target", default=None, help="target checkpoint (default: the embedded trained pair)")
     bench.add_argument("--draft", default=None, help="draft checkpoint (default: the embedded trained pair)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -222,6 +233,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="comma-separated: caption (every method on one long answer), self-draft (the target "
                             "drafting for itself on it), answers (short multiple-choice answers, EOS on); "
                             "default: all three")
+    bench.add_argument("--contention", type=_non_negative_int, default=0,
+                       help="CPU-bound processes to run beside every timed run: the ratios of a busy machine "
+                            "(e.g. 10 on 2 cores: five per core; default: 0)")
     bench.add_argument("--profile", action="store_true",
                        help="also break a plain step, a chain verification and a draft step down by operator (torch.profiler)")
     bench.add_argument("--target-shape", default="qwen2-7b", help="cuda mode: target text-decoder shape, e.g. qwen2-7b, qwen3-8b, qwen3-32b (default: qwen2-7b)")
@@ -399,13 +413,13 @@ def _bench(args) -> int:
         target = args.target or zoo.checkpoint("target")
         draft = args.draft or zoo.checkpoint("draft")
         engine = SpecVLM.from_pretrained(
-            target, draft=draft, torch_dtype=torch.float32, attn_backend=config.attn_backend, compile=config.compile,
+            target, draft=draft, dtype=torch.float32, attn_backend=config.attn_backend, compile=config.compile,
             num_draft_tokens=config.num_draft_tokens,
         )
         report = bench.bench_pair(
             engine, max_new_tokens=args.max_new_tokens, min_video_tokens=args.min_video_tokens,
             drop_rate=config.drop_rate, repeats=args.repeats, hf_assisted=not args.no_hf_assisted, profile=args.profile,
-            workloads=args.workloads,
+            workloads=args.workloads, contention=args.contention,
         )  # fmt: skip
         figures = report.to_dict()
         text = bench.format_report(report)
