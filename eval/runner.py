@@ -75,8 +75,14 @@ def prepare_output(output: Path) -> Path:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"output {str(output)!r} cannot be created: {err.strerror or err}") from None
-    if not os.access(output, os.W_OK | os.X_OK):
-        raise ConfigError(f"output directory {str(output)!r} is not writable; choose a writable directory")
+    probe = output / f".specvlm-write-check-{os.getpid()}"
+    try:  # a file actually written: os.access says yes to root even on a read-only mount
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"output directory {str(output)!r} is not writable ({err.strerror or err}); choose a writable directory"
+        ) from None
     return output
 
 

@@ -8,6 +8,7 @@
 
 from specvlm.config import METHODS, DecodingConfig
 from specvlm.engine import SpecVLM
+from specvlm.images import ImageLoadError
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.video import Video, VideoDecodeError, load_video
 
@@ -18,6 +19,7 @@ __all__ = [
     "DecodingConfig",
     "GenerationResult",
     "GenerationStats",
+    "ImageLoadError",
     "SpecVLM",
     "Video",
     "VideoDecodeError",

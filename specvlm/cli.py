@@ -410,8 +410,8 @@ def _bench(args) -> int:
         hf_logging.disable_progress_bar()
         if (args.target is None) != (args.draft is None):
             raise ValueError("pass both --target and --draft, or neither (the embedded pair)")
-        target = args.target or zoo.checkpoint("target")
-        draft = args.draft or zoo.checkpoint("draft")
+        target = resolve_model(args.target, "--target") or zoo.checkpoint("target")
+        draft = resolve_model(args.draft, "--draft") or zoo.checkpoint("draft")
         engine = SpecVLM.from_pretrained(
             target, draft=draft, dtype=torch.float32, attn_backend=config.attn_backend, compile=config.compile,
             num_draft_tokens=config.num_draft_tokens,

@@ -24,7 +24,7 @@ import pruning
 from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
 from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
-from specvlm.conversation import fill_media, media_conversation
+from specvlm.conversation import check_text, fill_media, media_conversation
 from specvlm.decoding.drafters import (
     Drafter,
     Guard,
@@ -157,7 +157,7 @@ class SpecVLM:
         self.layer_memory = LayerMemory()
         self.verdicts = Verdicts()
         self._drafted_answers = 0  # answers that drafted (compile="auto" compiles once a workload repeats)
-        self._draft_compiled = False  # the separate draft's compiled graphs are built
+        self._draft_warmed: set = set()  # the draft shapes whose compiled graphs are built (compile_s paid)
         for adapter in (self.target_adapter, self.draft_adapter):
             if adapter is not None:
                 adapter.tokenizer = getattr(processor, "tokenizer", None)
@@ -276,6 +276,7 @@ class SpecVLM:
         else:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+            check_text(prompt, "prompt")
             self._check_no_placeholder(prompt)
             if video is None and images is None:
                 raise ValueError("pass `video` and / or `images` with `prompt`")
@@ -467,7 +468,9 @@ class SpecVLM:
             if plan.drafts:
                 start = functools.partial(self._start_drafter, prepared, layers, score_late)
                 drafter = LazyStart(start, after) if after else start()
-                prepared.drafter = Guard(drafter) if config.never_slower else drafter
+                if config.never_slower:
+                    drafter = Guard(drafter, plain_rate=self.verdicts.plain_rate(workload))
+                prepared.drafter = drafter
         return prepared
 
     def decode(self, prepared: Prepared, *, streamer=None) -> GenerationResult:
@@ -482,8 +485,10 @@ class SpecVLM:
                 prepared.target, prepared.drafter, prepared.stop, stats, rule=prepared.rule, sampling=prepared.sampling,
                 generator=prepared.generator, on_commit=on_commit,
             )  # fmt: skip
-        if prepared.plan.drafts and prepared.workload is not None:
-            self.verdicts.record(prepared.workload, lost=stats.speculation == "fell_back")
+        guard = prepared.drafter if isinstance(prepared.drafter, Guard) else None
+        if prepared.plan.drafts and prepared.workload is not None and guard is not None:
+            measured = guard.plain.per_second if guard.plain.steps else None
+            self.verdicts.record(prepared.workload, lost=stats.speculation == "fell_back", plain_rate=measured)
         if prepared.plan.drafts and stats.speculation not in ("skipped", ""):
             self._drafted_answers += 1
         stats.new_tokens = len(tokens)
@@ -508,7 +513,7 @@ class SpecVLM:
     def draft_compiled(self) -> bool:
         """Whether the separate draft's decode steps now run compiled (``compile``; "auto" compiles them once
         this engine has drafted :data:`COMPILE_AFTER_ANSWERS` answers)."""
-        return self._draft_compiled
+        return bool(self._draft_warmed)
 
     # ---- the pipeline's parts ------------------------------------------------------------------
     def _max_new_tokens(self, max_new_tokens: int | None, generation_config) -> int:
@@ -578,10 +583,12 @@ class SpecVLM:
                 return False
             if self._drafted_answers < COMPILE_AFTER_ANSWERS or not has_compiler(self.draft_adapter.device):
                 return False
-        if not self._draft_compiled:
+        shape = config.tree_shape()
+        key = shape.paths if isinstance(shape, TreeShape) else shape
+        if key not in self._draft_warmed:  # each shape drafts through graphs of its own (masks, widths)
             with prepared.timer("compile"):
-                warm_compiled(seq, config.tree_shape(), self.shared_vocab)
-            self._draft_compiled = True
+                warm_compiled(seq, shape, self.shared_vocab)
+            self._draft_warmed.add(key)
         return True
 
     def _workload(self, plan: Plan, config: DecodingConfig, inputs):

@@ -54,6 +54,11 @@ def check_checkpoint_path(role: str, ref) -> None:
     if not isinstance(ref, (str, os.PathLike)):
         return
     path = os.fspath(ref)
+    if isinstance(path, str) and path.split(":", 1)[0] in ("zoo", "tiny") and ":" in path:
+        raise ValueError(
+            f"{role} {path!r} is neither a checkpoint directory nor a hub id: zoo: and tiny: names are resolved by the "
+            "command lines and evaluation configs; in Python pass specvlm.zoo.checkpoint(name) or a directory"
+        )
     local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.path.exists(path)
     if not local:
         return

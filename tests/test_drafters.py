@@ -153,6 +153,27 @@ def test_guard_counts_a_wrapped_drafters_own_plain_steps_as_probes():
     assert drafted == [False] * 4 + [True] * 4  # plain until 5 tokens are committed, drafted right after
 
 
+def test_guard_with_a_remembered_plain_rate_drafts_at_once_and_judges_by_it():
+    drafted = _run_guard(Guard(_Recording(), plain_rate=1.0), drafted_seconds=1.5, steps=8)  # 2 tokens / s
+    assert drafted == [True] * 8  # no probe steps: an earlier answer of the workload measured plain decoding
+    slower = Guard(_Recording(), plain_rate=4.0)  # plain decoding was measured at 4 tokens / s
+    drafted = _run_guard(slower, drafted_seconds=1.5, steps=8)
+    assert drafted == [True] * (1 + CHECK_STEPS) + [False] * (8 - 1 - CHECK_STEPS) and slower.off
+
+
+def test_verdicts_remember_a_measured_plain_rate_for_a_few_answers():
+    from specvlm.decoding.drafters.guard import REPROBE_ANSWERS
+
+    verdicts = Verdicts()
+    assert verdicts.plain_rate("caption") is None  # nothing measured: the answer probes
+    verdicts.record("caption", lost=False, plain_rate=300.0)
+    assert [verdicts.plain_rate("caption") for _ in range(REPROBE_ANSWERS + 1)] == [300.0] * REPROBE_ANSWERS + [None]
+    verdicts.record("caption", lost=False, plain_rate=250.0)  # measured again
+    assert verdicts.plain_rate("caption") == 250.0
+    verdicts.clear()
+    assert verdicts.plain_rate("caption") is None
+
+
 def test_verdicts_keep_a_lost_workload_plain_for_a_few_answers_then_try_again():
     verdicts = Verdicts()
     assert not verdicts.plain("caption")

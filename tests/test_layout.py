@@ -84,7 +84,7 @@ GRAPH = {module: _imports(module) for module in MODULES}
 def _layer(module: str) -> str:
     if module.startswith("pruning"):
         return "pruning"
-    if module == "specvlm.cli":
+    if module in ("specvlm.cli", "eval.cli", "eval.__main__"):  # the command lines (they share their error handling)
         return "cli"
     if module.startswith("specvlm.zoo"):
         return "zoo"

@@ -6,7 +6,8 @@ does not match the answer) and on the machine (on a busy CPU a draft's many smal
 more than the target's large ones). :class:`Guard` measures both rates in the answer itself:
 
 * plain steps measure plain decoding's rate: the steps a lazily started drafter decodes plainly anyway,
-  or, when the answer has none, :data:`PROBE_STEPS` plain steps of the guard's own;
+  or, when the answer has none, :data:`PROBE_STEPS` plain steps of the guard's own (unless an earlier answer
+  of the same workload measured the rate: it is remembered for :data:`REPROBE_ANSWERS` answers);
 * drafted steps measure speculation's rate (the first is left out: it holds a lazy start's draft prefill);
 * from :data:`CHECK_STEPS` drafted steps on, after every step: when speculation's committed tokens per
   second fall below plain decoding's, the rest of the answer decodes plainly.
@@ -35,6 +36,8 @@ PROBE_STEPS = 2
 CHECK_STEPS = 4
 #: Answers of a workload that decode plainly after one whose speculation lost, before speculation is tried again.
 PLAIN_ANSWERS = 3
+#: Answers of a workload that reuse a plain rate measured by an earlier answer before it is measured again.
+REPROBE_ANSWERS = 8
 #: Workloads :class:`Verdicts` keeps (the least recently used is forgotten first).
 WORKLOADS = 64
 
@@ -58,8 +61,13 @@ class Guard(Drafter):
 
     name = "never-slower guard"
 
-    def __init__(self, inner: Drafter, *, probe_steps: int = PROBE_STEPS, check_steps: int = CHECK_STEPS):
+    def __init__(
+        self, inner: Drafter, *, probe_steps: int = PROBE_STEPS, check_steps: int = CHECK_STEPS, plain_rate: float | None = None
+    ):
+        """``plain_rate``: plain decoding's committed tokens per second as an earlier answer of the workload
+        measured it (then no probe steps are needed; the answer's own plain steps, if any, still count first)."""
         self.inner = inner
+        self.remembered_rate = plain_rate
         self.probe_steps = probe_steps
         self.check_steps = check_steps
         self.plain = _Rate()
@@ -75,7 +83,7 @@ class Guard(Drafter):
 
     def propose(self, out: list[int], max_depth: int) -> DraftTree | None:
         self._drafting = False
-        if self.off or self.plain.steps < self.probe_steps:
+        if self.off or (self.remembered_rate is None and self.plain.steps < self.probe_steps):
             return None
         tree = self.inner.propose(out, max_depth)
         self._drafting = tree is not None
@@ -91,12 +99,13 @@ class Guard(Drafter):
             self._warm = True
         else:
             self.drafted.add(len(step.committed), step.seconds)
-        if (
-            not self.off
-            and self.drafted.steps >= self.check_steps
-            and self.drafted.per_second < self.plain.per_second
-        ):
+        if not self.off and self.drafted.steps >= self.check_steps and self.drafted.per_second < self.plain_rate:
             self.fell_back_at = self._committed
+
+    @property
+    def plain_rate(self) -> float:
+        """Plain decoding's committed tokens per second: this answer's plain steps, else the remembered rate."""
+        return self.plain.per_second if self.plain.steps or self.remembered_rate is None else self.remembered_rate
 
     def finish(self, stats: GenerationStats) -> None:
         self.inner.finish(stats)
@@ -106,12 +115,15 @@ class Guard(Drafter):
 
 
 class Verdicts:
-    """Per workload (any hashable key): the answers still to decode plainly after one whose speculation lost."""
+    """Per workload (any hashable key): the answers still to decode plainly after one whose speculation lost,
+    and plain decoding's rate as the last answer that timed plain steps measured it."""
 
-    def __init__(self, plain_answers: int = PLAIN_ANSWERS, workloads: int = WORKLOADS):
+    def __init__(self, plain_answers: int = PLAIN_ANSWERS, workloads: int = WORKLOADS, reprobe: int = REPROBE_ANSWERS):
         self.plain_answers = plain_answers
         self.workloads = workloads
+        self.reprobe = reprobe
         self._left: OrderedDict = OrderedDict()  # key -> plain answers still to come
+        self._rates: OrderedDict = OrderedDict()  # key -> [plain tokens per second, answers that reused it]
 
     def plain(self, key) -> bool:
         """Whether the next answer of workload ``key`` decodes plainly (a remembered verdict); counts it."""
@@ -121,13 +133,28 @@ class Verdicts:
             return True
         return False
 
-    def record(self, key, lost: bool) -> None:
-        """An answer of workload ``key`` drafted; ``lost``: its speculation fell back to plain decoding."""
+    def plain_rate(self, key) -> float | None:
+        """Plain decoding's remembered rate for the next answer of workload ``key`` (counts it), or None when
+        that answer should measure it again (none yet, or reused by :attr:`reprobe` answers already)."""
+        entry = self._rates.get(key)
+        if entry is None or entry[1] >= self.reprobe:
+            return None
+        entry[1] += 1
+        return entry[0]
+
+    def record(self, key, lost: bool, plain_rate: float | None = None) -> None:
+        """An answer of workload ``key`` drafted; ``lost``: its speculation fell back to plain decoding;
+        ``plain_rate``: the plain rate it measured itself (None: it measured none)."""
         self._left.pop(key, None)
         if lost:
             self._left[key] = self.plain_answers
-            while len(self._left) > self.workloads:
-                self._left.popitem(last=False)
+        if plain_rate:
+            self._rates.pop(key, None)
+            self._rates[key] = [plain_rate, 0]
+        for table in (self._left, self._rates):
+            while len(table) > self.workloads:
+                table.popitem(last=False)
 
     def clear(self) -> None:
         self._left.clear()
+        self._rates.clear()
