@@ -592,6 +592,7 @@ def bench_pair(
     for name in names:
         best = fastest(timed[name])
         best.identical_to_ar = all(r.identical_to_ar for r in timed[name])
+        best.plain_runs, best.timed_runs = sum(r.plain_runs for r in timed[name]), sum(r.timed_runs for r in timed[name])
         if not best.identical_to_ar and name not in ANSWER_RUNS:
             runner = own if name in SELF_DRAFT_RUNS else engine
             best.divergence = _classify(runner, inputs, ar_ids, name, max_new_tokens, drop_rate)

@@ -299,3 +299,21 @@ def test_compile_auto_compiles_a_separate_drafts_steps_once_a_workload_repeats(c
     assert compiled == [False] * engine_module.COMPILE_AFTER_ANSWERS + [True, True]
     assert len(warmed) == 1 and engine.draft_compiled
     assert engine.prepare(inputs=inputs, max_new_tokens=8, method="specvlm", compile="off").drafter.seq.compiled is False
+
+
+def test_one_stalled_step_does_not_turn_an_answer_plain():
+    """A one-time stall (a graph compiled on first use, a page fault) counts at most STALL median steps."""
+    from specvlm.decoding.drafters.guard import STALL
+
+    guard = Guard(_Recording(), plain_rate=1.0)
+    out = [0]
+    for i in range(12):
+        tree = guard.propose(out, 8)
+        seconds = 1.0 if i != 6 else 1000.0  # 3 tokens a second, but one step stalls
+        guard.commit(_step(tree, [1, 1, 1], seconds))
+        out += [1, 1, 1]
+    # the first drafted step is left out; of the other 11, ten take a second and the stall counts STALL seconds
+    assert not guard.off and guard.drafted.per_second == pytest.approx(33 / (10 + STALL))
+    busy = Guard(_Recording(), plain_rate=1.0)  # every step slow: a busy machine, not a stall
+    drafted = _run_guard(busy, drafted_seconds=6.0, steps=8)
+    assert busy.off and drafted[-1] is False

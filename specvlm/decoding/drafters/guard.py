@@ -8,7 +8,9 @@ more than the target's large ones). :class:`Guard` measures both rates in the an
 * plain steps measure plain decoding's rate: the steps a lazily started drafter decodes plainly anyway,
   or, when the answer has none, :data:`PROBE_STEPS` plain steps of the guard's own (unless an earlier answer
   of the same workload measured the rate: it is remembered for :data:`REPROBE_ANSWERS` answers);
-* drafted steps measure speculation's rate (the first is left out: it holds a lazy start's draft prefill);
+* drafted steps measure speculation's rate (the first is left out: it holds a lazy start's draft prefill;
+  a later step slower than :data:`STALL` times the median counts at that bound: a one-time stall such as a
+  graph compiled on first use says nothing of the steps to come);
 * from :data:`CHECK_STEPS` drafted steps on, after every step: when speculation's committed tokens per
   second fall below plain decoding's, the rest of the answer decodes plainly.
 
@@ -24,11 +26,15 @@ What this module deliberately does not do: draft anything itself, or choose betw
 
 from __future__ import annotations
 
+import logging
+import statistics
 from collections import OrderedDict
 
 from specvlm.decoding.drafters.base import Drafter, Step
 from specvlm.decoding.trees import DraftTree
 from specvlm.stats import GenerationStats
+
+logger = logging.getLogger(__name__)
 
 #: Plain steps an answer times before it drafts, when it has decoded none plainly yet.
 PROBE_STEPS = 2
@@ -36,6 +42,8 @@ PROBE_STEPS = 2
 CHECK_STEPS = 4
 #: Answers of a workload that decode plainly after one whose speculation lost, before speculation is tried again.
 PLAIN_ANSWERS = 3
+#: A step slower than this many times the median step of its kind is counted at that bound (:class:`_Rate`).
+STALL = 4.0
 #: Answers of a workload that reuse a plain rate measured by an earlier answer before it is measured again.
 REPROBE_ANSWERS = 8
 #: Workloads :class:`Verdicts` keeps (the least recently used is forgotten first).
@@ -43,17 +51,32 @@ WORKLOADS = 64
 
 
 class _Rate:
-    """Committed tokens and wall seconds of some steps."""
+    """Committed tokens and wall seconds of some steps.
+
+    A step slower than :data:`STALL` times the median step is counted at that bound: a one-time stall (a
+    graph compiled on first use, a page fault, a collector pass) says nothing of the steps to come, while
+    a machine that is busy slows every step, and the median with them.
+    """
 
     def __init__(self):
-        self.steps, self.tokens, self.seconds = 0, 0, 0.0
+        self.steps, self.tokens = 0, 0
+        self.times: list[float] = []
 
     def add(self, tokens: int, seconds: float) -> None:
-        self.steps, self.tokens, self.seconds = self.steps + 1, self.tokens + tokens, self.seconds + seconds
+        self.steps, self.tokens = self.steps + 1, self.tokens + tokens
+        self.times.append(seconds)
+
+    @property
+    def seconds(self) -> float:
+        if len(self.times) < 3:
+            return sum(self.times)
+        bound = STALL * statistics.median(self.times)
+        return sum(min(t, bound) for t in self.times)
 
     @property
     def per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+        seconds = self.seconds
+        return self.tokens / seconds if seconds > 0 else 0.0
 
 
 class Guard(Drafter):
@@ -101,6 +124,11 @@ class Guard(Drafter):
             self.drafted.add(len(step.committed), step.seconds)
         if not self.off and self.drafted.steps >= self.check_steps and self.drafted.per_second < self.plain_rate:
             self.fell_back_at = self._committed
+            logger.info(
+                "%s: %.0f tokens/s over %d drafted steps, plain decoding %.0f tokens/s (%s): plain from token %d",
+                self.inner.name, self.drafted.per_second, self.drafted.steps, self.plain_rate,
+                "measured now" if self.plain.steps else "remembered", self.fell_back_at,
+            )  # fmt: skip
 
     @property
     def plain_rate(self) -> float:

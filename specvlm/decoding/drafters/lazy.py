@@ -22,14 +22,16 @@ from specvlm.stats import GenerationStats
 class LazyStart(Drafter):
     """Plain steps until ``after`` tokens are committed, then the drafter ``start()`` builds."""
 
-    name = "lazy start"
-
     def __init__(self, start: Callable[[], Drafter], after: int):
         self.start = start
         self.after = after
         self.inner: Drafter | None = None
         self.started_at = 0  # committed tokens when the drafter was built
         self.start_s = 0.0  # wall seconds the start took (inside a decoding step)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name if self.inner is not None else "lazy start (not started)"
 
     def propose(self, out: list[int], max_depth: int) -> DraftTree | None:
         if self.inner is None:
