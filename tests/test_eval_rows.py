@@ -299,9 +299,16 @@ def test_unwritable_output_is_a_one_line_error_also_as_root(finished, tmp_path, 
     no_models(monkeypatch)
     ro = tmp_path / "ro"
     ro.mkdir()
-    real_access = os.access
-    monkeypatch.setattr(runner.os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    real_touch = Path.touch
+
+    def touch(self, *a, **k):  # the output check writes a probe file: a read-only directory refuses it
+        if self.parent == ro:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_touch(self, *a, **k)
+
+    monkeypatch.setattr(Path, "touch", touch)
     _refused_output([str(cfg), "--no-progress", "--output", str(ro)], capsys, "is not writable")
+    monkeypatch.setattr(Path, "touch", real_touch)
 
     def denied(self, *a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(self))
