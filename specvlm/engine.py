@@ -118,6 +118,7 @@ class Prepared:
     stats: GenerationStats
     timer: Timer
     workload: tuple | None = None
+    decoded: bool = False  # decode() ran: the caches hold the answer, so it cannot run again
 
 
 @contextlib.contextmanager
@@ -474,7 +475,19 @@ class SpecVLM:
         return prepared
 
     def decode(self, prepared: Prepared, *, streamer=None) -> GenerationResult:
-        """Decode a :meth:`prepare`-d answer: the speculative loop with its drafter (plain decoding without one)."""
+        """Decode a :meth:`prepare`-d answer: the speculative loop with its drafter (plain decoding without one).
+        ``prepared.drafter`` may be replaced by any :class:`~specvlm.decoding.drafters.Drafter` before."""
+        if not isinstance(prepared, Prepared):
+            raise ValueError(f"decode() takes what prepare() returns, got {type(prepared).__name__}")
+        if prepared.decoded:
+            raise ValueError("this prepared answer was decoded already (its caches hold the answer); call prepare() again")
+        drafter = prepared.drafter
+        if drafter is not None and not all(callable(getattr(drafter, name, None)) for name in ("propose", "commit", "finish")):
+            raise ValueError(
+                f"prepared.drafter must be a specvlm.decoding.drafters.Drafter (propose, commit, finish) or None, "
+                f"got {type(drafter).__name__}"
+            )
+        prepared.decoded = True
         stats, timer = prepared.stats, prepared.timer
         on_commit = None
         if streamer is not None:
@@ -620,9 +633,12 @@ class SpecVLM:
                 "stopping_criteria is not supported: a criterion reads the whole sequence after every token, while a "
                 "speculative step commits several at once; stop with eos_token_id or max_new_tokens instead"
             )
-        if logits_processor is not None and not isinstance(logits_processor, (list, tuple)):
+        if logits_processor is not None and (
+            not isinstance(logits_processor, (list, tuple)) or not all(callable(p) for p in logits_processor)
+        ):
             raise ValueError(
-                f"logits_processor must be a list of transformers LogitsProcessor objects, got {type(logits_processor).__name__}"
+                "logits_processor must be a list of transformers LogitsProcessor objects (callables of input_ids and "
+                f"scores), got {logits_processor!r:.80}"
             )
         merged, unused = merge_generation_config(
             self.target, prompt_ids, generation_config, max_new_tokens=max_new_tokens, **gen_kwargs

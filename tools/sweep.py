@@ -433,6 +433,65 @@ def settings_cases(env: Env) -> list[Case]:
     return [Case(n, (lambda fn=fn, needles=needles: api_refuses(fn, *needles))) for n, fn, needles in cases]
 
 
+def drafting_cases(env: Env) -> list[Case]:
+    """The drafter pipeline's surfaces: prepare() / decode(), prompt lookup, the guard, compile, the generation
+    contract's new keywords."""
+    f = env.files
+    base = {"video": str(f["video"]), "prompt": "describe the video .", "max_new_tokens": 4, "num_frames": 4}
+
+    def gen(**kw):
+        return lambda: env.engine.generate(**{**base, **kw})
+
+    def prepared(**kw):
+        return env.engine.prepare(**{**base, **kw})
+
+    def decode_twice():
+        p = prepared(method="ar")
+        env.engine.decode(p)
+        return env.engine.decode(p)
+
+    def foreign_drafter():
+        p = prepared(method="ar")
+        p.drafter = "a string"
+        return env.engine.decode(p)
+
+    def not_prepared():
+        return env.engine.decode({"inputs": None})
+
+    from transformers import GenerationConfig, MaxLengthCriteria
+
+    refusals = [
+        ("drafting: never_slower as text", gen(never_slower="yes"), ("never_slower", "'yes'")),
+        ("drafting: compile foo", gen(compile="sometimes"), ("compile", "sometimes", "auto")),
+        ("drafting: method lookup with a tree", gen(method="lookup", tree="foo"), ("tree", "foo")),
+        ("drafting: decode a prepared answer twice", decode_twice, ("decoded already", "prepare")),
+        ("drafting: decode a drafter that is not one", foreign_drafter, ("prepared.drafter", "str")),
+        ("drafting: decode something not prepared", not_prepared, ("prepare()", "dict")),
+        ("generation: stopping_criteria", gen(stopping_criteria=[MaxLengthCriteria(3)]), ("stopping_criteria",)),
+        ("generation: logits_processor not a list", gen(logits_processor="x"), ("logits_processor",)),
+        ("generation: logits_processor of non-callables", gen(logits_processor=[1, 2]), ("logits_processor",)),
+        ("generation: dtype and torch_dtype disagree", lambda: type(env.engine).from_pretrained(
+            env.engine.target, processor=env.engine.processor, dtype="float32", torch_dtype="bfloat16"), ("dtype",)),
+    ]
+    cases = [Case(n, (lambda fn=fn, needles=needles: api_refuses(fn, *needles))) for n, fn, needles in refusals]
+
+    def lookup_is_plain_decodings_answer():
+        ar = env.engine.generate(**base, method="ar").token_ids
+        got = env.engine.generate(**base, method="lookup").token_ids
+        return api_accepts(lambda: got, lambda r: None if r == ar else f"lookup gave {r}, ar {ar}")
+
+    def config_length_counts():
+        result = env.engine.generate(**{**base, "max_new_tokens": None}, generation_config=GenerationConfig(max_new_tokens=3),
+                                     ignore_eos=True)  # fmt: skip
+        return api_accepts(lambda: result, lambda r: None if len(r.token_ids) == 3 else f"{len(r.token_ids)} tokens, not 3")
+
+    cases += [
+        Case("drafting: method lookup equals ar", lookup_is_plain_decodings_answer),
+        Case("generation: a per-call config's max_new_tokens", config_length_counts),
+    ]
+    return cases
+
+
 def loading_cases(env: Env) -> list[Case]:
     from specvlm import SpecVLM, zoo
 
@@ -444,6 +503,23 @@ def loading_cases(env: Env) -> list[Case]:
         ("load: device_map cuda without a GPU", lambda: api_refuses(lambda: SpecVLM.from_pretrained(zoo.checkpoint("target"), device_map="cuda"), "cuda")),
         ("load: drop_rate 5 as a default", lambda: api_refuses(lambda: SpecVLM.from_pretrained(zoo.checkpoint("target"), drop_rate=5), "drop_rate")),
         ("load: zoo name through the API", lambda: api_refuses(lambda: SpecVLM.from_pretrained("zoo:nope"), "zoo:nope")),
+    ]
+    return [Case(n, fn) for n, fn in cases]
+
+
+def bench_cli_cases(env: Env) -> list[Case]:
+    """``specvlm bench``'s flags, refused before any model loads."""
+    from specvlm import cli
+
+    def bench(*argv):
+        return run_cli(cli.main, ["bench", "--workloads", "caption", "--no-hf-assisted", *argv])
+
+    cases = [
+        ("cli bench: --contention -1", lambda: cli_refuses(bench("--contention", "-1"), "-1", ">= 0")),
+        ("cli bench: --contention x", lambda: cli_refuses(bench("--contention", "x"), "'x'", "integer")),
+        ("cli bench: --compile sometimes", lambda: cli_refuses(bench("--compile", "sometimes"), "sometimes")),
+        ("cli bench: --target zoo:nope", lambda: cli_refuses(bench("--target", "zoo:nope", "--draft", "zoo:draft"), "nope")),
+        ("cli bench: --workloads nope", lambda: cli_refuses(bench("--workloads", "nope"), "nope")),
     ]
     return [Case(n, fn) for n, fn in cases]
 
@@ -762,8 +838,8 @@ def process_cases(env: Env) -> list[Case]:
 # --------------------------------------------------------------------------- main
 
 
-GROUPS = (image_cases, frame_cases, conversation_cases, settings_cases, loading_cases, specvlm_cli_cases, eval_cli_cases,
-          process_cases)  # fmt: skip
+GROUPS = (image_cases, frame_cases, conversation_cases, settings_cases, drafting_cases, loading_cases, specvlm_cli_cases,
+          bench_cli_cases, eval_cli_cases, process_cases)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
