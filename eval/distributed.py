@@ -1,7 +1,8 @@
 """Scale-out: which rank this process is, which samples it owns, and the one barrier at the end.
 
-Launch with ``accelerate launch --num_processes N [--cpu] -m eval ...`` or ``torchrun
---nproc_per_node N -m eval ...``; both set ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``. Samples are
+Launch with ``torchrun --nproc_per_node N -m eval ...`` (or ``accelerate launch --num_processes N -m eval ...``
+where accelerate starts N processes: on a machine without GPUs it starts one unless told ``--multi_cpu``,
+which :func:`current` warns about); both set ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``. Samples are
 dealt round-robin (sample ``i`` goes to rank ``i % WORLD_SIZE``) over the deterministic sample list,
 each rank writes its own shard file, and after a barrier rank 0 merges them. The process group
 (gloo, which also runs on CPU) is created only when ``WORLD_SIZE > 1``.
@@ -53,6 +54,13 @@ def current() -> Rank:
 
     world = env("WORLD_SIZE", 1)
     rank = env("RANK", 0)
+    if "WORLD_SIZE" not in os.environ and "ACCELERATE_MIXED_PRECISION" in os.environ and "MASTER_ADDR" in os.environ:
+        # accelerate's single-process launcher sets MASTER_ADDR only when more than one process was asked for
+        logger.warning(
+            "accelerate launch was asked for several processes but started one (without GPUs it runs a single "
+            "process unless given --multi_cpu): this run uses one process; to run N, use "
+            "`torchrun --nproc_per_node N -m eval ...`"
+        )
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} and WORLD_SIZE={world} are inconsistent (need 0 <= RANK < WORLD_SIZE)")
     return Rank(rank=rank, world_size=world, local_rank=env("LOCAL_RANK", rank))

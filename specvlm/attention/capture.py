@@ -20,6 +20,10 @@ from specvlm.attention.kernels import scaled_logits
 # Rows of query x key float32 logits formed at once when a row log-sum-exp has to be computed
 # explicitly (score capture without a backend LSE): bounds the temporary to about 64 MiB.
 _LSE_BLOCK_ELEMENTS = 1 << 24
+# Rows of query x captured-key float32 logits (and probabilities) formed at once: about 64 MiB each, whatever
+# the number of heads, text queries and video tokens (a 72B target's 64 heads x 200 text queries x 25k video
+# tokens would otherwise form about 1.3 GB per temporary).
+_CAPTURE_BLOCK_ELEMENTS = 1 << 24
 
 
 @dataclass
@@ -50,25 +54,32 @@ class ScoreCapture:
             plain causal form), or ``None`` (every key visible).
         lse: (1, H, q) natural-log row normaliser over all visible keys in float32 when the kernel produced
             it; otherwise it is computed here, a block of rows at a time.
-        Only q x N captured logits (and, without ``lse``, q x kv logits in row blocks) are formed.
+        Logits are formed a block of query rows at a time: at most :data:`_CAPTURE_BLOCK_ELEMENTS` query x
+        captured-key values (and, without ``lse``, :data:`_LSE_BLOCK_ELEMENTS` query x key values) at once.
         """
         ctx = mask if isinstance(mask, AttentionContext) else (AttentionContext(mask=mask) if mask is not None else None)
-        q_len, kv_len = query.shape[2], key.shape[2]
+        b, h, q_len, _ = query.shape
+        kv_len = key.shape[2]
         device = query.device
         cols = self.key_positions.to(device=device, dtype=torch.long)
-        logits = scaled_logits(query, key.index_select(2, cols), scaling)  # (1, H, q, N) float32
-        if ctx is not None:
-            bias = ctx._bias(q_len, kv_len, slice(None), cols, device)
-            if bias is not None:
-                logits = logits + bias
-        if lse is None:
-            lse = _row_lse(query, key, ctx, scaling)
-        lse = lse.float()
-        finite = torch.isfinite(lse)[..., None]
-        probs = torch.where(finite, torch.exp(logits - torch.where(finite, lse[..., None], 0.0)), 0.0)
-        summed = probs.sum(dim=(0, 1, 2))  # (N,)
+        captured = key.index_select(2, cols)  # (1, H_kv, N, D)
+        # a block of query rows at a time: the (1, H, rows, N) float32 temporaries stay within the bound
+        step = max(1, _CAPTURE_BLOCK_ELEMENTS // max(1, b * h * cols.numel()))
+        summed = None
+        for start in range(0, q_len, step):
+            rows = slice(start, min(q_len, start + step))
+            logits = scaled_logits(query[:, :, rows], captured, scaling)  # (1, H, r, N) float32
+            if ctx is not None:
+                bias = ctx._bias(q_len, kv_len, rows, cols, device)
+                if bias is not None:
+                    logits = logits + bias
+            block_lse = (lse[..., rows] if lse is not None else _row_lse(query, key, ctx, scaling, rows)).float()
+            finite = torch.isfinite(block_lse)[..., None]
+            probs = torch.where(finite, torch.exp(logits - torch.where(finite, block_lse[..., None], 0.0)), 0.0)
+            part = probs.sum(dim=(0, 1, 2))  # (N,)
+            summed = part if summed is None else summed + part
         self.total = summed if self.total is None else self.total + summed.to(self.total.device)
-        self.rows += probs.shape[0] * probs.shape[1] * probs.shape[2]
+        self.rows += b * h * q_len
 
     def mean(self) -> torch.Tensor:
         """Mean attention per key over layers, heads and text queries. Shape (N,), float32."""
@@ -77,17 +88,20 @@ class ScoreCapture:
         return self.total / self.rows
 
 
-def _row_lse(query: torch.Tensor, key: torch.Tensor, ctx: AttentionContext | None, scaling: float) -> torch.Tensor:
-    """(B, H, q) float32 log-sum-exp of every query row over its visible keys, a block of rows at a time."""
+def _row_lse(
+    query: torch.Tensor, key: torch.Tensor, ctx: AttentionContext | None, scaling: float, rows: slice = slice(None)
+) -> torch.Tensor:
+    """(B, H, r) float32 log-sum-exp of the query rows ``rows`` over their visible keys, a block of rows at a time."""
     b, h, q_len, _ = query.shape
     kv_len = key.shape[2]
+    first, last, _ = rows.indices(q_len)
     step = max(1, _LSE_BLOCK_ELEMENTS // max(1, b * h * kv_len))
     out = []
-    for start in range(0, q_len, step):
-        rows = slice(start, min(q_len, start + step))
-        logits = scaled_logits(query[:, :, rows], key, scaling)
+    for start in range(first, last, step):
+        block = slice(start, min(last, start + step))
+        logits = scaled_logits(query[:, :, block], key, scaling)
         if ctx is not None:
-            bias = ctx._bias(q_len, kv_len, rows, None, query.device)
+            bias = ctx._bias(q_len, kv_len, block, None, query.device)
             if bias is not None:
                 logits = logits + bias
         out.append(torch.logsumexp(logits, dim=-1))
