@@ -205,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--stream", action="store_true", help="print the answer as its tokens are committed")
     gen.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate (default: 256)")
     gen.add_argument("--dtype", default=None, choices=DTYPES, help="torch dtype (default: the checkpoint's)")
+    gen.add_argument("--tp", type=_positive_int, default=None, metavar="N",
+                     help="shard the target over N processes (tensor parallelism; run under torchrun --nproc_per_node N)")
     gen.add_argument("--device-map", default=None, type=_device_map,
                      help='where the models go: "cpu", "auto", "cuda", "cuda:N" or a GPU index N (default: CPU)')
     _add_json_argument(gen, "the answer, its token ids and its statistics")
@@ -291,10 +293,12 @@ def _generate(args) -> int:
 
     dtype = getattr(torch, args.dtype) if args.dtype not in (None, "auto") else args.dtype
     engine = SpecVLM.from_pretrained(
-        target, draft=draft, torch_dtype=dtype, device_map=args.device_map, **chosen_settings(args)
+        target, draft=draft, dtype=dtype, device_map=args.device_map, tp_size=args.tp, **chosen_settings(args)
     )
+    # under torchrun every rank decodes the same answer; rank 0 alone reports it
+    reports = os.environ.get("RANK", "0") == "0"
     streamer = None
-    if args.stream:
+    if args.stream and reports:
         from transformers import TextStreamer
 
         streamer = TextStreamer(engine.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -320,6 +324,8 @@ def _generate(args) -> int:
         **({"do_sample": True} if args.do_sample else {}),
         **{k: v for k, v in sampling.items() if v is not None},
     )
+    if not reports:
+        return 0
     if args.stream:
         sys.stdout.write("\n" + result.stats.summary() + "\n")
     elif args.json != "-":

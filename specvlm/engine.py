@@ -50,6 +50,7 @@ from specvlm.loading import (
     check_compiler,
     check_device_map,
     check_pair,
+    check_tensor_parallel,
     has_compiler,
     load_model,
     load_tokenizer,
@@ -183,13 +184,16 @@ class SpecVLM:
     @classmethod
     @_document_settings
     def from_pretrained(
-        cls, target, draft=None, *, dtype=None, torch_dtype=None, device_map=None, processor=None, **settings
+        cls, target, draft=None, *, dtype=None, torch_dtype=None, device_map=None, processor=None, tp_size=None, **settings
     ) -> "SpecVLM":
         """Load the target (path or loaded model), an optional draft, and the target's processor.
 
         ``draft=None`` means self-drafting: the target drafts for itself from its own pruned cache.
         ``dtype`` (transformers 5's name; ``torch_dtype`` is its older spelling) and ``device_map`` are passed
-        to the stock ``from_pretrained`` of both models.
+        to the stock ``from_pretrained`` of both models. ``tp_size`` = N > 1 shards the target over N processes
+        with transformers' own tensor-parallel plan (run under ``torchrun --nproc_per_node N``; every process
+        runs the same loop and takes the same decisions, the verifier's scores summed over the processes'
+        heads); the draft, small, is held whole by every process.
         ``processor`` is needed when ``target`` is an already loaded model. The other keywords are
         decoding settings, the defaults of every :meth:`generate` call (unknown names raise TypeError):
 
@@ -205,11 +209,12 @@ class SpecVLM:
         check_device_map(device_map)
         for role, ref in (("target", target), ("draft", draft)):
             check_checkpoint_path(role, ref)
+        check_tensor_parallel(tp_size, target, device_map)
         if processor is None:
             if not isinstance(target, (str, os.PathLike)):
                 raise ValueError("pass `processor=` when `target` is an already loaded model")
             processor = AutoProcessor.from_pretrained(target)
-        target_model = load_model(target, dtype, device_map, "target")
+        target_model = load_model(target, dtype, device_map, "target", tp_size=tp_size)
         draft_model = None
         if draft is not None:
             draft_model = load_model(draft, dtype, device_map, "draft")

@@ -133,13 +133,52 @@ def check_device_map(device_map) -> None:
             raise ValueError(f"device_map={device_map!r} needs Apple's MPS backend, which is not available; {allowed}")
 
 
-def load_model(path_or_model, torch_dtype, device_map, role: str = "target"):
+def check_tensor_parallel(tp_size, target, device_map) -> None:
+    """Raise ValueError, before anything loads, when ``tp_size`` cannot shard ``target`` here: not an int >= 1,
+    a ``device_map`` beside it, a process count that is not ``tp_size`` (run under ``torchrun --nproc_per_node
+    tp_size``), or a family whose stock text model has no tensor-parallel plan."""
+    if tp_size is None:
+        return
+    if isinstance(tp_size, bool) or not isinstance(tp_size, int) or tp_size < 1:
+        raise ValueError(f"tp_size={tp_size!r} must be an int >= 1")
+    if tp_size == 1:
+        return
+    if device_map is not None:
+        raise ValueError(f"tp_size={tp_size} shards every layer over the processes; pass no device_map (got {device_map!r})")
+    world = os.environ.get("WORLD_SIZE")
+    if world != str(tp_size):
+        raise ValueError(
+            f"tp_size={tp_size} needs {tp_size} processes, one per shard, and this is "
+            f"{'one process' if world is None else f'{world} processes'}: run under `torchrun --nproc_per_node {tp_size}`"
+        )
+    if isinstance(target, (str, os.PathLike)):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(target)
+        family = family_of(config)
+        plan = getattr(config.get_text_config(decoder=True), "base_model_tp_plan", None) or {}
+        if not any(key.startswith("layers.") for key in plan):
+            what = f"shards only {', '.join(sorted(plan))}" if plan else "does not exist"
+            raise ValueError(
+                f"{family}: transformers' tensor-parallel plan for its text model {what}, not its decoder layers, so "
+                f"tp_size={tp_size} cannot split the model; load it whole (device_map) instead"
+            )
+
+
+def load_model(path_or_model, torch_dtype, device_map, role: str = "target", tp_size: int | None = None):
+    """The stock model (from a path or hub id, or as given) with the attention hook; ``tp_size`` > 1 shards it
+    with transformers' own tensor-parallel plan over that many processes (:func:`check_tensor_parallel`)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText
 
     if isinstance(path_or_model, (str, os.PathLike)):
+        sharding = {}
+        if tp_size is not None and tp_size > 1:
+            from transformers import DistributedConfig
+
+            sharding = {"distributed_config": DistributedConfig(tp_size=tp_size, tp_plan="auto")}
         try:
-            model = AutoModelForImageTextToText.from_pretrained(path_or_model, dtype=torch_dtype, device_map=device_map)
+            model = AutoModelForImageTextToText.from_pretrained(path_or_model, dtype=torch_dtype, device_map=device_map, **sharding)
         except SafetensorError as err:  # a hub checkpoint's downloaded file (local ones are checked before loading)
             raise ValueError(
                 f"{role} checkpoint {os.fspath(path_or_model)!r} has a weights file that is not a readable safetensors "

@@ -38,6 +38,9 @@ class ScoreCapture:
     key_positions: torch.Tensor  # (N,) long: absolute cache positions of the video keys
     total: torch.Tensor | None = None  # (N,) float32: summed attention
     rows: int = 0  # number of (layer, head, query) rows summed into `total`
+    #: the tensor-parallel process group whose ranks each hold some of the heads (None: every head is here);
+    #: :meth:`mean` sums ``total`` and ``rows`` over it, so every rank scores (and keeps) the same tokens
+    group: object = None
 
     def add(
         self,
@@ -85,7 +88,13 @@ class ScoreCapture:
         """Mean attention per key over layers, heads and text queries. Shape (N,), float32."""
         if self.total is None or self.rows == 0:
             raise RuntimeError("no attention was captured: the scored forward did not run through the specvlm hook")
-        return self.total / self.rows
+        if self.group is None:
+            return self.total / self.rows
+        import torch.distributed as dist
+
+        summed = torch.cat([self.total.float(), torch.tensor([float(self.rows)], device=self.total.device)])
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=self.group)  # every rank's heads
+        return summed[:-1] / summed[-1]
 
 
 def _row_lse(

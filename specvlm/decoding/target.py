@@ -107,7 +107,7 @@ def prefill_target(adapter: ModelAdapter, inputs, *, capture_scores: bool, backe
         adapter.forward(
             embeds[:, :split], positions[:, :split], cache, AttentionContext(backend=backend), logits_to_keep=1, side=head
         )
-        capture = ScoreCapture(key_positions=layout.positions.to(adapter.device))
+        capture = ScoreCapture(key_positions=layout.positions.to(adapter.device), group=adapter.tp_group)
         ctx = causal_context(length - split, length, adapter.device, backend=backend, capture=capture)
         logits = adapter.forward(embeds[:, split:], positions[:, split:], cache, ctx, logits_to_keep=1, side=tail)
         scores = capture.mean()
@@ -149,7 +149,7 @@ def score_later(target: TargetPrefill, inputs) -> torch.Tensor:
     device = adapter.device
     cache = kv.subset(tseq.cache, torch.arange(split, device=device))
     tail = adapter.embed_tokens(inputs["input_ids"][:, split:length])  # (1, length - split, D): text only
-    capture = ScoreCapture(key_positions=target.layout.positions.to(device))
+    capture = ScoreCapture(key_positions=target.layout.positions.to(device), group=adapter.tp_group)
     ctx = causal_context(length - split, length, device, backend=tseq.backend, capture=capture)
     adapter.forward(tail, target.positions[:, split:length], cache, ctx, logits_to_keep=1)
     return capture.mean()

@@ -192,6 +192,14 @@ class ModelAdapter:
         return self._input_embeddings.weight.dtype
 
     @property
+    def tp_group(self):
+        """The process group over which the stock model's layers are sharded (tensor parallelism: every rank holds
+        some of each layer's heads), or None for a model held whole by this process."""
+        if (getattr(self.model, "tp_size", None) or 1) <= 1:
+            return None
+        return self.model._device_mesh["tp"].get_group()
+
+    @property
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
