@@ -2,8 +2,9 @@
 
 The engine loads the stock target (and optional draft) model and the stock processor, checks that
 the pair can work together (same family, same tokenizer, same video-token layout; ``specvlm.loading``),
-builds inputs from a video file, a frames array, images or a conversation (``specvlm.conversation``),
-and runs the one decoding loop for every method.
+builds inputs from a video file, a frames array, images or a conversation (``specvlm.inputs``), and runs
+one pipeline for every method: validate -> :meth:`SpecVLM.prepare` (the target's prefill, scoring, pruning,
+the drafter) -> :meth:`SpecVLM.decode` (``specvlm.decoding.loop``) -> the result.
 
 What this module deliberately does not do: batching (one prompt at a time) or evaluation bookkeeping.
 """
@@ -17,14 +18,12 @@ import logging
 import os
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 import pruning
 from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
 from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
-from specvlm.conversation import check_text, fill_media, media_conversation
 from specvlm.decoding.drafters import (
     Drafter,
     Guard,
@@ -44,7 +43,6 @@ from specvlm.decoding.loop import Stop, decode
 from specvlm.decoding.sampling import Sampling
 from specvlm.decoding.target import Sequence, TargetPrefill, can_score_later, prefill_target, score_later
 from specvlm.decoding.trees import TreeShape, check_vocab
-from specvlm.images import load_images
 from specvlm.loading import (
     check_checkpoint_path,
     check_compiler,
@@ -58,7 +56,8 @@ from specvlm.loading import (
 from specvlm.models import adapter_for
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.timing import Timer
-from specvlm.video import DEFAULT_NUM_FRAMES, Video, from_frames, load_video
+from specvlm.inputs import build_inputs, load_clip
+from specvlm.video import Video
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +221,7 @@ class SpecVLM:
             check_pair(target_model, draft_model, processor.tokenizer, draft_tokenizer)
         return cls(target_model, processor, draft_model, config)
 
-    # ---- inputs --------------------------------------------------------------------------------
+    # ---- inputs (specvlm.inputs) -----------------------------------------------------------------
     def load(
         self, video, *, num_frames: int | None = None, fps: float | None = None, max_frames: int | None = None
     ) -> Video:
@@ -230,15 +229,7 @@ class SpecVLM:
 
         ``max_frames`` caps the frames sampled (with ``fps``: uniform over the clip when the rate gives more).
         """
-        if isinstance(video, Video):
-            return video
-        if isinstance(video, (str, os.PathLike)):
-            if num_frames is None and fps is None:
-                num_frames = DEFAULT_NUM_FRAMES
-            return load_video(video, num_frames=num_frames, fps=fps, max_frames=max_frames)
-        if isinstance(video, (np.ndarray, torch.Tensor, list, tuple)):
-            return from_frames(video, num_frames=num_frames, max_frames=max_frames)
-        raise TypeError(f"video must be a path, a Video or a (T, H, W, 3) uint8 array, got {type(video).__name__}")
+        return load_clip(video, num_frames=num_frames, fps=fps, max_frames=max_frames)
 
     def build_inputs(
         self,
@@ -262,63 +253,10 @@ class SpecVLM:
         naming no source take ``video`` / ``images`` in order. Pass either ``prompt`` or ``messages``.
         ``max_frames`` caps the frames sampled (see :meth:`load`).
         """
-        if getattr(self.processor, "chat_template", None) is None:
-            raise ValueError("the processor has no chat template; pass a checkpoint whose processor defines one")
-        if images is not None and not isinstance(images, (list, tuple)):
-            images = [images]
-        if messages is not None:
-            if prompt is not None:
-                raise ValueError("pass `prompt` or `messages`, not both")
-            messages, videos, image_sources = media_conversation(messages)
-            videos = fill_media("video", videos, None if video is None else [video])
-            image_sources = fill_media("image", image_sources, images)
-            video = videos[0] if videos else None
-            images = image_sources or None
-            for turn in messages:
-                content = turn["content"]
-                texts = [content] if isinstance(content, str) else [e.get("text", "") for e in content if isinstance(e, dict)]
-                for text in texts:
-                    self._check_no_placeholder(text)
-        else:
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-            check_text(prompt, "prompt")
-            self._check_no_placeholder(prompt)
-            if video is None and images is None:
-                raise ValueError("pass `video` and / or `images` with `prompt`")
-            content = [{"type": "image"} for _ in images or []] + ([{"type": "video"}] if video is not None else [])
-            messages = [{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}]
-        pictures = load_images(images) if images is not None else None
-        clip = self.load(video, num_frames=num_frames, fps=fps, max_frames=max_frames) if video is not None else None
-        if clip is not None:
-            self.target_adapter.check_video_frames(len(clip.frames))  # before the processor's own, unclear refusal
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        kwargs = {}
-        if clip is not None:
-            kwargs.update(
-                videos=[clip.frames],
-                video_metadata=[clip.metadata()],
-                do_sample_frames=False,
-                # frames are always (T, H, W, 3): the processor would guess channels-first for a height of 1 or 3
-                videos_kwargs={"input_data_format": "channels_last"},
-            )
-        if pictures is not None:
-            # one prompt: its images as one nested list (LLaVA-OneVision then counts them per prompt)
-            kwargs.update(images=[pictures], images_kwargs={"input_data_format": "channels_last"})
-        return self.processor(text=[text], return_tensors="pt", **kwargs)
-
-    def _check_no_placeholder(self, text) -> None:
-        """Raise when ``text`` holds the processor's image or video placeholder: the processor would
-        expand it into visual tokens with no pixels behind them."""
-        if not isinstance(text, str):
-            return
-        for name in ("video_token", "image_token"):
-            token = getattr(self.processor, name, None)
-            if isinstance(token, str) and token and token in text:
-                raise ValueError(
-                    f"the prompt contains the processor's {name.replace('_', ' ')} {token!r}; the video is placed by "
-                    "the chat template, so write the text without it"
-                )
+        return build_inputs(
+            self.processor, self.target_adapter, video, prompt, num_frames, fps,
+            messages=messages, max_frames=max_frames, images=images,
+        )  # fmt: skip
 
     # ---- generation ----------------------------------------------------------------------------
     @property
