@@ -470,6 +470,10 @@ def drafting_cases(env: Env) -> list[Case]:
         ("generation: stopping_criteria", gen(stopping_criteria=[MaxLengthCriteria(3)]), ("stopping_criteria",)),
         ("generation: logits_processor not a list", gen(logits_processor="x"), ("logits_processor",)),
         ("generation: logits_processor of non-callables", gen(logits_processor=[1, 2]), ("logits_processor",)),
+        ("tp: tp_size without torchrun", lambda: type(env.engine).from_pretrained(
+            str(env.engine.target.name_or_path), tp_size=2), ("tp_size=2", "torchrun --nproc_per_node 2")),
+        ("tp: tp_size as text", lambda: type(env.engine).from_pretrained(
+            str(env.engine.target.name_or_path), tp_size="2"), ("tp_size='2'",)),
         ("generation: dtype and torch_dtype disagree", lambda: type(env.engine).from_pretrained(
             env.engine.target, processor=env.engine.processor, dtype="float32", torch_dtype="bfloat16"), ("dtype",)),
     ]
@@ -519,6 +523,10 @@ def bench_cli_cases(env: Env) -> list[Case]:
         ("cli bench: --contention x", lambda: cli_refuses(bench("--contention", "x"), "'x'", "integer")),
         ("cli bench: --compile sometimes", lambda: cli_refuses(bench("--compile", "sometimes"), "sometimes")),
         ("cli bench: --target zoo:nope", lambda: cli_refuses(bench("--target", "zoo:nope", "--draft", "zoo:draft"), "nope")),
+        ("cli generate: --tp 0", lambda: cli_refuses(run_cli(cli.main, ["generate", "--target", "zoo:target", "--video", "x.mp4",
+                                                                        "--prompt", "hi", "--tp", "0"]), "--tp", ">= 1")),
+        ("cli generate: --tp 2 without torchrun", lambda: cli_refuses(run_cli(cli.main, ["generate", "--target", "zoo:target",
+            "--video", str(env.files["video"]), "--prompt", "hi", "--tp", "2"]), "torchrun --nproc_per_node 2")),
         ("cli bench: --workloads nope", lambda: cli_refuses(bench("--workloads", "nope"), "nope")),
     ]
     return [Case(n, fn) for n, fn in cases]
