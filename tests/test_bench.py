@@ -38,15 +38,19 @@ def test_dynamic_trees_read_the_host_once_per_level(engine, frames):
 
 
 def test_ignore_eos_decodes_exactly_max_new_tokens(engine, frames):
-    eos = next(iter(engine.eos_token_ids))
     inputs = engine.build_inputs(frames, "describe the video")
     plain = engine.generate(inputs=inputs, max_new_tokens=40, method="ar", ignore_eos=True)
     assert len(plain.token_ids) == 40
     stock = engine.target.generate(**inputs, max_new_tokens=40, do_sample=False, eos_token_id=[])
     assert plain.token_ids == stock[0, inputs["input_ids"].shape[1] :].tolist()
+    # a live EOS: a token the answer holds early ends it there, unless EOS is ignored
+    eos = plain.token_ids[3]
+    stopped = engine.generate(inputs=inputs, max_new_tokens=40, method="ar", eos_token_id=eos)
+    assert stopped.token_ids == plain.token_ids[: plain.token_ids.index(eos) + 1] and stopped.stats.stopped_by == "eos"
+    ignored = engine.generate(inputs=inputs, max_new_tokens=40, method="specvlm", eos_token_id=eos, ignore_eos=True)
+    assert ignored.token_ids == plain.token_ids and ignored.stats.stopped_by == "max_new_tokens"
     with pytest.raises(ValueError, match="ignore_eos"):
         engine.generate(inputs=inputs, max_new_tokens=4, ignore_eos="yes")
-    assert eos is not None
 
 
 def test_level_widths_and_projection():

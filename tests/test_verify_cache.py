@@ -449,8 +449,15 @@ def test_hook_refuses_multi_token_forward_over_a_cache_without_mask():
 
 
 def test_register_is_idempotent():
-    assert attention.register() == attention.ATTN_IMPLEMENTATION == "specvlm_attention"
-    assert attention.register() == "specvlm_attention"
+    """Registering twice leaves one entry in transformers' own attention registry, bound to the hook."""
+    from transformers import AttentionInterface
+
+    name = attention.register()
+    registry = AttentionInterface._global_mapping
+    before = dict(registry)
+    assert attention.register() == name == attention.ATTN_IMPLEMENTATION
+    assert dict(registry) == before  # nothing added or replaced by the second call
+    assert registry[name] is attention.specvlm_attention  # the name stock models resolve is the hook itself
 
 
 # ------------------------------------------------------------------------------------------ stats
