@@ -141,7 +141,9 @@ class ModelConfig:
     torch_dtype: str | None = None
     device_map: str | dict | None = None
     tiny_cache: str | None = None
-    attn_backend: str = "auto"
+    attn_backend: str = decoding.DecodingConfig.attn_backend
+    # every row alike: an evaluation's rows are compared with each other, so its default compiles nothing (the
+    # core's "auto" would switch to compiled draft steps after a few rows); set it to compile
     compile: str = "off"
 
     def __post_init__(self):
@@ -164,7 +166,7 @@ class GenerationSettings:
     recorded; ``warmup_max_new_tokens`` (default ``max_new_tokens``) caps them.
     """
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = decoding.DEFAULT_MAX_NEW_TOKENS
     ignore_eos: bool = False
     warmup: int = 1
     warmup_max_new_tokens: int | None = None

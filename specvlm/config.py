@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import pruning
 from pruning.budget import check_drop_rate
+from pruning.registry import DEFAULT_SEED, DEFAULT_STAGE1_MASS, DEFAULT_WINDOW
 from pruning.strategies import WINDOW_CHOICES
 from specvlm.attention.context import BACKENDS
 from specvlm.decoding import trees
@@ -37,6 +38,8 @@ POSITION_MODES = ("original", "compact")
 #: ``draft_vision``: where a separate draft computes its visual features (the kept frames, or all of them).
 DRAFT_VISION_MODES = ("kept_frames", "all")
 ATTENTION_BACKEND_CHOICES = ("auto",) + BACKENDS
+#: ``max_new_tokens`` when neither the call, its generation config nor the checkpoint's sets one.
+DEFAULT_MAX_NEW_TOKENS = 256
 #: Chain length (draft tokens per target verification). The best length follows the draft's acceptance
 #: rate; the embedded pair decodes fastest at 7 in a sweep of 4-8 (docs/performance.md).
 DEFAULT_NUM_DRAFT_TOKENS = 7
@@ -114,7 +117,7 @@ class DecodingConfig:
         0.9, "share of the video tokens the draft does not see; it keeps floor(N x (1 - drop_rate)), at least 1",
         methods=_PRUNED)  # fmt: skip
     stage1_mass: float = _setting(
-        0.4, "lambda: Stage I keeps the smallest top-scored set holding this share of the attention mass",
+        DEFAULT_STAGE1_MASS, "lambda: Stage I keeps the smallest top-scored set holding this share of the attention mass",
         methods=_PRUNED)  # fmt: skip
     num_draft_tokens: int = _setting(
         DEFAULT_NUM_DRAFT_TOKENS, "draft tokens per target verification (chain length)")
@@ -122,19 +125,20 @@ class DecodingConfig:
         "original", "the kept tokens' position ids in the draft: their original ones, or re-numbered 0..K-1 "
         "as the reference implementation does", choices=POSITION_MODES, methods=_PRUNED)  # fmt: skip
     window: str = _setting(
-        "middle", "which part of the video the 'window' pruning keeps", choices=WINDOW_CHOICES, methods=_PRUNED)
+        DEFAULT_WINDOW, "which part of the video the 'window' pruning keeps", choices=WINDOW_CHOICES, methods=_PRUNED)
     draft_vision: str = _setting(
         "kept_frames", "a separate draft's visual features: 'kept_frames' runs its vision tower only over the frames "
         "holding a video token it keeps (families whose tower encodes each frame on its own, e.g. "
         "LLaVA-OneVision; the kept tokens' features are exact), 'all' over every frame",
         choices=DRAFT_VISION_MODES, methods=_PRUNED)  # fmt: skip
-    seed: int = _setting(0, "seed of the 'random' pruning and of sampling", methods=_PRUNED)
+    seed: int = _setting(DEFAULT_SEED, "seed of the 'random' pruning and of sampling", methods=_PRUNED)
     tree: object = _setting(
         "chain", "what the draft proposes: 'chain', 'specvlm-25' (the reference's 25-node tree), 'dynamic' "
         "(EAGLE-2 style) or JSON paths of child ranks such as [[0],[1],[0,0]]", parse=_parse_tree, methods=_MODEL_DRAFTING)  # fmt: skip
-    tree_depth: int = _setting(5, "dynamic tree: levels drafted", methods=_MODEL_DRAFTING)
-    tree_top_k: int = _setting(8, "dynamic tree: best nodes expanded per level", methods=_MODEL_DRAFTING)
-    tree_total_tokens: int = _setting(25, "dynamic tree: nodes kept for verification", methods=_MODEL_DRAFTING)
+    tree_depth: int = _setting(DynamicTree.depth, "dynamic tree: levels drafted", methods=_MODEL_DRAFTING)
+    tree_top_k: int = _setting(DynamicTree.top_k, "dynamic tree: best nodes expanded per level", methods=_MODEL_DRAFTING)
+    tree_total_tokens: int = _setting(
+        DynamicTree.total_tokens, "dynamic tree: nodes kept for verification", methods=_MODEL_DRAFTING)
     self_draft_layers: object = _setting(
         "auto", "self-drafting (draft=None) only: the target's decoder layers the draft runs: 'auto' (a few "
         "subsets are tried for a few steps each against plain decoding and the fastest is kept for the rest of "

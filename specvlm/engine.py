@@ -23,7 +23,7 @@ import torch
 import pruning
 from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
-from specvlm.config import METHODS, NAMES, DecodingConfig, check_names, describe
+from specvlm.config import DEFAULT_MAX_NEW_TOKENS, METHODS, NAMES, DecodingConfig, check_names, describe
 from specvlm.decoding.drafters import (
     Drafter,
     Guard,
@@ -62,8 +62,6 @@ from specvlm.video import Video
 logger = logging.getLogger(__name__)
 
 
-#: ``max_new_tokens`` when neither the call, its generation config nor the checkpoint's sets one.
-DEFAULT_MAX_NEW_TOKENS = 256
 #: ``compile="auto"``: drafted answers an engine decodes eagerly before its draft's steps are compiled: a one-shot
 #: call or a handful of answers never waits for a compile (seconds), a workload that repeats (an evaluation, a
 #: server, the bench) pays it once and every later answer drafts at the cost of its arithmetic.

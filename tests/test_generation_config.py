@@ -240,7 +240,7 @@ def test_the_checkpoints_own_length_applies_when_nothing_else_sets_one(checkpoin
     engine.target.generation_config.eos_token_id = None
     assert engine.generate(video=frames, prompt="Describe the video.", method="ar").stats.new_tokens == 7
     engine.target.generation_config.max_new_tokens = None
-    from specvlm.engine import DEFAULT_MAX_NEW_TOKENS
+    from specvlm.config import DEFAULT_MAX_NEW_TOKENS
 
     engine.target.generation_config.eos_token_id = None
     result = engine.generate(video=frames, prompt="Describe the video.", method="ar")
