@@ -167,14 +167,17 @@ def test_answers_stop_strings_and_bad_videos(model, tmp_path):
     write_video(video, synthetic_frames(8, 64, 64), fps=8.0)
     model.task_dict = {"t": {"test": [{}, {}]}}
     inputs = model.engine.build_inputs(model.engine.load(str(video), num_frames=4), "Describe the video.")
-    full = run_method(model.engine, model.spec, inputs, 12, model.devices)["text"]
+    reference = run_method(model.engine, model.spec, inputs, 12, model.devices)
+    full = reference["text"]
     stop = full.strip().split()[1] if len(full.split()) > 1 else "\0"
     out = model.generate_until([
         _instance("Describe the video.", {"max_new_tokens": 12, "until": ["\n\n"]}, [str(video)]),
         _instance("Describe the video.", {"max_new_tokens": 12, "until": [stop]}, [str(video)]),
         _instance("Describe the video.", {"max_new_tokens": 12}, [str(tmp_path / "missing.mp4")], doc_id=1),
     ])  # fmt: skip
-    assert out[0].text == full.strip() and out[0].token_counts.output_tokens == 12
+    # the same tokens as the method's own run (12, or fewer where this process's target reaches EOS first:
+    # the tiny pair's EOS nearly ties another token after "a blue circle")
+    assert out[0].text == full.strip() and out[0].token_counts.output_tokens == reference["new_tokens"]
     assert out[1].text == full.split(stop)[0].strip()
     assert out[2].text == "" and out[2].token_counts is None  # an unreadable video: no answer, counted
     from lmms_eval.models.model_utils.gen_metrics import get_logged_metrics_history
