@@ -1,43 +1,52 @@
 """``specvlm bench``: decode speed of every method on the same inputs, in one process, after warm-up.
 
-The bench lives in :mod:`eval.bench.pair`; this package re-exports its public names.
+One module per job:
+
+* :mod:`eval.bench.pair`: the CPU bench of a pair (the default): every method, the self-draft and the short
+  answers on one held-out synthetic video, in interleaved rounds; its per-step costs at the real contexts;
+* :mod:`eval.bench.workloads`: what those rounds run (the methods, the self-drafting runs, the short answers);
+* :mod:`eval.bench.contention`: CPU-bound processes beside the rounds (``--contention``);
+* :mod:`eval.bench.costs`: per-step costs (plain step, verification, drafting), the operator profile, the
+  time inside model forwards, and the speedup those costs project;
+* :mod:`eval.bench.results` and :mod:`eval.bench.report`: the figures and their text report;
+* :mod:`eval.bench.shapes`: ``--device cuda``, real-shape random-weight text models and their projected speedup.
+
+This package re-exports the public names of its modules.
+
+What this package deliberately does not do: check quality (``python -m specvlm.zoo.evaluate`` does)
+or run datasets (``specvlm-eval`` does).
 """
 
-from eval.bench.pair import (
-    ANSWER_MAX_NEW_TOKENS,
-    ANSWER_QUESTIONS,
-    ANSWER_RUNS,
+from eval.bench.contention import busy
+from eval.bench.costs import (
     OP_GROUPS,
-    REAL_SHAPES,
-    RUNS,
-    SELF_DRAFT_RUNS,
-    WORKLOADS,
-    BenchReport,
-    RunResult,
-    bench_pair,
-    bench_sample,
-    bench_shapes,
-    build_text_model,
-    busy,
+    ForwardClock,
     decode_macs,
     draft_cost,
-    fastest,
-    format_report,
     forward_cost,
     level_widths,
-    machine_description,
     project,
-    run_answers,
-    run_engine,
-    run_hf_assisted,
     step_profile,
     structures,
     weight_bytes,
 )
+from eval.bench.pair import bench_pair, bench_sample, fastest, run_answers, run_engine, run_hf_assisted
+from eval.bench.report import format_report, machine_description
+from eval.bench.results import BenchReport, RunResult
+from eval.bench.shapes import REAL_SHAPES, bench_shapes, build_text_model
+from eval.bench.workloads import (
+    ANSWER_MAX_NEW_TOKENS,
+    ANSWER_QUESTIONS,
+    ANSWER_RUNS,
+    RUNS,
+    SELF_DRAFT_RUNS,
+    WORKLOADS,
+)
 
 __all__ = [
     "ANSWER_MAX_NEW_TOKENS", "ANSWER_QUESTIONS", "ANSWER_RUNS", "OP_GROUPS", "REAL_SHAPES", "RUNS", "SELF_DRAFT_RUNS",
-    "WORKLOADS", "BenchReport", "RunResult", "bench_pair", "bench_sample", "bench_shapes", "build_text_model", "busy",
-    "decode_macs", "draft_cost", "fastest", "format_report", "forward_cost", "level_widths", "machine_description",
-    "project", "run_answers", "run_engine", "run_hf_assisted", "step_profile", "structures", "weight_bytes",
+    "WORKLOADS", "BenchReport", "ForwardClock", "RunResult", "bench_pair", "bench_sample", "bench_shapes",
+    "build_text_model", "busy", "decode_macs", "draft_cost", "fastest", "format_report", "forward_cost",
+    "level_widths", "machine_description", "project", "run_answers", "run_engine", "run_hf_assisted",
+    "step_profile", "structures", "weight_bytes",
 ]  # fmt: skip
