@@ -11,6 +11,12 @@ What this module does
 * ``sample_indices`` chooses which source frames to keep: ``num_frames``
   frames spread uniformly over the whole clip, or ``fps`` frames per second of
   video, optionally capped by ``max_frames``.
+* ``load_video(..., start=, end=)`` samples only the frames between ``start``
+  and ``end`` seconds (``round(seconds * fps)``, as VideoChat2 cuts MVBench's
+  clips); the returned indices stay indices of the whole source.
+* ``load_video(folder, frame_fps=)`` reads a folder of frame images
+  (``00001.jpg`` ..., in the numeric order of their names) as a video at
+  ``frame_fps``, sampled (and bounded) like a file (``backend="frames"``).
 * ``from_frames`` wraps frames that are already in memory (numpy, torch, a list
   of PIL images or arrays) in the same :class:`Video` container.
 * ``Video.metadata()`` builds the ``transformers`` ``VideoMetadata`` that video
@@ -20,9 +26,10 @@ What this module does
   and synthetic data.
 
 Every way a file can fail to decode (missing, a directory, empty, not a
-video, truncated, corrupt, zero frames, no frame rate) raises
-:class:`VideoDecodeError`, a ``ValueError`` that names the path and the
-reason.  Bad arguments raise a plain ``ValueError``.
+video, truncated, corrupt, zero frames, no frame rate, start/end outside the
+video; a frame folder with no images, an unreadable image or images of
+different sizes) raises :class:`VideoDecodeError`, a ``ValueError`` that names
+the path and the reason.  Bad arguments raise a plain ``ValueError``.
 
 What it deliberately does not do
 --------------------------------
@@ -30,7 +37,10 @@ What it deliberately does not do
   processor's job.  Frames are returned at the file's resolution.
 * No audio, no GPU decoding, no caching, no rotation/display-matrix handling.
 * No timestamp (pts) based sampling: frame ``i`` is the ``i``-th decoded frame
-  and times are ``i / fps``, i.e. a constant frame rate is assumed.
+  and times are ``i / fps``, i.e. a constant frame rate is assumed (start/end
+  bounds included: no seeking, PyAV decodes from the start).
+* No guessing a frame folder's rate: a directory is read as frames only when
+  ``frame_fps`` is given.
 * No silent repair: frames are never duplicated to reach ``num_frames``, and a
   stream that breaks before all requested frames were decoded is an error,
   not a shorter video.
@@ -59,6 +69,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BACKENDS",
     "DEFAULT_NUM_FRAMES",
+    "FRAME_IMAGE_EXTENSIONS",
     "Video",
     "VideoDecodeError",
     "from_frames",
@@ -71,6 +82,8 @@ __all__ = [
 BACKENDS = ("auto", "decord", "pyav")
 #: Frames sampled by ``load_video`` when neither ``num_frames`` nor ``fps`` is given.
 DEFAULT_NUM_FRAMES = 8
+#: Images of a frame folder (``load_video(folder, frame_fps=...)``); other files there are passed over.
+FRAME_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 _FRAMES_ARRAY_PATH = "<frames array>"
 _MAX_REASON_CHARS = 400
@@ -258,6 +271,41 @@ def sample_indices(
     return indices
 
 
+def _check_bounds(start: Any, end: Any) -> tuple[float | None, float | None] | None:
+    """``(start, end)`` seconds as floats (either may be None), or None when neither is given."""
+    if start is None and end is None:
+        return None
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating, Fraction))
+            or not math.isfinite(float(value))
+            or float(value) < 0
+        ):
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    start = None if start is None else float(start)
+    end = None if end is None else float(end)
+    if start is not None and end is not None and not start < end:
+        raise ValueError(f"start must be before end, got start={start:g}, end={end:g}")
+    return start, end
+
+
+def _pick(total: int, fps: float, sampling: dict, bounds: tuple | None, path: str) -> list[int]:
+    """Source frame indices: ``sampling`` over the whole clip, or over the frames within ``bounds``
+    seconds, ``round(start * fps)`` .. ``round(end * fps)`` clipped to the clip (as VideoChat2 computes
+    them); an empty window is a :class:`VideoDecodeError`."""
+    if bounds is None:
+        return sample_indices(total, fps, **sampling)
+    start, end = bounds
+    first = 0 if start is None else max(0, round(start * fps))
+    last = total - 1 if end is None else min(round(end * fps), total - 1)
+    if last < first:
+        span = f"{start or 0:g}-{'end' if end is None else format(end, 'g')}"
+        raise VideoDecodeError(path, f"start/end {span} s lie outside the video "
+                                     f"({total} frames at {fps:g} fps = {total / fps:.2f} s)")  # fmt: skip
+    return [first + i for i in sample_indices(last - first + 1, fps, **sampling)]
+
+
 # --------------------------------------------------------------------------- decoding
 
 
@@ -310,7 +358,8 @@ def _check_file(path: str) -> None:
     except OSError as exc:
         raise VideoDecodeError(path, f"cannot stat file: {_short(exc)}") from exc
     if stat.S_ISDIR(st.st_mode):
-        raise VideoDecodeError(path, "is a directory, not a video file")
+        reason = "is a directory, not a video file (give frame_fps to read a folder of frame images)"
+        raise VideoDecodeError(path, reason)
     if not stat.S_ISREG(st.st_mode):  # FIFOs etc. could block a decoder forever
         raise VideoDecodeError(path, "is not a regular file")
     if st.st_size == 0:
@@ -333,7 +382,7 @@ def _as_uint8_rgb(frames: Any, expected: int) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def _decode_decord(path: str, sampling: dict) -> Video:
+def _decode_decord(path: str, sampling: dict, bounds: tuple | None = None) -> Video:
     decord = _load_decord()
     try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0))
@@ -343,9 +392,9 @@ def _decode_decord(path: str, sampling: dict) -> Video:
             raise _BackendFailure("no decodable frames")
         if not (math.isfinite(fps) and fps > 0):
             raise _BackendFailure(f"no usable frame rate (decord reports {fps})")
-        indices = sample_indices(total, fps, **sampling)
+        indices = _pick(total, fps, sampling, bounds, path)
         frames = _as_uint8_rgb(vr.get_batch(indices), len(indices))
-    except _BackendFailure:
+    except (_BackendFailure, VideoDecodeError):  # VideoDecodeError: start/end outside the video
         raise
     except Exception as exc:  # decord raises DECORDError, RuntimeError, TVM errors, ...
         raise _BackendFailure(_short(exc)) from exc
@@ -408,7 +457,7 @@ def _pyav_scan(av, path: str, wanted: Sequence[int] | None) -> tuple[dict[int, n
     return kept, n
 
 
-def _decode_pyav(path: str, sampling: dict) -> Video:
+def _decode_pyav(path: str, sampling: dict, bounds: tuple | None = None) -> Video:
     av = _load_av()
     declared, fps = _pyav_probe(av, path)
     total = declared
@@ -419,7 +468,7 @@ def _decode_pyav(path: str, sampling: dict) -> Video:
     if fps is None:
         raise _BackendFailure("no frame rate found in the video stream (average_rate/base_rate/guessed_rate)")
 
-    indices = sample_indices(total, fps, **sampling)
+    indices = _pick(total, fps, sampling, bounds, path)
     kept, decoded = _pyav_scan(av, path, indices)
     if len(kept) < len(indices):
         # The stream ended cleanly before the declared frame count: trust the decoder.
@@ -430,7 +479,7 @@ def _decode_pyav(path: str, sampling: dict) -> Video:
             path, total, decoded, decoded,
         )
         total = decoded
-        indices = sample_indices(total, fps, **sampling)
+        indices = _pick(total, fps, sampling, bounds, path)
         kept, _ = _pyav_scan(av, path, indices)
         if len(kept) < len(indices):
             raise _BackendFailure("frame count changed between decoding passes")
@@ -442,6 +491,41 @@ def _decode_pyav(path: str, sampling: dict) -> Video:
     return Video(frames=frames, fps=fps, total_frames=total, indices=indices, backend="pyav", path=path)
 
 
+def _natural(name: str) -> list:
+    """Sort key: the numbers in a name compare as numbers (``2.jpg`` before ``10.jpg``)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _decode_folder(path: str, frame_fps: float, sampling: dict, bounds: tuple | None) -> Video:
+    """A folder of frame images as a video at ``frame_fps``, sampled like a file."""
+    from PIL import Image
+
+    from specvlm.images import pil_to_rgb
+
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        raise VideoDecodeError(path, f"cannot list the frame folder: {_short(exc)}") from exc
+    files = sorted((f for f in names if f.lower().endswith(FRAME_IMAGE_EXTENSIONS)), key=_natural)
+    if not files:
+        raise VideoDecodeError(path, f"folder holds no frame images ({', '.join(FRAME_IMAGE_EXTENSIONS)})")
+    indices = _pick(len(files), frame_fps, sampling, bounds, path)
+    frames = []
+    for i in indices:
+        frame_path = os.path.join(path, files[i])
+        try:
+            with Image.open(frame_path) as im:
+                frames.append(pil_to_rgb(im, f"frame image {frame_path!r}"))  # 16-bit scaled, never saturated
+        except (OSError, ValueError) as exc:
+            raise VideoDecodeError(frame_path, f"cannot read frame image: {exc}") from exc
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise VideoDecodeError(path, f"frame images differ in size: {sorted(shapes)}")
+    return Video(
+        frames=np.stack(frames), fps=frame_fps, total_frames=len(files), indices=indices, backend="frames", path=path
+    )
+
+
 def load_video(
     path: str | os.PathLike,
     *,
@@ -449,12 +533,26 @@ def load_video(
     fps: float | None = None,
     max_frames: int | None = None,
     backend: str = "auto",
+    start: float | None = None,
+    end: float | None = None,
+    frame_fps: float | None = None,
 ) -> Video:
-    """Decode and sample a video file.
+    """Decode and sample a video file (or a folder of frame images).
 
     Sampling (see :func:`sample_indices`): give ``num_frames`` (uniform over the
     clip) or ``fps`` (frames per second of video, optionally capped by
     ``max_frames``); with neither, ``num_frames=DEFAULT_NUM_FRAMES`` (8).
+
+    ``start`` / ``end``: sample only the frames between these seconds (either
+    may be left out: the clip's start or end), source frames ``round(start *
+    fps)`` .. ``round(end * fps)``; the returned ``indices`` and
+    ``total_frames`` still count the whole source.  A window that holds no
+    frame raises :class:`VideoDecodeError`.
+
+    ``frame_fps``: the frame rate of a folder of frame images; with it, a
+    directory ``path`` is read as a video of its :data:`FRAME_IMAGE_EXTENSIONS`
+    files in the numeric order of their names (``backend`` plays no part).
+    A video file keeps its own frame rate.
 
     ``backend``: ``"auto"`` tries decord and falls back to PyAV if decord is not
     installed or fails on this file; ``"decord"`` / ``"pyav"`` force one.
@@ -471,13 +569,18 @@ def load_video(
         num_frames = DEFAULT_NUM_FRAMES
     _check_sampling_args(num_frames, fps, max_frames)
     sampling = {"num_frames": num_frames, "fps": fps, "max_frames": max_frames}
+    bounds = _check_bounds(start, end)
+    if frame_fps is not None:
+        frame_fps = _check_positive("frame_fps", frame_fps)
 
     path_str = os.fsdecode(os.fspath(path))
+    if frame_fps is not None and os.path.isdir(path_str):
+        return _decode_folder(path_str, frame_fps, sampling, bounds)
     _check_file(path_str)
 
     if backend == "pyav":
         try:
-            return _decode_pyav(path_str, sampling)
+            return _decode_pyav(path_str, sampling, bounds)
         except _BackendFailure as exc:
             raise VideoDecodeError(path_str, _pyav_reason(exc.reason)) from exc
 
@@ -487,14 +590,14 @@ def load_video(
         except ImportError as exc:
             raise ImportError(f"backend='decord' requested but decord cannot be imported: {exc}") from exc
         try:
-            return _decode_decord(path_str, sampling)
+            return _decode_decord(path_str, sampling, bounds)
         except _BackendFailure as exc:
             reason = exc.reason if exc.reason == "no decodable frames" else f"cannot be decoded by decord: {exc.reason}"
             raise VideoDecodeError(path_str, reason) from exc
 
     # auto
     try:
-        return _decode_decord(path_str, sampling)
+        return _decode_decord(path_str, sampling, bounds)
     except ImportError as exc:
         decord_reason = f"decord not importable ({exc})"
         logger.debug("decord not importable (%s); using PyAV for %s", exc, path_str)
@@ -502,7 +605,7 @@ def load_video(
         decord_reason = exc.reason
         logger.info("decord failed on %s (%s); falling back to PyAV", path_str, exc.reason)
     try:
-        return _decode_pyav(path_str, sampling)
+        return _decode_pyav(path_str, sampling, bounds)
     except _BackendFailure as exc:
         if exc.reason == "no decodable frames":
             reason = f"no decodable frames (decord: {decord_reason})"

@@ -313,6 +313,99 @@ def test_decode_error_pickles():
     assert str(err) == "cannot decode video '/x.mp4': file does not exist"
 
 
+# --------------------------------------------------------------------------- start/end bounds, frame folders
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_start_end_bounds_sample_within_the_window(mp4, backend):
+    # 20 frames at 8 fps: 0.5 .. 1.5 s are source frames round(4.0) = 4 .. round(12.0) = 12
+    v = load_video(mp4, num_frames=3, start=0.5, end=1.5, backend=backend)
+    assert v.indices == [4 + i for i in sample_indices(9, FPS, num_frames=3)] == [5, 8, 11]
+    assert v.total_frames == T and v.backend == backend  # indices and count still describe the whole source
+    assert all(0.5 <= t <= 1.5 for t in v.timestamps)
+    assert_frames_match(v.frames, v.indices)
+    assert load_video(mp4, fps=4.0, start=0.5, end=1.5, backend=backend).indices == [4, 6, 8, 10, 12]
+    assert load_video(mp4, num_frames=2, start=2.0, backend=backend).indices == [17, 19]  # to the end
+    assert load_video(mp4, num_frames=5, end=0.5, backend=backend).indices == [0, 1, 2, 3, 4]  # from the start
+    with pytest.raises(VideoDecodeError, match=r"start/end 3-4 s lie outside the video \(20 frames at 8 fps"):
+        load_video(mp4, num_frames=2, start=3.0, end=4.0, backend=backend)
+
+
+def test_start_end_bounds_with_the_auto_fallback(mp4, monkeypatch):
+    def no_decord():
+        raise ImportError("No module named 'decord'")
+
+    monkeypatch.setattr(V, "_load_decord", no_decord)
+    v = load_video(mp4, num_frames=3, start=0.5, end=1.5)
+    assert v.backend == "pyav" and v.indices == [5, 8, 11]
+    with pytest.raises(VideoDecodeError, match="lie outside the video"):
+        load_video(mp4, num_frames=2, start=3.0, end=4.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"start": -1.0}, r"start must be a finite number of seconds >= 0, got -1.0"),
+        ({"end": float("nan")}, r"end must be a finite number of seconds >= 0"),
+        ({"start": "1"}, r"start must be a finite number of seconds >= 0, got '1'"),
+        ({"start": True}, r"start must be a finite number"),
+        ({"start": 2.0, "end": 1.0}, r"start must be before end, got start=2, end=1"),
+        ({"start": 1.0, "end": 1.0}, r"start must be before end"),
+        ({"frame_fps": 0}, r"frame_fps must be a positive finite number"),
+    ],
+)
+def test_bounds_and_frame_fps_validation(mp4, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_video(mp4, num_frames=2, **kwargs)
+
+
+def _frame_folder(path, n: int, digits: int = 5, ext: str = ".jpg"):
+    path.mkdir(parents=True)
+    frames = make_frames(n, 16, 16)
+    for i, frame in enumerate(frames, 1):
+        Image.fromarray(frame).save(path / f"{i:0{digits}d}{ext}", quality=95)
+    return frames
+
+
+def test_frame_folder_is_a_video_at_frame_fps(tmp_path):
+    folder = tmp_path / "frames"
+    frames = _frame_folder(folder, 12, digits=1)  # 1.jpg .. 12.jpg: numeric order, not text order
+    (folder / "notes.txt").write_text("not a frame")
+    v = load_video(folder, num_frames=12, frame_fps=3.0)
+    assert v.backend == "frames" and v.path == str(folder) and v.fps == 3.0 and v.total_frames == 12
+    assert v.indices == list(range(12))
+    assert_frames_match(v.frames, v.indices)
+    assert v.metadata().fps == 3.0 and v.metadata().frames_indices == v.indices
+    assert load_video(folder, num_frames=4, frame_fps=3.0).indices == sample_indices(12, 3.0, num_frames=4)
+    assert load_video(folder, fps=1.0, frame_fps=3.0).indices == [0, 3, 6, 9]
+    # 1.0 .. 3.0 s at 3 fps: frames 3 .. 9
+    bounded = load_video(folder, num_frames=4, frame_fps=3.0, start=1.0, end=3.0)
+    assert bounded.indices == [3, 5, 7, 9] and bounded.total_frames == 12
+    assert_frames_match(bounded.frames, bounded.indices)
+    with pytest.raises(VideoDecodeError, match="lie outside the video"):
+        load_video(folder, num_frames=2, frame_fps=3.0, start=10.0, end=20.0)
+    with pytest.raises(VideoDecodeError) as ei:  # without frame_fps a folder stays an error, as before
+        load_video(folder)
+    _assert_decode_error(ei, folder, "is a directory", "frame_fps")
+
+
+def test_frame_folder_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoDecodeError, match=r"no frame images \(\.jpg, \.jpeg, \.png\)"):
+        load_video(tmp_path / "empty", frame_fps=3.0)
+    folder = tmp_path / "broken"
+    _frame_folder(folder, 4)
+    (folder / "00003.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(VideoDecodeError, match=r"00003\.jpg.*cannot read frame image") as ei:
+        load_video(folder, num_frames=4, frame_fps=3.0)
+    assert ei.value.path == str(folder / "00003.jpg")
+    folder = tmp_path / "sizes"
+    _frame_folder(folder, 3, ext=".png")
+    Image.new("RGB", (8, 8)).save(folder / "00004.png")
+    with pytest.raises(VideoDecodeError, match="frame images differ in size"):
+        load_video(folder, num_frames=4, frame_fps=3.0)
+
+
 # --------------------------------------------------------------------------- sampling
 
 
