@@ -1,4 +1,4 @@
-"""Command line: ``specvlm generate``, ``specvlm demo`` and ``specvlm bench``.
+"""Command line: ``specvlm generate``, ``specvlm demo``, ``specvlm bench`` and ``specvlm memory``.
 
 Errors: any bad input (a malformed flag, a value the library refuses, text that is not valid UTF-8, an
 output path that cannot be written) ends with exit status 2 and one ``specvlm: error:`` line on stderr,
@@ -25,6 +25,8 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: The decoding settings `specvlm bench` takes (it runs every method itself).
 BENCH_SETTINGS = ("drop_rate", "num_draft_tokens", "attn_backend", "compile")
+#: The decoding settings `specvlm memory` reads (the draft's share of the video, the verification tree's size).
+MEMORY_SETTINGS = ("drop_rate", "num_draft_tokens", "tree", "tree_total_tokens")
 
 
 def _setting_type(name: str):
@@ -77,6 +79,20 @@ def _int_at_least(minimum: int):
 
 _non_negative_int = _int_at_least(0)
 _positive_int = _int_at_least(1)
+
+
+def _positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (give a number > 0)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} must be a number > 0")
+    return value
+
+
+_positive_number.__name__ = "number > 0"
 
 
 def _device_map(text: str):
@@ -250,6 +266,33 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", default="bfloat16", choices=DTYPES[1:], help="cuda mode: torch dtype (default: bfloat16)")
     _add_json_argument(bench, "the figures")
     add_setting_arguments(bench, BENCH_SETTINGS)
+
+    mem = sub.add_parser(
+        "memory", help="estimate the GPU memory of a pair at a number of frames and the GPUs it needs, from the "
+        "models' configs alone (nothing is downloaded or loaded)")  # fmt: skip
+    mem.add_argument("config", nargs="?", default=None, metavar="CONFIG",
+                     help="an experiment file or a packaged config's name (e.g. llava_ov_72b_7b): its pair, dtype, "
+                          "max_new_tokens and its specvlm methods' drop_rate and tree; or give --target")  # fmt: skip
+    mem.add_argument("--target", default=None,
+                     help="target instead of the config's: a checkpoint directory (its config.json is read), a hub id "
+                          "whose shapes are known offline, zoo:<name> or tiny:<family>[:seed][:layers]")  # fmt: skip
+    mem.add_argument("--draft", default=None, help="draft instead of the config's (same forms); without a config and "
+                     "without --draft the target drafts for itself")  # fmt: skip
+    mem.add_argument("--frames", type=_positive_int, required=True, metavar="N", help="frames of the video")
+    mem.add_argument("--dtype", default=None, choices=DTYPES[1:],
+                     help="dtype of the weights and activations (default: the config's torch_dtype, else bfloat16)")
+    mem.add_argument("--gpu-memory", type=_positive_number, default=None, metavar="GIB",
+                     help="memory of one GPU in GiB (default: 80); 10%% of it is kept free")
+    mem.add_argument("--text-tokens", type=_non_negative_int, default=None, metavar="N",
+                     help="text tokens around the video: template, system turn, question (default: 256)")
+    mem.add_argument("--max-new-tokens", type=_positive_int, default=None, metavar="N",
+                     help="most tokens to generate (default: the config's, else 256)")
+    mem.add_argument("--frame-tokens", type=_positive_int, default=None, metavar="N",
+                     help="video tokens per frame (Qwen2.5-VL: per 2-frame patch) instead of the family's "
+                          "(LLaVA-OneVision: fixed by its vision config; Qwen2.5-VL: the stock video processor's "
+                          "most, 768 per patch; a smaller video gives fewer)")  # fmt: skip
+    _add_json_argument(mem, "the estimate (in bytes)")
+    add_setting_arguments(mem, MEMORY_SETTINGS)
     return parser
 
 
@@ -436,6 +479,71 @@ def _bench(args) -> int:
     return 0
 
 
+def _experiment_file(name: str):
+    """An experiment file from a YAML path or a bare config name, looked up as ``specvlm-eval`` does: in
+    ``./configs``, then in the configs installed with ``eval`` (``eval.cli`` imports this module, so its
+    ``config_path`` cannot be imported here)."""
+    from pathlib import Path
+
+    import eval.config
+
+    if not name.strip():
+        raise ValueError("the config name is empty; give a YAML file or the name of a packaged config")
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ValueError(f"config {name!r} is a directory; give a YAML file or the name of a packaged config")
+    dirs = [Path.cwd() / "configs", Path(eval.config.__file__).resolve().parent / "configs"]
+    stem = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    if "/" not in name and os.sep not in name:
+        for d in dirs:
+            if (d / stem).is_file():
+                return d / stem
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
+    raise ValueError(f"config {name!r} is neither a file nor one of the configs: {', '.join(known) or 'none found'}")
+
+
+def _memory(args) -> int:
+    from specvlm import memory
+    from specvlm.config import DEFAULT_MAX_NEW_TOKENS, DecodingConfig
+
+    _check_json_file(args.json)
+    target, draft, dtype, max_new_tokens = args.target, args.draft, args.dtype, args.max_new_tokens
+    methods = [{}]
+    if args.config is not None:
+        from eval.config import load_config
+
+        config = load_config(_experiment_file(args.config))
+        target = target or config.model.target
+        draft = draft if draft is not None else config.model.draft
+        if dtype is None and config.model.torch_dtype in memory.DTYPE_BYTES:
+            dtype = config.model.torch_dtype
+        max_new_tokens = max_new_tokens or config.generation.max_new_tokens
+        methods = [spec.options for spec in config.method_specs() if spec.name == "specvlm"] or methods
+    elif target is None:
+        raise ValueError("give a CONFIG (e.g. llava_ov_72b_7b) or --target (and --draft)")
+    # the method that needs the most: the largest share of the video in the draft, the largest tree
+    decoding = [DecodingConfig(**{**options, **chosen_settings(args, MEMORY_SETTINGS)}) for options in methods]
+    estimate = memory.estimate(
+        resolve_model(target, "--target"),
+        resolve_model(draft, "--draft"),
+        frames=args.frames,
+        dtype=dtype or "bfloat16",
+        text_tokens=memory.DEFAULT_TEXT_TOKENS if args.text_tokens is None else args.text_tokens,
+        max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        drop_rate=min(c.drop_rate for c in decoding),
+        tree_nodes=max(memory.verified_nodes(c) for c in decoding),
+        frame_tokens=args.frame_tokens,
+        gpu_memory_gib=args.gpu_memory or memory.DEFAULT_GPU_MEMORY_GIB,
+    )
+    if args.json != "-":
+        sys.stdout.write("\n".join(estimate.lines()) + "\n")
+    if args.json:
+        _write_json(estimate.to_dict(), args.json, "the estimate")
+    return 0
+
+
 def one_line(err: BaseException) -> str:
     """An exception's message on one line (whatever the library wrote), its type when it has none."""
     return " ".join(str(err).split()) or type(err).__name__
@@ -449,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("specvlm: interrupted\n")
         return 130
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    commands = {"generate": _generate, "demo": _demo, "bench": _bench}
+    commands = {"generate": _generate, "demo": _demo, "bench": _bench, "memory": _memory}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT

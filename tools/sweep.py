@@ -532,6 +532,56 @@ def bench_cli_cases(env: Env) -> list[Case]:
     return [Case(n, fn) for n, fn in cases]
 
 
+def memory_cli_cases(env: Env) -> list[Case]:
+    """``specvlm memory``'s arguments: refused before anything is read from a hub, or estimated."""
+    from specvlm import cli
+
+    def mem(*argv):
+        return run_cli(cli.main, ["memory", *argv])
+
+    def estimated(frames: str):
+        def check(run: CliRun) -> str | None:
+            if f"{frames} frames" not in run.out or "GPUs needed" not in run.out:
+                return f"no estimate for {frames} frames in the output: {_one_line(run.out)[:120]!r}"
+            return None
+
+        return check
+
+    f = env.files
+    cases = [
+        ("cli memory: --frames 0", lambda: cli_refuses(mem("llava_ov_72b_7b", "--frames", "0"), "--frames", ">= 1")),
+        ("cli memory: --frames -5", lambda: cli_refuses(mem("llava_ov_72b_7b", "--frames", "-5"), "--frames", ">= 1")),
+        ("cli memory: --frames x", lambda: cli_refuses(mem("llava_ov_72b_7b", "--frames", "x"), "'x'", "integer")),
+        ("cli memory: no --frames", lambda: cli_refuses(mem("llava_ov_72b_7b"), "--frames")),
+        ("cli memory: --dtype int8", lambda: cli_refuses(mem("llava_ov_72b_7b", "--frames", "64", "--dtype", "int8"), "int8")),
+        ("cli memory: --gpu-memory -1", lambda: cli_refuses(mem("llava_ov_72b_7b", "--frames", "64", "--gpu-memory", "-1"),
+                                                             "--gpu-memory", "> 0")),
+        ("cli memory: --gpu-memory inf", lambda: cli_refuses(mem("llava_ov_72b_7b", "--frames", "64", "--gpu-memory", "inf"),
+                                                              "--gpu-memory")),
+        ("cli memory: --drop-rate 1", lambda: cli_refuses(mem("llava_ov_72b_7b", "--frames", "64", "--drop-rate", "1"), "drop_rate")),
+        ("cli memory: unknown pair", lambda: cli_refuses(mem("no_such_pair", "--frames", "64"), "no_such_pair", "llava_ov_72b_7b")),
+        ("cli memory: neither a config nor --target", lambda: cli_refuses(mem("--frames", "64"), "CONFIG", "--target")),
+        ("cli memory: a hub id without known shapes", lambda: cli_refuses(mem("--target", "org/unknown", "--frames", "8"),
+                                                                          "org/unknown", "config.json")),
+        ("cli memory: a config whose checkpoints have no known shapes", lambda: cli_refuses(mem("qwen3_vl_8b_2b", "--frames", "8"),
+                                                                                           "qwen3-vl-8b", "config.json")),
+        ("cli memory: a family without arithmetic", lambda: cli_refuses(mem("--target", "tiny:qwen3_vl", "--frames", "8"),
+                                                                        "qwen3_vl", "llava_onevision")),
+        ("cli memory: --target a directory without config.json", lambda: cli_refuses(mem("--target", str(f["dir"]), "--frames", "8"),
+                                                                                     "a_dir", "config.json")),
+        ("cli memory: pair of two layouts", lambda: cli_refuses(mem("--target", "llava-hf/llava-onevision-qwen2-7b-ov-hf", "--draft",
+                                                                    "Qwen/Qwen2.5-VL-7B-Instruct", "--frames", "8"), "family", "qwen2_5_vl")),
+        ("cli memory: --json into a directory", lambda: cli_refuses(mem("llava_ov_72b_7b", "--frames", "64", "--json", str(f["dir"])),
+                                                                    "--json", "directory")),
+        ("cli memory: 72B + 7B at 128 frames", lambda: cli_accepts(mem("llava_ov_72b_7b", "--frames", "128"), estimated("128"))),
+        ("cli memory: one frame of a 2-frame-patch family", lambda: cli_accepts(mem("qwen2_5_vl_32b_7b", "--frames", "1"),
+                                                                                estimated("1"))),
+        ("cli memory: the embedded pair", lambda: cli_accepts(mem("--target", "zoo:target", "--draft", "zoo:draft", "--frames", "8"),
+                                                               estimated("8"))),
+    ]  # fmt: skip
+    return [Case(n, fn) for n, fn in cases]
+
+
 def specvlm_cli_cases(env: Env) -> list[Case]:
     from specvlm import cli
 
@@ -847,7 +897,7 @@ def process_cases(env: Env) -> list[Case]:
 
 
 GROUPS = (image_cases, frame_cases, conversation_cases, settings_cases, drafting_cases, loading_cases, specvlm_cli_cases,
-          bench_cli_cases, eval_cli_cases, process_cases)  # fmt: skip
+          bench_cli_cases, memory_cli_cases, eval_cli_cases, process_cases)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
