@@ -34,6 +34,8 @@ from specvlm.decoding.trees import TreeShape
 METHODS = ("ar", "sd", "specvlm", "lookup")
 #: What ``compile`` may compile: chosen where it pays, nothing, the draft's decode step, or every decode step.
 COMPILE_MODES = ("auto", "off", "draft", "all")
+#: ``overlap``: drafting in a worker while the target verifies: where it measures faster, always, or never.
+OVERLAP_MODES = ("auto", "on", "off")
 POSITION_MODES = ("original", "compact")
 #: ``draft_vision``: where a separate draft computes its visual features (the kept frames, or all of them).
 DRAFT_VISION_MODES = ("kept_frames", "all")
@@ -172,6 +174,13 @@ class DecodingConfig:
         "commits fewer tokens per second than plain decoding the rest of the answer decodes plainly (remembered "
         "for the next answers of the same kind); False drafts to the end whatever it costs",
         choices=(True, False), parse=_parse_bool)  # fmt: skip
+    overlap: str = _setting(
+        "auto", "drafting that overlaps verification: the draft drafts the next chain in a worker of its own (a "
+        "process on CPU, with the cores split; a thread for a draft on another device) while the target verifies "
+        "this one, for a separate draft's greedy chains. 'auto': once an engine has drafted a few answers, a "
+        "workload's answers try both ways and overlap is kept only where it measures faster; 'on': always (an "
+        "answer that cannot overlap raises); 'off': never. Outputs are unchanged",
+        choices=OVERLAP_MODES, methods=_MODEL_DRAFTING)  # fmt: skip
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

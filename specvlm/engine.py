@@ -37,6 +37,7 @@ from specvlm.decoding.drafters import (
     prefill_draft,
 )
 from specvlm.decoding.drafters.model import warm_compiled
+from specvlm.decoding.drafters.overlap import OverlapChoice, OverlapDrafter, blocker, default_runner
 from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory, candidates
 from specvlm.decoding.logits import NextTokenRule, merge_generation_config
 from specvlm.decoding.loop import Stop, decode
@@ -116,6 +117,7 @@ class Prepared:
     stats: GenerationStats
     timer: Timer
     workload: tuple | None = None
+    overlap_key: tuple | None = None  # the workload key of ``overlap="auto"``'s trials (None: not tried)
     decoded: bool = False  # decode() ran: the caches hold the answer, so it cannot run again
 
 
@@ -155,6 +157,8 @@ class SpecVLM:
         #: (``self_draft_memory``) and the never-slower guard's verdicts; :meth:`forget` clears both
         self.layer_memory = LayerMemory()
         self.verdicts = Verdicts()
+        #: ``overlap="auto"``: per workload, whether drafting overlapped measured faster than sequentially
+        self.overlap_choice = OverlapChoice()
         self._drafted_answers = 0  # answers that drafted (compile="auto" compiles once a workload repeats)
         self._draft_warmed: set = set()  # the draft shapes whose compiled graphs are built (compile_s paid)
         for adapter in (self.target_adapter, self.draft_adapter):
@@ -214,6 +218,8 @@ class SpecVLM:
         target_model = load_model(target, dtype, device_map, "target", tp_size=tp_size)
         draft_model = None
         if draft is not None:
+            if tp_size is not None and tp_size > 1 and torch.cuda.is_available():  # beside this rank's target shards
+                device_map = {"": torch.device("cuda", torch.cuda.current_device())}
             draft_model = load_model(draft, dtype, device_map, "draft")
             draft_tokenizer = load_tokenizer(draft)
             check_pair(target_model, draft_model, processor.tokenizer, draft_tokenizer)
@@ -384,11 +390,13 @@ class SpecVLM:
         stats = GenerationStats(method=method)
         layers = self._layer_choice(plan, config, int(inputs["input_ids"].shape[-1]))  # before any prefill: a bad layer index raises here
         workload = self._workload(plan, config, inputs)
+        overlap_key = self._overlap(plan, config, layers, sampling, rule, inputs, stats)  # "on" raises here
         if plan.drafts and self._remembered_plain(layers, workload):
             # a remembered verdict for plain decoding: this answer decodes as `ar` does, with no draft prefill
             # and no scoring, so that speculation that cannot pay costs nothing
             plan = dataclasses.replace(plan, drafts=False, capture_scores=False)
             stats.speculation = "remembered_plain"
+            stats.overlap, overlap_key = False, None
         timer = Timer(self.target_adapter.device)
         generator = None
         if sampling is not None:
@@ -396,7 +404,7 @@ class SpecVLM:
         prepared = Prepared(
             inputs=inputs, method=method, config=config, plan=plan, target=None, drafter=None,
             stop=Stop(max_new_tokens, frozenset(eos_token_ids)), rule=rule, sampling=sampling, generator=generator,
-            stats=stats, timer=timer, workload=workload,
+            stats=stats, timer=timer, workload=workload, overlap_key=overlap_key,
         )  # fmt: skip
         after = self._lazy_after(plan, config, prepared.stop)
         # a lazily started draft's pruning is scored when it starts, so a short answer's prefill is the plain one
@@ -410,7 +418,8 @@ class SpecVLM:
             if plan.drafts:
                 start = functools.partial(self._start_drafter, prepared, layers, score_late)
                 drafter = LazyStart(start, after) if after else start()
-                if config.never_slower:
+                # the guard decides on each rank's own step times: sharded, ranks could part ways (and their collectives)
+                if config.never_slower and self.target_adapter.tp_group is None:
                     drafter = Guard(drafter, plain_rate=self.verdicts.plain_rate(workload))
                 prepared.drafter = drafter
         return prepared
@@ -455,6 +464,7 @@ class SpecVLM:
             stats.decode_s -= stats.draft_prefill_s + stats.compile_s
         else:
             stats.prefill_s -= stats.compile_s
+        self._record_overlap(prepared)
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
         return GenerationResult(token_ids=tokens, text=text, stats=stats)
 
@@ -462,6 +472,7 @@ class SpecVLM:
         """Forget every measurement and verdict remembered across answers (the next answers decide afresh)."""
         self.layer_memory.clear()
         self.verdicts.clear()
+        self.overlap_choice.clear()
 
     @property
     def draft_compiled(self) -> bool:
@@ -518,7 +529,41 @@ class SpecVLM:
             return LayerSkipDrafter(seq, shape, layers, stop_below=stop_below, **settings)
         if self._compile_draft(config, seq, prepared):
             seq.compiled = True
-        return ModelDrafter(seq, shape, stop_below=stop_below, **settings)
+        drafter = ModelDrafter(seq, shape, stop_below=stop_below, **settings)
+        if prepared.stats.overlap:
+            runner = default_runner(self.draft_adapter.device, self.target_adapter.device)
+            return OverlapDrafter(drafter, runner=runner)
+        return drafter
+
+    def _overlap(self, plan: Plan, config: DecodingConfig, layers, sampling, rule, inputs, stats) -> tuple | None:
+        """Whether this answer drafts overlapped (sets ``stats.overlap``) and the workload key under which
+        ``overlap="auto"`` records its rate (None: not a trial). ``overlap="on"`` raises ValueError here, before
+        any prefill, when the answer cannot overlap."""
+        if not plan.drafts or plan.method == "lookup" or config.overlap == "off":
+            return None
+        why = blocker(
+            separate_draft=self.draft_adapter is not None and layers is None, shape=config.tree_shape(),
+            sampling=sampling is not None, reads_prefix=rule is not None and rule.reads_prefix,
+        )  # fmt: skip
+        if why is None and default_runner(self.draft_adapter.device, self.target_adapter.device) is None:
+            why = f"no worker can overlap a draft on {self.draft_adapter.device} with a target on {self.target_adapter.device}"
+        if config.overlap == "on":
+            if why is not None:
+                raise ValueError(f"overlap='on': {why}; use overlap='auto' or 'off'")
+            stats.overlap = True
+            return None
+        if why is not None or self._drafted_answers < COMPILE_AFTER_ANSWERS:  # a one-shot call never forks a worker
+            return None
+        key = (int(inputs["input_ids"].shape[-1]).bit_length(), plan.method, plan.pruning, config.drop_rate,
+               config.num_draft_tokens, config.draft_stop_below, config.compile)  # fmt: skip
+        stats.overlap = self.overlap_choice.next(key)
+        return None if self.overlap_choice.decided(key) is not None else key
+
+    def _record_overlap(self, prepared: Prepared) -> None:
+        """``overlap="auto"``: a trial answer's decode rate (one that drafted, after its decode time is final)."""
+        stats = prepared.stats
+        if prepared.overlap_key is not None and stats.speculation not in ("skipped", "remembered_plain") and stats.decode_s > 0:
+            self.overlap_choice.record(prepared.overlap_key, stats.overlap, stats.new_tokens / stats.decode_s)
 
     def _compile_target(self, config: DecodingConfig, seq) -> None:
         """``compile="all"``: the target's decode-time forwards run through its compiled step."""

@@ -43,6 +43,8 @@ class GenerationStats:
     # scores the video for pruning then, included here)
     draft_prefill_s: float = 0.0
     draft_layers: list[int] = field(default_factory=list)  # a layer-skipping self-draft's decoder layers, as kept
+    overlap: bool = False  # the draft drafted in a worker of its own while the target verified (``overlap``)
+    overlap_hits: int = 0  # drafted steps whose chain was drafted during the previous verification (overlap)
 
     def record_step(self, committed: int, accepted_depth: int, tried_depth: int) -> None:
         """Account one target verification step that committed ``committed`` tokens after accepting a

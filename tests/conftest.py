@@ -23,7 +23,7 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True, scope="session")
 def _timing_free_defaults():
-    """Two defaults decide from the machine rather than the inputs, so the suite runs without them:
+    """Three defaults decide from the machine rather than the inputs, so the suite runs without them:
 
     * the never-slower guard (``never_slower``) decides from wall-clock timings whether an answer keeps drafting,
       so what drafting did in a test (accepted lengths, kept tokens, draft steps) would depend on the machine's
@@ -31,11 +31,14 @@ def _timing_free_defaults():
       guard on fixed timings and through the engine's default);
     * ``compile="auto"`` compiles a draft's steps once an engine has drafted a few answers (seconds per model
       shape): tests run eagerly unless they ask for a compile mode (tests/test_lossless.py compiles, and
-      tests/test_drafters.py checks when "auto" compiles).
+      tests/test_drafters.py checks when "auto" compiles);
+    * ``overlap="auto"`` tries drafting in a worker process once an engine has drafted a few answers, and keeps
+      it where it measured faster: tests draft sequentially unless they ask for it (tests/test_overlap.py).
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(DecodingConfig.__init__.__kwdefaults__, "never_slower", False)
         patch.setitem(DecodingConfig.__init__.__kwdefaults__, "compile", "off")
+        patch.setitem(DecodingConfig.__init__.__kwdefaults__, "overlap", "off")
         yield
 
 

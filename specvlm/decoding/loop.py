@@ -93,22 +93,27 @@ def decode(
     _, why = stop.cut(out, 0)
     if on_commit is not None:
         on_commit(list(out))
-    while why is None:
-        started = time.perf_counter()
-        before = len(out) - 1  # decoded tokens in the target cache before this step
-        remaining = stop.max_new_tokens - len(out)
-        tree = drafter.propose(out, remaining - 1) if drafter is not None and remaining > 1 else None
-        drafted = tree if tree is not None else _empty_tree(tseq.adapter.device)
-        verdict = _verify(tseq, out, drafted, sampling, generator, rule)  # the step's one host read
-        start = kv.length(tseq.cache) - drafted.size - 1  # keep the pending (root) token and the accepted nodes
-        kv.keep(tseq.cache, start, [0] + [i + 1 for i in verdict.path])
-        kept, why = stop.cut(verdict.committed, len(out))
-        out.extend(kept)
+    try:
+        while why is None:
+            started = time.perf_counter()
+            before = len(out) - 1  # decoded tokens in the target cache before this step
+            remaining = stop.max_new_tokens - len(out)
+            tree = drafter.propose(out, remaining - 1) if drafter is not None and remaining > 1 else None
+            drafted = tree if tree is not None else _empty_tree(tseq.adapter.device)
+            verdict = _verify(tseq, out, drafted, sampling, generator, rule)  # the step's one host read
+            start = kv.length(tseq.cache) - drafted.size - 1  # keep the pending (root) token and the accepted nodes
+            kv.keep(tseq.cache, start, [0] + [i + 1 for i in verdict.path])
+            kept, why = stop.cut(verdict.committed, len(out))
+            out.extend(kept)
+            if drafter is not None:
+                drafter.commit(Step(tree, verdict.path, kept, before, tseq, time.perf_counter() - started))
+            if on_commit is not None:
+                on_commit(kept)
+            stats.record_step(len(kept), len(verdict.path), _tried_depth(drafted, verdict.path))
+    except BaseException:
         if drafter is not None:
-            drafter.commit(Step(tree, verdict.path, kept, before, tseq, time.perf_counter() - started))
-        if on_commit is not None:
-            on_commit(kept)
-        stats.record_step(len(kept), len(verdict.path), _tried_depth(drafted, verdict.path))
+            drafter.close()  # a worker, threads: released before the error propagates
+        raise
     stats.stopped_by = why
     stats.host_syncs = host_syncs() - syncs_before
     if drafter is not None:

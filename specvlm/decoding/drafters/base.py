@@ -16,6 +16,8 @@ Writing a drafter (docs/drafters.md has the worked example, :mod:`.prompt_lookup
   verifier's rejection sampling keeps the output distributed as the target's whatever the drafter proposes.
 * ``commit(step)`` is called after every step, plain steps included: roll back to the committed tokens.
 * ``finish(stats)`` is called once at the end of the answer: write what the drafter did into the stats.
+* ``close()`` is called when decoding ends without ``finish`` (an exception): release what the drafter holds
+  (a worker, threads); it may be called again after ``finish``.
 
 What this module deliberately does not do: draft, verify or time anything itself.
 """
@@ -70,3 +72,6 @@ class Drafter:
     def finish(self, stats: GenerationStats) -> None:
         """Record what the drafter did in ``stats`` (called once, when the answer ends)."""
         stats.speculation = stats.speculation or "on"
+
+    def close(self) -> None:
+        """Release whatever the drafter holds (called when decoding stops early; harmless after ``finish``)."""

@@ -141,6 +141,9 @@ class Guard(Drafter):
             stats.speculation = "fell_back"
             stats.fell_back_at = self.fell_back_at
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 class Verdicts:
     """Per workload (any hashable key): the answers still to decode plainly after one whose speculation lost,

@@ -52,3 +52,7 @@ class LazyStart(Drafter):
             return
         stats.draft_start_tokens = self.started_at
         self.inner.finish(stats)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
