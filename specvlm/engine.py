@@ -554,6 +554,8 @@ class SpecVLM:
             return None
         if why is not None or self._drafted_answers < COMPILE_AFTER_ANSWERS:  # a one-shot call never forks a worker
             return None
+        if self.target_adapter.tp_group is not None:  # each rank would time its own answers: ranks could part ways
+            return None
         key = (int(inputs["input_ids"].shape[-1]).bit_length(), plan.method, plan.pruning, config.drop_rate,
                config.num_draft_tokens, config.draft_stop_below, config.compile)  # fmt: skip
         stats.overlap = self.overlap_choice.next(key)
