@@ -86,6 +86,7 @@ def run_engine(
         skipped=int(s.speculation_skipped),
         plain_runs=int(s.speculation in ("fell_back", "remembered_plain")),
         timed_runs=1,
+        overlap_runs=int(s.overlap),
     )
     return run, result.token_ids
 
@@ -115,6 +116,7 @@ def run_answers(engine, questions: list, name: str, drop_rate: float, ar_ids=Non
         skipped=sum(r.skipped or 0 for r in runs),
         plain_runs=sum(r.plain_runs for r in runs),
         timed_runs=len(runs),
+        overlap_runs=sum(r.overlap_runs for r in runs),
     )
     return total, ids
 
@@ -262,6 +264,7 @@ def bench_pair(
         best = fastest(timed[name])
         best.identical_to_ar = all(r.identical_to_ar for r in timed[name])
         best.plain_runs, best.timed_runs = sum(r.plain_runs for r in timed[name]), sum(r.timed_runs for r in timed[name])
+        best.overlap_runs = sum(r.overlap_runs for r in timed[name])
         if not best.identical_to_ar and name not in ANSWER_RUNS:
             runner = own if name in SELF_DRAFT_RUNS else engine
             best.divergence = _classify(runner, inputs, ar_ids, name, max_new_tokens, drop_rate)

@@ -39,9 +39,10 @@ def format_report(report: BenchReport) -> str:
     if report.settings.get("contention"):
         lines.insert(2, f"contention: {report.settings['contention']} CPU-bound processes ran beside every timed run")
     lines.append("plain: timed runs the never-slower guard decoded plainly (fell back in the answer, or a remembered verdict)")
+    lines.append("overlap: timed runs whose draft drafted in a worker beside the target (overlap='auto' decides per workload)")
     lines.append(
-        f"{'method':<15}{'decode s':>10}{'spread':>8}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'e2e x ar':>10}"
-        f"{'TTFT/ar':>9}{'overhead':>10}{'syncs/step':>12}{'plain':>7}  identical"
+        f"{'method':<19}{'decode s':>10}{'spread':>8}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'e2e x ar':>10}"
+        f"{'TTFT/ar':>9}{'overhead':>10}{'syncs/step':>12}{'plain':>7}{'overlap':>9}  identical"
     )
     speed = report.speedups()
 
@@ -58,9 +59,15 @@ def format_report(report: BenchReport) -> str:
         syncs = f"{r.host_syncs_per_step:.2f}" if r.host_syncs_per_step is not None else "-"
         spread = f"+{100 * r.spread:.0f}%" if r.spread is not None else "-"
         lines.append(
-            f"{name:<15}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}"
+            f"{name:<19}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}"
             f"{ratio(report.over_ar(name, 'e2e')):>10}{ratio(report.over_ar(name, 'ttft')):>9}{overhead:>10}{syncs:>12}"
-            f"{f'{r.plain_runs}/{r.timed_runs}':>7}  {_verdict(r)}"
+            f"{f'{r.plain_runs}/{r.timed_runs}':>7}{f'{r.overlap_runs}/{r.timed_runs}':>9}  {_verdict(r)}"
+        )
+    gain = report.overlap_gain()
+    if gain is not None:
+        lines.append(
+            f"overlapped drafting over sequential drafting (specvlm-overlap / specvlm-sequential): decode {gain[0]:.2f}x "
+            f"(fastest runs; any run over any run: {gain[1]:.2f}-{gain[2]:.2f}x)"
         )
     answers = [name for name in report.runs if name in ANSWER_RUNS]
     if answers:

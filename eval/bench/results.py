@@ -31,6 +31,7 @@ class RunResult:
     skipped: int | None = None  # short-answer runs: answers whose lazily started draft was never prefilled
     plain_runs: int = 0  # timed runs the never-slower guard turned plain (in the answer, or by a remembered verdict)
     timed_runs: int = 0  # timed runs (answers of a short-answer run count one each)
+    overlap_runs: int = 0  # timed runs whose draft drafted in a worker beside the target (``overlap``)
 
     @property
     def spread(self) -> float | None:
@@ -56,6 +57,16 @@ class BenchReport:
     draft_over_target: dict[str, float] = field(default_factory=dict)  # per-token decode cost ratios
     step_profile_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # step -> operator group -> ms
     weight_mb: dict[str, float] = field(default_factory=dict)  # model -> MB of weights read per decode step
+
+    def overlap_gain(self) -> tuple[float, float, float] | None:
+        """Overlapped drafting's decode speedup over sequential drafting (``specvlm-overlap`` over
+        ``specvlm-sequential``): the ratio of the fastest runs, and the lowest and highest ratio of any run
+        of one over any run of the other (the spread); None without both runs."""
+        seq, over = self.runs.get("specvlm-sequential"), self.runs.get("specvlm-overlap")
+        if seq is None or over is None or not seq.decode_s or not over.decode_s:
+            return None
+        seq_runs, over_runs = seq.decode_runs_s or [seq.decode_s], over.decode_runs_s or [over.decode_s]
+        return seq.decode_s / over.decode_s, min(seq_runs) / max(over_runs), max(seq_runs) / min(over_runs)
 
     def speedups(self) -> dict[str, dict[str, float]]:
         """Decode-time ratios: baseline time / run time, for baselines ``ar`` and ``hf-assisted`` (the
@@ -93,6 +104,7 @@ class BenchReport:
             "speedup_over": self.speedups(),
             "e2e_speedup_over_ar": {n: self.over_ar(n, "e2e") for n in self.runs},
             "ttft_over_ar": {n: self.over_ar(n, "ttft") for n in self.runs},
+            "overlap_over_sequential": self.overlap_gain(),
             "step_costs_ms": self.step_costs_ms,
             "draft_over_target": self.draft_over_target,
             "step_profile_ms": self.step_profile_ms,

@@ -13,6 +13,8 @@ RUNS = {  # name -> engine.generate settings
     "specvlm-chain": dict(method="specvlm", tree="chain"),
     "specvlm-eager": dict(method="specvlm", tree="chain", compile="off"),  # what compiling the draft's steps buys
     "specvlm-unguarded": dict(method="specvlm", tree="chain", never_slower=False),  # what the guard saves (or costs)
+    "specvlm-sequential": dict(method="specvlm", tree="chain", overlap="off"),  # drafting, then verifying
+    "specvlm-overlap": dict(method="specvlm", tree="chain", overlap="on"),  # drafting beside the target's work
     "specvlm-tree": dict(method="specvlm", tree="specvlm-25"),
     "lookup": dict(method="lookup"),  # prompt lookup: n-grams of the context, no draft model
     "self-draft": dict(method="specvlm", tree="chain"),  # on the self-drafting engine (draft=None)
