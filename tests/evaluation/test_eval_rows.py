@@ -26,7 +26,7 @@ from eval import results, runner
 from eval.cli import main
 from test_eval_layouts import frame_folder, mc, video, write_json
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NEEDLE = ["Catching the drone", "Riding a bike", "Swimming"]
 
 

@@ -9,7 +9,7 @@ import pytest
 from eval.config import ConfigError, EvalConfig, apply_overrides, fingerprint_conflicts, load_config, load_yaml, save_config
 from eval.models import parse_tiny
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _base() -> dict:

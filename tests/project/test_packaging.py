@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("specvlm", "pruning", "eval")
 #: import name -> distribution name, for the names that differ (the rest are the same)
 DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "lmms_eval": "lmms-eval", "flash_attn": "flash-attn"}

@@ -15,7 +15,7 @@ from eval.cli import PACKAGED_CONFIGS, config_path, main
 from eval.config import ConfigError, EvalConfig, load_yaml
 from test_eval_datasets import build_layouts
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MC_BENCHMARKS = ("synthetic", "mvbench", "mlvu", "longvideobench", "videomme")
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from specvlm import zoo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("01_quickstart", "02_pruning_visualised", "03_drop_rate_sweep")
 KERNEL = "python3"
