@@ -11,8 +11,7 @@ from specvlm.config import DecodingConfig
 from specvlm.zoo.demo import synthetic_frames
 from specvlm.zoo.tiny import TinySpec, save_tiny
 from specvlm.video import write_video
-
-FAMILIES = ("llava_onevision", "qwen2_5_vl")
+from tiny_pairs import CORE_FAMILIES as FAMILIES
 
 
 def pytest_configure(config):
@@ -27,11 +26,11 @@ def _timing_free_defaults():
 
     * the never-slower guard (``never_slower``) decides from wall-clock timings whether an answer keeps drafting,
       so what drafting did in a test (accepted lengths, kept tokens, draft steps) would depend on the machine's
-      speed: tests run with ``never_slower=False`` unless marked ``guard`` (tests/test_drafters.py tests the
+      speed: tests run with ``never_slower=False`` unless marked ``guard`` (tests/decoding/test_drafters.py tests the
       guard on fixed timings and through the engine's default);
     * ``compile="auto"`` compiles a draft's steps once an engine has drafted a few answers (seconds per model
-      shape): tests run eagerly unless they ask for a compile mode (tests/test_lossless.py compiles, and
-      tests/test_drafters.py checks when "auto" compiles);
+      shape): tests run eagerly unless they ask for a compile mode (tests/decoding/test_lossless.py compiles, and
+      tests/decoding/test_drafters.py checks when "auto" compiles);
     * ``overlap="auto"`` tries drafting in a worker process once an engine has drafted a few answers, and keeps
       it where it measured faster: tests draft sequentially unless they ask for it (tests/test_overlap.py).
     """

@@ -1,6 +1,6 @@
 """Benchmark readers: a tiny fake dataset in each published layout -> the right samples.
 
-``build_layouts`` is also used by ``test_eval_cli.py`` (real mp4 files, 8 frames of 64x64).
+``build_layouts`` is also used by ``evaluation/test_eval_cli.py`` and ``evaluation/test_answers_lmms.py`` (real mp4 files, 8 frames of 64x64).
 No models are loaded here.
 """
 
@@ -175,7 +175,7 @@ def test_bad_layouts_name_the_problem(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no annotation file .* matches json/\*\.json"):
         _load("mvbench", tmp_path / "empty")
-    # a malformed row or an unmatched gold answer no longer stops the listing (tests/test_eval_layouts.py)
+    # a malformed row or an unmatched gold answer no longer stops the listing (tests/evaluation/test_eval_layouts.py)
     _json(tmp_path / "bad" / "json" / "t.json", [{"video": "x.mp4", "question": "q?", "answer": "a"}])
     [bad] = _load("mvbench", tmp_path / "bad")
     assert bad.sample_id == "t/0" and "missing field 'candidates'" in bad.error and bad.prompt is None

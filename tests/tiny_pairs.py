@@ -10,6 +10,9 @@ from transformers import AutoModelForImageTextToText
 
 from specvlm.zoo.tiny import TinySpec, save_tiny
 
+#: the two reference families: the session's ``checkpoints`` (tests/conftest.py) hold a pair of each
+CORE_FAMILIES = ("llava_onevision", "qwen2_5_vl")
+
 
 def save_pairs(root, layers: dict[str, tuple[int, int]]) -> dict[str, dict[str, str]]:
     """{family: {"target": path, "draft": path}}: a seed-0 target and a seed-1 draft of each family, with

@@ -1,45 +1,104 @@
-"""Hostile inputs: each gives a clear error naming the bad value and what is allowed, before any prefill
-(and before any weights load wherever that can be known), and on the command line exit code 2 with one
-``specvlm: error:`` line (argparse's own usage + one error line for a malformed flag value), never a
-traceback. Also: frames read channels-last whatever their height, ``--max-frames``, help on every
-option, and ``--json [FILE]`` meaning the same in every command."""
+"""Every bad input, to the API and on the command line, gives a clear error: its type and a message naming the
+bad value and what is allowed, before any prefill (and before any weights load wherever that can be known).
+Nothing silently continues: on the command line exit code 2 with one ``specvlm: error:`` line (argparse's own
+usage + one error line for a malformed flag value), never a traceback; and an error in one call leaves the engine
+usable: the same engine then produces exactly the tokens it produced before the error.
+"""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 import torch
 import transformers
+from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
+import pruning
 from eval import bench
-from specvlm import SpecVLM
+from specvlm import SpecVLM, VideoDecodeError
 from specvlm import engine as engine_module
 from specvlm import loading as loading_module
-from specvlm.cli import _parser
 from specvlm.cli import main as cli_main
-from specvlm.stats import GenerationResult, GenerationStats
-from specvlm.zoo import demo
+from specvlm.config import COMPILE_MODES, METHODS, POSITION_MODES
+from specvlm.decoding.drafters import model as decoding
+from specvlm.models import family_of
+from specvlm.zoo.tiny import TinySpec, build_tiny, save_tiny
+from tiny_pairs import CORE_FAMILIES as FAMILIES
 
 PROMPT = "Describe the video."
-#: the smallest bench settings of tests/test_bench.py
-BENCH_ARGS = ["--max-new-tokens", "6", "--min-video-tokens", "100", "--repeats", "1", "--no-hf-assisted", "--workloads", "caption"]
+SUPPORTED = ("llava_onevision", "qwen2_5_vl")
+
+
+# ---------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def engine_and_reference(checkpoints, frames):
+    """llava_onevision target + separate draft (module-scoped: errors must not corrupt it), and the
+    result of a valid call made right after loading, before any error test used the engine. The draft
+    starts with the first token (``lazy_draft_after=0``) so that the short answers here exercise it."""
+    paths = checkpoints["llava_onevision"]
+    engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"], lazy_draft_after=0)
+    return engine, engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="specvlm")
+
+
+@pytest.fixture(scope="module")
+def engine(engine_and_reference):
+    return engine_and_reference[0]
+
+
+@pytest.fixture(scope="module")
+def reference(engine_and_reference):
+    return engine_and_reference[1]
+
+
+@pytest.fixture(scope="module")
+def self_engine(checkpoints):
+    """llava_onevision target drafting for itself, from the first token."""
+    return SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None, lazy_draft_after=0)
+
+
+@pytest.fixture
+def corrupt_mp4(tmp_path):
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, size=4096, dtype=np.uint8).tobytes())
+    return path
+
+
+def _tiny_llava_model():
+    """A tiny stock ``LlavaForConditionalGeneration`` (model_type "llava"): an unsupported family."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
+
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8
+        ),
+        text_config=Qwen2Config(
+            vocab_size=300,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        ),
+        image_token_id=299,
+    )
+    return LlavaForConditionalGeneration(config).eval()
+
+
+def _assert_lists_supported(message: str) -> None:
+    for family in SUPPORTED:
+        assert family in message, message
 
 
 @pytest.fixture(scope="module")
 def pair(checkpoints):
     return checkpoints["llava_onevision"]
-
-
-@pytest.fixture(scope="module")
-def engine(pair):
-    return SpecVLM.from_pretrained(pair["target"], draft=pair["draft"])
 
 
 @pytest.fixture
@@ -87,86 +146,251 @@ def _argparse_error(argv, capsys) -> str:
     return lines[0]
 
 
-# ------------------------------------------------------------------ 1. unreadable model.safetensors
+def _cli(target, video, *extra):
+    return cli_main(_generate_argv(target, video, *extra))
 
 
-def _corrupt_copy(src, dst, kind: str):
-    shutil.copytree(src, dst)
-    weights = dst / "model.safetensors"
-    data = weights.read_bytes()
-    if kind == "truncated":
-        weights.write_bytes(data[: len(data) // 2])
-    elif kind == "garbage":
-        weights.write_bytes(np.random.default_rng(0).integers(0, 256, size=4096, dtype=np.uint8).tobytes())
-    else:  # a few bytes: not even a header length
-        weights.write_bytes(b"\x01\x02")
-    return dst, weights
+# ------------------------------------------------------------------------------------------ video
 
 
-@pytest.mark.parametrize("kind", ["truncated", "garbage", "tiny"])
-@pytest.mark.parametrize("role", ["target", "draft"])
-def test_unreadable_safetensors_is_named_before_loading(pair, tmp_path, kind, role, monkeypatch, capsys):
-    bad, weights = _corrupt_copy(pair[role], tmp_path / role, kind)
-    target, draft = (bad, pair["draft"]) if role == "target" else (pair["target"], bad)
-    with monkeypatch.context() as m:  # the file is checked before any weights load
-        m.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+def test_missing_video_file(engine, tmp_path):
+    missing = tmp_path / "missing.mp4"
+    for call in (
+        lambda: engine.generate(video=str(missing), prompt=PROMPT, max_new_tokens=2),
+        lambda: engine.build_inputs(str(missing), PROMPT),
+        lambda: engine.build_inputs(missing, PROMPT),  # a Path works like a str
+    ):
+        with pytest.raises(VideoDecodeError) as info:
+            call()
+        assert str(missing) in str(info.value)
+        assert "does not exist" in str(info.value)
+        assert info.value.path == str(missing)
+
+
+def test_corrupt_video_file(engine, corrupt_mp4):
+    for call in (
+        lambda: engine.generate(video=str(corrupt_mp4), prompt=PROMPT, max_new_tokens=2),
+        lambda: engine.build_inputs(str(corrupt_mp4), PROMPT),
+    ):
+        with pytest.raises(VideoDecodeError) as info:
+            call()
+        message = str(info.value)
+        assert str(corrupt_mp4) in message
+        assert "cannot be decoded" in message or "no decodable frames" in message, message
+
+
+def test_video_decode_error_is_a_value_error():
+    # callers that catch ValueError (the CLI does) also catch video errors
+    assert issubclass(VideoDecodeError, ValueError)
+
+
+def test_zero_frames(engine):
+    empty = np.zeros((0, 64, 64, 3), np.uint8)
+    for call in (
+        lambda: engine.generate(video=empty, prompt=PROMPT, max_new_tokens=2),
+        lambda: engine.build_inputs(empty, PROMPT),
+        lambda: engine.build_inputs([], PROMPT),
+    ):
+        with pytest.raises(VideoDecodeError, match="zero frames") as info:
+            call()
+        assert "<frames array>" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.int16])  # uint16 is scaled: tests/inputs/test_images.py
+def test_wrong_dtype_frames(engine, frames, dtype):
+    bad = frames.astype(dtype)
+    for call in (
+        lambda: engine.generate(video=bad, prompt=PROMPT, max_new_tokens=2),
+        lambda: engine.build_inputs(bad, PROMPT),
+    ):
         with pytest.raises(ValueError) as info:
-            SpecVLM.from_pretrained(str(target), draft=str(draft))
-    message = str(info.value)
-    assert str(weights) in message and "not a readable safetensors file" in message and role in message, message
-    assert cli_main(_generate_argv(target, "clip.mp4", "--draft", str(draft))) == 2
-    error = _error_line(capsys.readouterr().err)
-    assert str(weights) in error and "not a readable safetensors file" in error
+            call()
+        message = str(info.value)
+        assert np.dtype(dtype).name in message and "uint8" in message, message
 
 
-def test_unreadable_safetensors_found_while_loading_names_the_checkpoint(pair, tmp_path):
-    """A hub checkpoint is only read once downloaded: the loader's own error names the checkpoint."""
-    bad, _ = _corrupt_copy(pair["draft"], tmp_path / "draft", "garbage")
-    with pytest.raises(ValueError, match="draft checkpoint .*draft.* not a readable safetensors file"):
-        loading_module.load_model(str(bad), None, None, "draft")
-
-
-# ----------------------------------------------------------------------- 2. a GPU that is not there
-
-
-# ids: conftest skips tests with a keyword "cuda" (those need a GPU; these need none)
-@pytest.mark.parametrize("device_map", ["cuda", "cuda:0", 0, torch.device("cuda", 0), {"": "cuda:0"}],
-                         ids=["name", "name:index", "index", "torch.device", "dict"])  # fmt: skip
-def test_cuda_device_map_without_a_gpu(pair, device_map, monkeypatch, no_loading):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+@pytest.mark.parametrize(
+    "shape,needle",
+    [((8, 64, 64), "(T, H, W, 3)"), ((8, 64, 64, 4), "(T, H, W, 3)"), ((8, 0, 64, 3), "height and width")],
+)
+def test_wrong_shape_frames(engine, shape, needle):
+    bad = np.zeros(shape, np.uint8)
     with pytest.raises(ValueError) as info:
-        SpecVLM.from_pretrained(pair["target"], device_map=device_map)
-    message = str(info.value)
-    assert f"device_map={device_map!r}" in message and "no CUDA device is available" in message, message
-    assert "'cpu'" in message and "'auto'" in message, message
+        engine.build_inputs(bad, PROMPT)
+    assert str(shape) in str(info.value) and needle in str(info.value)
 
 
-def test_cuda_device_map_beyond_the_gpus_there_are(pair, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(ValueError, match=r"device_map='cuda:3' names CUDA device 3, but this machine has 1"):
-        SpecVLM.from_pretrained(pair["target"], device_map="cuda:3")
+def test_video_of_wrong_type(engine):
+    with pytest.raises(TypeError, match="video must be a path.*got int"):
+        engine.build_inputs(123, PROMPT)
 
 
-@pytest.mark.parametrize("device_map", ["gpu", "cuda:x", -1, 1.5])
-def test_malformed_device_map(pair, device_map):
+@pytest.mark.parametrize("prompt", ["", "   ", None, 5])
+def test_bad_prompt(engine, frames, prompt):
+    with pytest.raises(ValueError, match="prompt must be a non-empty string") as info:
+        engine.build_inputs(frames, prompt)
+    assert repr(prompt) in str(info.value)
+
+
+def test_generate_needs_video_and_prompt_or_inputs(engine, frames):
+    with pytest.raises(ValueError, match=r"pass `video` and / or `images` with `prompt`, `messages` \(a conversation\), or `inputs`"):
+        engine.generate(video=frames, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"pass `video` and / or `images` with `prompt`, `messages` \(a conversation\), or `inputs`"):
+        engine.generate(prompt=PROMPT, max_new_tokens=2)
+
+
+# ------------------------------------------------------------------------------- decoding settings
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), float("inf"), True, "0.5"])
+def test_bad_drop_rate_at_load(checkpoints, bad):
     with pytest.raises(ValueError) as info:
-        SpecVLM.from_pretrained(pair["target"], device_map=device_map)
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], drop_rate=bad)
     message = str(info.value)
-    assert f"device_map={device_map!r}" in message and "'auto'" in message and "'cuda:N'" in message, message
+    assert "drop_rate" in message and "[0, 1)" in message, message
+    assert repr(bad) in message, message
 
 
-@pytest.mark.parametrize("value", ["cuda", "cuda:0", "0"], ids=["name", "name:index", "index"])
-def test_cli_cuda_device_map_without_a_gpu(pair, video_file, value, monkeypatch, capsys):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
-    assert cli_main(_generate_argv(pair["target"], video_file, "--device-map", value)) == 2
-    error = _error_line(capsys.readouterr().err)
-    shown = repr(int(value)) if value.isdigit() else repr(value)
-    assert f"device_map={shown}" in error and "no CUDA device is available" in error, error
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+@pytest.mark.parametrize("method", METHODS)
+def test_bad_drop_rate_per_call(engine, frames, bad, method):
+    before = engine.config
+    with pytest.raises(ValueError) as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, method=method, drop_rate=bad)
+    message = str(info.value)
+    assert "drop_rate" in message and "[0, 1)" in message and repr(bad) in message, message
+    assert engine.config == before  # a rejected override leaves the engine's settings alone
 
 
-# ----------------------------------------------------------------------------------------- 3. trees
+def test_unknown_pruning_strategy(checkpoints, engine, frames):
+    available = pruning.available()
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], pruning="bogus")
+    assert "'bogus'" in str(info.value) and ", ".join(map(repr, available)) in str(info.value)
+    with pytest.raises(ValueError) as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, pruning="bogus")
+    assert "'bogus'" in str(info.value) and ", ".join(map(repr, available)) in str(info.value)
+
+
+def test_unknown_method(engine, frames):
+    with pytest.raises(ValueError) as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, method="beam")
+    message = str(info.value)
+    assert "'beam'" in message
+    for method in METHODS:
+        assert repr(method) in message, message
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_bad_num_draft_tokens(checkpoints, engine, frames, bad):
+    with pytest.raises(ValueError, match=r"num_draft_tokens=.* must be an int >= 1") as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], num_draft_tokens=bad)
+    assert f"num_draft_tokens={bad!r}" in str(info.value)
+    with pytest.raises(ValueError, match=r"must be an int >= 1") as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, num_draft_tokens=bad)
+    assert f"num_draft_tokens={bad!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])  # None: not given (the generation config's, as stock)
+def test_bad_max_new_tokens(engine, frames, bad):
+    with pytest.raises(ValueError, match=r"must be an int >= 1") as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=bad)
+    assert f"max_new_tokens={bad!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan")])
+def test_bad_stage1_mass(checkpoints, engine, frames, bad):
+    with pytest.raises(ValueError, match=r"\[0, 1\]") as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], stage1_mass=bad)
+    assert f"stage1_mass={bad!r}" in str(info.value)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, stage1_mass=bad)
+
+
+@pytest.mark.parametrize("name, bad, allowed", [("positions", "relative", POSITION_MODES), ("compile", "yes", COMPILE_MODES)])
+def test_unknown_mode_setting(checkpoints, engine, frames, name, bad, allowed):
+    """A mode outside its allowed set is named, with every allowed mode, at load and per call."""
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], **{name: bad})
+    message = str(info.value)
+    assert f"{name}={bad!r}" in message and all(repr(m) in message for m in allowed), message
+    with pytest.raises(ValueError, match=f"{name}={bad!r}"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, **{name: bad})
+
+
+@pytest.mark.parametrize("method", ["sd", "specvlm"])
+def test_compact_positions_need_a_separate_draft(self_engine, frames, method):
+    with pytest.raises(ValueError) as info:
+        self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, method=method, positions="compact")
+    message = str(info.value)
+    assert "positions='compact'" in message and "separate draft" in message, message
+
+
+def test_compact_positions_with_self_draft_rejected_at_load(checkpoints):
+    with pytest.raises(ValueError, match="positions='compact'.*separate draft"):
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=None, positions="compact")
+
+
+def test_compile_without_a_compiler_fails_before_any_work(engine, frames, monkeypatch):
+    import torch._inductor.cpp_builder as cpp_builder
+
+    def missing():
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    calls = []
+    monkeypatch.setattr(engine, "_prefill_target", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError) as info:
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, compile="draft")
+    message = str(info.value)
+    assert "compile='draft'" in message and "C++ compiler" in message and "compile='off'" in message, message
+    assert calls == []
+
+
+def test_unknown_override_is_rejected(engine, frames):
+    with pytest.raises(TypeError, match="dropp_rate"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, dropp_rate=0.5)
+
+
+def test_prompt_without_text_after_video_cannot_be_scored(engine, frames):
+    """Processed inputs cut right after the last video token: the verifier has no text query to score with."""
+    inputs = engine.build_inputs(frames, PROMPT)
+    ids = inputs["input_ids"][0]
+    last_video = int((ids == engine.target.config.video_token_id).nonzero().max())
+    cut = dict(inputs)
+    cut["input_ids"] = inputs["input_ids"][:, : last_video + 1]
+    cut["attention_mask"] = inputs["attention_mask"][:, : last_video + 1]
+    with pytest.raises(ValueError, match="no text after the video"):
+        engine.generate(inputs=cut, max_new_tokens=2, method="specvlm", pruning="specvlm")
+    # strategies that need no scores still work on such a prompt
+    result = engine.generate(inputs=cut, max_new_tokens=2, method="specvlm", pruning="uniform")
+    assert 1 <= len(result.token_ids) <= 2
+
+
+# -------------------------------------------------------------------------- settings of wrong type
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "needle"),
+    [("seed", "a", "seed='a' must be an int"), ("stage1_mass", "0.4", "stage1_mass='0.4' must be a number")],
+)
+def test_string_settings_are_refused_at_load_and_per_call(pair, engine, frames, name, bad, needle, no_prefill):
+    with pytest.raises(ValueError, match=needle):
+        SpecVLM.from_pretrained(pair["target"], **{name: bad})
+    before = engine.config
+    with pytest.raises(ValueError, match=needle):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, **{name: bad})
+    assert engine.config == before
+
+
+def test_cli_string_settings(pair, video_file, capsys, no_loading):
+    error = _argparse_error(_generate_argv(pair["target"], video_file, "--seed", "a"), capsys)
+    assert "argument --seed: seed='a' must be an int" in error
+    error = _argparse_error(_generate_argv(pair["target"], video_file, "--stage1-mass", "much"), capsys)
+    assert "argument --stage1-mass: stage1_mass='much' must be a number" in error
+
+
+# ------------------------------------------------------------------------------------------- trees
 
 
 @pytest.mark.parametrize("tree", [[1, 2], [[0], 1], [["a"]], 5])
@@ -226,30 +450,269 @@ def test_cli_more_siblings_than_the_vocabulary(pair, video_file, capsys):
     assert "400 siblings" in error and "vocabulary's 261 tokens" in error, error
 
 
-# --------------------------------------------------------------------------- 4. settings of wrong type
+# ------------------------------------------------------------------------------ model families
+
+
+def test_unsupported_family_is_named_with_the_supported_ones(checkpoints):
+    model = _tiny_llava_model()
+    with pytest.raises(ValueError) as info:
+        family_of(model.config)
+    message = str(info.value)
+    assert "'llava'" in message
+    _assert_lists_supported(message)
+
+    processor = AutoProcessor.from_pretrained(checkpoints["llava_onevision"]["target"])
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(model, processor=processor)
+    assert "'llava'" in str(info.value)
+    _assert_lists_supported(str(info.value))
+    # as a draft too
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=model)
+    assert "'llava'" in str(info.value)
+    _assert_lists_supported(str(info.value))
+
+
+def test_loaded_model_needs_a_processor(checkpoints):
+    model, _ = build_tiny(TinySpec(family="llava_onevision"))
+    with pytest.raises(ValueError, match="pass `processor=`"):
+        SpecVLM.from_pretrained(model)
+
+
+def test_non_full_attention_layers_are_rejected():
+    model, processor = build_tiny(TinySpec(family="qwen2_5_vl", num_layers=2))
+    model.config.text_config.layer_types = ["sliding_attention", "full_attention"]
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(model, processor=processor)
+    message = str(info.value)
+    assert "sliding_attention" in message and "handles ['full_attention']" in message, message
+
+
+@pytest.mark.parametrize("target_family,draft_family", [("llava_onevision", "qwen2_5_vl"), ("qwen2_5_vl", "llava_onevision")])
+def test_family_mismatch(checkpoints, target_family, draft_family):
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints[target_family]["target"], draft=checkpoints[draft_family]["draft"])
+    message = str(info.value)
+    assert f"target family {target_family!r}" in message and f"draft family {draft_family!r}" in message, message
+    assert "differ" in message
+
+
+def test_video_token_id_mismatch(checkpoints):
+    draft = AutoModelForImageTextToText.from_pretrained(checkpoints["llava_onevision"]["draft"])
+    target_id = draft.config.video_token_id
+    draft.config.video_token_id = target_id - 1
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=draft)
+    message = str(info.value)
+    assert "video token ids differ" in message
+    assert f"target {target_id}" in message and f"draft {target_id - 1}" in message, message
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_draft_vocabulary_mismatch(checkpoints, tmp_path, family):
+    draft_dir = save_tiny(TinySpec(family=family, seed=1, num_layers=1), tmp_path / "draft")
+    tokenizer = AutoTokenizer.from_pretrained(draft_dir)
+    size = len(tokenizer)
+    assert tokenizer.add_tokens(["<only_in_draft>"]) == 1
+    tokenizer.save_pretrained(draft_dir)
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints[family]["target"], draft=draft_dir)
+    message = str(info.value)
+    assert "vocabularies differ" in message, message
+    assert f"({size} vs {size + 1} tokens" in message, message
+    assert "1 only in the draft's" in message and "0 entries only in the target's" in message, message
+
+
+def test_draft_vocabulary_with_a_different_token_is_rejected(checkpoints, tmp_path):
+    """Same size, one entry different: the mapping, not just the count, is compared."""
+    draft_dir = save_tiny(TinySpec(family="llava_onevision", seed=1, num_layers=1), tmp_path / "draft")
+    target_tok = AutoTokenizer.from_pretrained(checkpoints["llava_onevision"]["target"])
+    # the draft's tokenizer gets one extra token; the target's processor gets another one
+    draft_tok = AutoTokenizer.from_pretrained(draft_dir)
+    draft_tok.add_tokens(["<draft_word>"])
+    draft_tok.save_pretrained(draft_dir)
+    target_tok.add_tokens(["<target_word>"])
+    processor = AutoProcessor.from_pretrained(checkpoints["llava_onevision"]["target"])
+    processor.tokenizer = target_tok
+    target = AutoModelForImageTextToText.from_pretrained(checkpoints["llava_onevision"]["target"])
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(target, draft=draft_dir, processor=processor)
+    message = str(info.value)
+    n = len(target_tok)
+    assert f"vocabularies differ ({n} vs {n} tokens; 1 entries only in the target's, 1 only in the draft's)" in message
+
+
+def test_draft_without_tokenizer_files_is_reported(checkpoints, tmp_path, caplog):
+    """A draft checkpoint with weights only loads, but says loudly that vocabularies were not compared."""
+    draft = AutoModelForImageTextToText.from_pretrained(checkpoints["llava_onevision"]["draft"])
+    draft.save_pretrained(tmp_path / "weights_only")
+    with caplog.at_level("WARNING", logger="specvlm.loading"):
+        engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], draft=tmp_path / "weights_only")
+    assert engine.draft is not None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "specvlm.loading"]
+    assert any(str(tmp_path / "weights_only") in m and "not compared" in m for m in warnings), warnings
 
 
 @pytest.mark.parametrize(
-    ("name", "bad", "needle"),
-    [("seed", "a", "seed='a' must be an int"), ("stage1_mass", "0.4", "stage1_mass='0.4' must be a number")],
+    "family,change",
+    [("llava_onevision", {"image_size": 32}), ("llava_onevision", {"patch_size": 16}), ("qwen2_5_vl", {"patch_size": 4})],
 )
-def test_string_settings_are_refused_at_load_and_per_call(pair, engine, frames, name, bad, needle, no_prefill):
-    with pytest.raises(ValueError, match=needle):
-        SpecVLM.from_pretrained(pair["target"], **{name: bad})
-    before = engine.config
-    with pytest.raises(ValueError, match=needle):
-        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=2, **{name: bad})
-    assert engine.config == before
+def test_draft_video_layout_mismatch(checkpoints, tmp_path, family, change):
+    draft_dir = save_tiny(TinySpec(family=family, seed=1, num_layers=1, **change), tmp_path / "draft")
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(checkpoints[family]["target"], draft=draft_dir)
+    message = str(info.value)
+    assert "video-token layouts differ" in message, message
+    (key, value), = change.items()
+    assert f"'{key}': {value}" in message, message  # the draft's differing setting is shown
 
 
-def test_cli_string_settings(pair, video_file, capsys, no_loading):
-    error = _argparse_error(_generate_argv(pair["target"], video_file, "--seed", "a"), capsys)
-    assert "argument --seed: seed='a' must be an int" in error
-    error = _argparse_error(_generate_argv(pair["target"], video_file, "--stage1-mass", "much"), capsys)
-    assert "argument --stage1-mass: stage1_mass='much' must be a number" in error
+def test_matching_pair_loads(checkpoints):
+    """The mismatch checks are not over-eager: the session's own pair loads."""
+    for family in FAMILIES:
+        paths = checkpoints[family]
+        engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"])
+        assert engine.draft is not None and family_of(engine.draft.config) == family
 
 
-# ------------------------------------------------------------------------------ 5. bench arguments
+# -------------------------------------------------------------------- unreadable model.safetensors
+
+
+def _corrupt_copy(src, dst, kind: str):
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    data = weights.read_bytes()
+    if kind == "truncated":
+        weights.write_bytes(data[: len(data) // 2])
+    elif kind == "garbage":
+        weights.write_bytes(np.random.default_rng(0).integers(0, 256, size=4096, dtype=np.uint8).tobytes())
+    else:  # a few bytes: not even a header length
+        weights.write_bytes(b"\x01\x02")
+    return dst, weights
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "tiny"])
+@pytest.mark.parametrize("role", ["target", "draft"])
+def test_unreadable_safetensors_is_named_before_loading(pair, tmp_path, kind, role, monkeypatch, capsys):
+    bad, weights = _corrupt_copy(pair[role], tmp_path / role, kind)
+    target, draft = (bad, pair["draft"]) if role == "target" else (pair["target"], bad)
+    with monkeypatch.context() as m:  # the file is checked before any weights load
+        m.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+        with pytest.raises(ValueError) as info:
+            SpecVLM.from_pretrained(str(target), draft=str(draft))
+    message = str(info.value)
+    assert str(weights) in message and "not a readable safetensors file" in message and role in message, message
+    assert cli_main(_generate_argv(target, "clip.mp4", "--draft", str(draft))) == 2
+    error = _error_line(capsys.readouterr().err)
+    assert str(weights) in error and "not a readable safetensors file" in error
+
+
+def test_unreadable_safetensors_found_while_loading_names_the_checkpoint(pair, tmp_path):
+    """A hub checkpoint is only read once downloaded: the loader's own error names the checkpoint."""
+    bad, _ = _corrupt_copy(pair["draft"], tmp_path / "draft", "garbage")
+    with pytest.raises(ValueError, match="draft checkpoint .*draft.* not a readable safetensors file"):
+        loading_module.load_model(str(bad), None, None, "draft")
+
+
+# ------------------------------------------------------------------------- a GPU that is not there
+
+
+# ids: conftest skips tests with a keyword "cuda" (those need a GPU; these need none)
+@pytest.mark.parametrize("device_map", ["cuda", "cuda:0", 0, torch.device("cuda", 0), {"": "cuda:0"}],
+                         ids=["name", "name:index", "index", "torch.device", "dict"])  # fmt: skip
+def test_cuda_device_map_without_a_gpu(pair, device_map, monkeypatch, no_loading):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(pair["target"], device_map=device_map)
+    message = str(info.value)
+    assert f"device_map={device_map!r}" in message and "no CUDA device is available" in message, message
+    assert "'cpu'" in message and "'auto'" in message, message
+
+
+def test_cuda_device_map_beyond_the_gpus_there_are(pair, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"device_map='cuda:3' names CUDA device 3, but this machine has 1"):
+        SpecVLM.from_pretrained(pair["target"], device_map="cuda:3")
+
+
+@pytest.mark.parametrize("device_map", ["gpu", "cuda:x", -1, 1.5])
+def test_malformed_device_map(pair, device_map):
+    with pytest.raises(ValueError) as info:
+        SpecVLM.from_pretrained(pair["target"], device_map=device_map)
+    message = str(info.value)
+    assert f"device_map={device_map!r}" in message and "'auto'" in message and "'cuda:N'" in message, message
+
+
+@pytest.mark.parametrize("value", ["cuda", "cuda:0", "0"], ids=["name", "name:index", "index"])
+def test_cli_cuda_device_map_without_a_gpu(pair, video_file, value, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    assert cli_main(_generate_argv(pair["target"], video_file, "--device-map", value)) == 2
+    error = _error_line(capsys.readouterr().err)
+    shown = repr(int(value)) if value.isdigit() else repr(value)
+    assert f"device_map={shown}" in error and "no CUDA device is available" in error, error
+
+
+# ------------------------------------------------------------------------------ context overflow
+
+
+def test_context_overflow(checkpoints, frames):
+    path = checkpoints["llava_onevision"]["target"]
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    engine = SpecVLM.from_pretrained(model, processor=processor, draft=None, num_draft_tokens=5)
+    inputs = engine.build_inputs(frames, PROMPT)
+    length = inputs["input_ids"].shape[1]
+    limit = length + 10
+    model.config.text_config.max_position_embeddings = limit
+    assert engine.target_adapter.max_positions == limit
+    for method in METHODS:
+        with pytest.raises(ValueError) as info:
+            engine.generate(inputs=inputs, max_new_tokens=20, method=method)
+        message = str(info.value)
+        assert "context overflow" in message
+        assert f"max_position_embeddings={limit}" in message, message
+        assert "max_new_tokens=20" in message and f"position {length + 20 - 2}" in message, message
+        assert f"position {length - 1}" in message, message  # where the prompt ends
+    # exactly at the limit is allowed (the last position fed is limit - 1), and the same engine still works
+    engine.target.generation_config.eos_token_id = None
+    result = engine.generate(inputs=inputs, max_new_tokens=limit - length + 1, method="sd")
+    assert len(result.token_ids) == limit - length + 1
+    with pytest.raises(ValueError, match="context overflow"):
+        engine.generate(inputs=inputs, max_new_tokens=limit - length + 2, method="sd")
+
+
+def test_context_overflow_is_found_before_the_prefill(checkpoints, frames, monkeypatch):
+    engine = SpecVLM.from_pretrained(checkpoints["qwen2_5_vl"]["target"])
+    inputs = engine.build_inputs(frames, PROMPT)
+    calls = []
+    monkeypatch.setattr(engine, "_prefill_target", lambda *a, **k: calls.append(a))
+    limit = engine.target_adapter.max_positions
+    with pytest.raises(ValueError, match="context overflow"):
+        engine.generate(inputs=inputs, max_new_tokens=limit + 1)
+    assert not calls
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
+def test_a_prompt_holding_the_video_placeholder_is_refused(checkpoints, frames, family):
+    engine = SpecVLM.from_pretrained(checkpoints[family]["target"])
+    token = engine.processor.video_token
+    with pytest.raises(ValueError, match=f"the prompt contains the processor's video token {re.escape(repr(token))}"):
+        engine.generate(video=frames, prompt=f"What happens in {token}?", max_new_tokens=2)
+    conversation = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": token}]}]
+    with pytest.raises(ValueError, match="video token"):
+        engine.generate(messages=conversation, max_new_tokens=2)
+
+
+def test_inputs_without_the_videos_pixels_are_refused(engine, frames):
+    inputs = engine.build_inputs(frames, PROMPT)
+    del inputs["pixel_values_videos"]
+    with pytest.raises(ValueError, match="inputs has no 'pixel_values_videos'"):
+        engine.generate(inputs=inputs, max_new_tokens=2)
+
+
+# --------------------------------------------------------------------------------- bench arguments
 
 
 @pytest.mark.parametrize("extra", [[], ["--target", "t", "--draft", "d"]])
@@ -281,163 +744,53 @@ def test_bench_cuda_settings_are_checked_first(flags, fragment, capsys, monkeypa
     assert fragment in _error_line(capsys.readouterr().err)
 
 
-# ------------------------------------------------------------------------- 6. frames of height 3
+# ------------------------------------------------- the command line: one line, whatever goes wrong
 
 
-@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
-@pytest.mark.parametrize("height", [3, 1])
-def test_frames_are_read_channels_last_whatever_their_height(checkpoints, family, height):
-    engine = SpecVLM.from_pretrained(checkpoints[family]["target"])
-    frames = np.random.default_rng(0).integers(0, 256, size=(4, height, 64, 3), dtype=np.uint8)
-    inputs = engine.build_inputs(frames, PROMPT)
-    channels_first = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W): stated explicitly
-    expected = engine.processor.video_processor(
-        videos=[channels_first], input_data_format="channels_first", do_sample_frames=False, return_tensors="pt"
-    )
-    assert torch.equal(inputs["pixel_values_videos"], expected["pixel_values_videos"])
-    if family == "qwen2_5_vl":
-        assert torch.equal(inputs["video_grid_thw"], expected["video_grid_thw"])
-        _, grid_h, grid_w = inputs["video_grid_thw"][0].tolist()
-        assert grid_h < grid_w  # a wide, flat video stays wide and flat
-    result = engine.generate(inputs=inputs, max_new_tokens=2, method="ar")
-    assert result.stats.video_tokens > 0
+def test_cli_missing_video(checkpoints, tmp_path, capsys):
+    missing = tmp_path / "missing.mp4"
+    assert _cli(checkpoints["llava_onevision"]["target"], missing) == 2
+    captured = capsys.readouterr()
+    error = _error_line(captured.err)
+    assert str(missing) in error and "does not exist" in error
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
 
 
-# ------------------------------------------------------------------- 7. --max-frames, help on every option
+def test_cli_corrupt_video(checkpoints, corrupt_mp4, capsys):
+    assert _cli(checkpoints["llava_onevision"]["target"], corrupt_mp4) == 2
+    captured = capsys.readouterr()
+    assert str(corrupt_mp4) in _error_line(captured.err) and captured.out == ""
 
 
-def test_max_frames_caps_fps_sampling(engine, video_file, frames):
-    assert engine.load(video_file, fps=8).num_frames == 16
-    clip = engine.load(video_file, fps=8, max_frames=3)
-    assert clip.num_frames == 3 and clip.indices == engine.load(video_file, num_frames=3).indices
-    assert engine.load(frames, max_frames=3).num_frames == 3
-    assert engine.load(frames, max_frames=30).num_frames == len(frames)
-    with pytest.raises(ValueError, match="max_frames must be an integer >= 1, got 0"):
-        engine.load(video_file, fps=8, max_frames=0)
+def test_cli_bad_settings(checkpoints, video_file, capsys):
+    target = checkpoints["llava_onevision"]["target"]
+    assert _cli(target, video_file, "--drop-rate", "1.5") == 2
+    err = _error_line(capsys.readouterr().err)
+    assert "drop_rate" in err and "1.5" in err and "[0, 1)" in err
+    with pytest.raises(SystemExit) as info:  # argparse checks the choices (exit code 2, choices listed)
+        _cli(target, video_file, "--pruning", "bogus")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'bogus'" in err and "uniform" in err
+    assert _cli(target, video_file, "--num-draft-tokens", "0") == 2
+    assert "num_draft_tokens=0" in _error_line(capsys.readouterr().err)
+    assert _cli(target, video_file, "--max-new-tokens", "0") == 2  # the later flag wins
+    assert "max_new_tokens=0" in _error_line(capsys.readouterr().err)
+    # argparse itself rejects an unknown method (exit code 2, choices listed)
+    with pytest.raises(SystemExit) as info:
+        _cli(target, video_file, "--method", "beam")
+    assert info.value.code == 2
+    assert "beam" in capsys.readouterr().err
 
 
-def test_cli_max_frames(pair, video_file, capsys):
-    def video_tokens(*flags):
-        assert cli_main(_generate_argv(pair["target"], video_file, "--method", "ar", "--json", *flags)) == 0
-        return json.loads(capsys.readouterr().out)["stats"]["video_tokens"]
-
-    capped = video_tokens("--fps", "8", "--max-frames", "3")
-    assert capped == video_tokens("--num-frames", "3") < video_tokens("--fps", "8")
-    assert "argument --max-frames: 0 must be an integer >= 1" in _argparse_error(
-        _generate_argv(pair["target"], video_file, "--fps", "8", "--max-frames", "0"), capsys
-    )
-
-
-def _parsers(parser: argparse.ArgumentParser, prefix="specvlm"):
-    yield prefix, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _parsers(sub, f"{prefix} {name}")
-
-
-def test_every_option_of_every_command_has_help():
-    seen = []
-    for name, parser in _parsers(_parser()):
-        for action in parser._actions:
-            if action.option_strings or isinstance(action, argparse._SubParsersAction):
-                label = f"{name} {'/'.join(action.option_strings) or action.dest}"
-                seen.append(label)
-                assert action.help and action.help != argparse.SUPPRESS and action.help.strip(), label
-    assert "specvlm generate --max-frames" in seen and "specvlm bench --json" in seen and "specvlm demo --json" in seen
-
-
-# ---------------------------------------------------------------------------- 8. --json [FILE] everywhere
-
-
-def test_generate_json_on_stdout_or_to_a_file(pair, video_file, tmp_path, capsys):
-    argv = _generate_argv(pair["target"], video_file, "--draft", str(pair["draft"]), "--num-frames", "4")
-    assert cli_main(argv + ["--json"]) == 0
-    out = capsys.readouterr()
-    payload = json.loads(out.out)  # nothing but the JSON on stdout
-    assert set(payload) == {"text", "token_ids", "stats"} and "wrote" not in out.err
-    dest = tmp_path / "result.json"
-    assert cli_main(argv + ["--json", str(dest)]) == 0
-    out = capsys.readouterr()
-    assert json.loads(dest.read_text())["token_ids"] == payload["token_ids"]
-    assert "method=specvlm" in out.out and "{" not in out.out.splitlines()[-1]  # the text, as without --json
-    assert f"wrote the result as JSON to {dest}" in out.err
-
-
-def test_json_flag_errors_come_before_any_work(pair, video_file, tmp_path, capsys, no_loading):
-    argv = _generate_argv(pair["target"], video_file)
-    assert cli_main(argv + ["--stream", "--json"]) == 2
-    assert "--stream" in _error_line(capsys.readouterr().err)
-    missing = tmp_path / "no" / "such" / "dir" / "out.json"
-    for command in (argv, ["bench"], ["demo"]):
-        assert cli_main(command + ["--json", str(missing)]) == 2
-        error = _error_line(capsys.readouterr().err)
-        assert "--json" in error and "does not exist" in error, error
-    assert cli_main(argv + ["--json", str(tmp_path)]) == 2
-    assert "is a directory" in _error_line(capsys.readouterr().err)
-
-
-@pytest.fixture(scope="module")
-def bench_run(pair):
-    """One real ``specvlm bench --json`` (stdout) with the smallest settings: (stdout, stderr, its report)."""
-    reports = []
-    real = bench.bench_pair
-
-    def keep(*args, **kwargs):
-        reports.append(real(*args, **kwargs))
-        return reports[-1]
-
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as m, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        m.setattr(bench, "bench_pair", keep)
-        code = cli_main(["bench", "--target", str(pair["target"]), "--draft", str(pair["draft"]), *BENCH_ARGS, "--json"])
-    assert code == 0, err.getvalue()
-    return out.getvalue(), err.getvalue(), reports[0]
-
-
-def test_bench_json_on_stdout(bench_run):
-    out, err, report = bench_run
-    figures = json.loads(out)  # nothing but the JSON on stdout
-    assert json.dumps(figures, sort_keys=True) == json.dumps(report.to_dict(), sort_keys=True)
-    assert set(figures["runs"]) == set(bench.RUNS) - set(bench.SELF_DRAFT_RUNS)  # the caption's runs
-    assert "wrote" not in err
-
-
-def test_bench_json_to_a_file(pair, bench_run, tmp_path, monkeypatch, capsys):
-    _, _, report = bench_run
-    monkeypatch.setattr(bench, "bench_pair", lambda *a, **k: report)  # the same figures, without timing again
-    dest = tmp_path / "bench.json"
-    argv = ["bench", "--target", str(pair["target"]), "--draft", str(pair["draft"]), *BENCH_ARGS, "--json", str(dest)]
-    assert cli_main(argv) == 0
-    out = capsys.readouterr()
-    assert json.dumps(json.loads(dest.read_text()), sort_keys=True) == json.dumps(report.to_dict(), sort_keys=True)
-    assert out.out == bench.format_report(report) + "\n"  # the text report, as without --json
-    assert f"wrote the figures as JSON to {dest}" in out.err
-
-
-def _demo_report() -> demo.DemoReport:
-    results = {
-        m: GenerationResult(token_ids=[5, 6], text="a caption", stats=GenerationStats(method=m, new_tokens=2, decode_s=s))
-        for m, s in (("ar", 0.2), ("specvlm", 0.1))
-    }
-    return demo.DemoReport(model="trained", prompt="Describe.", results=results, identical=True,
-                           decode_s={"ar": [0.3, 0.2], "specvlm": [0.1, 0.15]}, warmed_up=True)  # fmt: skip
-
-
-def test_demo_json_on_stdout_or_to_a_file(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(demo, "run_demo", lambda **kwargs: _demo_report())
-    assert cli_main(["demo", "--json"]) == 0
-    figures = json.loads(capsys.readouterr().out)
-    assert figures["identical"] and figures["methods"]["specvlm"]["decode_speedup_over_ar"] == pytest.approx(2.0)
-    assert figures["methods"]["ar"]["token_ids"] == [5, 6] and figures["methods"]["ar"]["decode_s_runs"] == [0.3, 0.2]
-    dest = tmp_path / "demo.json"
-    assert cli_main(["demo", "--json", str(dest)]) == 0
-    out = capsys.readouterr()
-    assert json.loads(dest.read_text()) == figures
-    assert out.out == "\n".join(_demo_report().lines()) + "\n" and f"to {dest}" in out.err
-
-
-# ---------------------------------------------------------------------------- 9. one line, whatever goes wrong
+def test_cli_success_for_contrast(checkpoints, video_file, capsys):
+    paths = checkpoints["llava_onevision"]
+    assert _cli(paths["target"], video_file, "--draft", str(paths["draft"]), "--json", "--num-frames", "4") == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert 1 <= len(payload["token_ids"]) <= 2 and payload["stats"]["new_tokens"] == len(payload["token_ids"])
+    assert "specvlm: error" not in captured.err
 
 
 def test_argparse_errors_are_one_line(pair, video_file, capsys):
@@ -461,24 +814,6 @@ def test_text_that_is_not_utf8_is_named(pair, video_file, flag, capsys, no_loadi
     assert cli_main(argv) == 2
     error = _error_line(capsys.readouterr().err)
     assert f"{flag} holds text that is not UTF-8" in error and r"b'\xff' at byte offset 9" in error
-
-
-def test_zoo_and_tiny_names_work_in_every_command(video_file, tmp_path, monkeypatch, capsys):
-    """`specvlm generate` resolves model names as eval configs and the lmms-eval plugin do."""
-    from specvlm import cli
-
-    monkeypatch.setattr(cli, "TINY_CACHE", str(tmp_path / "tiny"))
-    argv = ["generate", "--video", video_file, "--prompt", PROMPT, "--max-new-tokens", "2", "--num-frames", "4", "--json"]
-    assert cli_main(argv + ["--target", "zoo:target", "--draft", "zoo:draft"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["token_ids"]) == 2
-    assert cli_main(argv + ["--target", "tiny:qwen2_5_vl:0:1"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["token_ids"]) == 2
-    assert (tmp_path / "tiny" / "qwen2_5_vl-seed0-layers1" / "config.json").is_file()
-    assert cli_main(argv + ["--target", "zoo:nope"]) == 2
-    error = _error_line(capsys.readouterr().err)
-    assert "--target: model reference 'zoo:nope'" in error and "'draft', 'target'" in error
-    assert cli_main(argv + ["--target", "tiny:no_such_family"]) == 2
-    assert "tiny:<family>[:seed][:layers]" in _error_line(capsys.readouterr().err)
 
 
 def test_a_checkpoint_path_that_is_not_utf8_is_named(pair, video_file, tmp_path, capsys, no_loading):
@@ -516,3 +851,78 @@ def test_ctrl_c_is_one_line_and_exit_130(pair, video_file, monkeypatch, capsys):
     assert [line for line in err.splitlines() if line.startswith("specvlm:")] == [
         "specvlm: interrupted (Ctrl-C); generate stopped"
     ]
+
+
+# ---------------------------------------------------------------- errors do not corrupt the engine
+
+
+def test_engine_survives_errors(engine, self_engine, frames, corrupt_mp4, tmp_path, monkeypatch, reference):
+    snapshot = (list(reference.token_ids), reference.text, reference.stats.to_dict())
+    config = engine.config
+    failures = [
+        lambda: engine.generate(video=str(tmp_path / "nope.mp4"), prompt=PROMPT, max_new_tokens=6),
+        lambda: engine.generate(video=str(corrupt_mp4), prompt=PROMPT, max_new_tokens=6),
+        lambda: engine.generate(video=np.zeros((0, 64, 64, 3), np.uint8), prompt=PROMPT, max_new_tokens=6),
+        lambda: engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, drop_rate=1.0),
+        lambda: engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="nope"),
+    ]
+    for fail in failures:
+        with pytest.raises(ValueError):
+            fail()
+
+    # a failure in the middle of decoding (after both prefills and some draft steps)
+    calls = {"n": 0}
+    real = decoding.propose
+
+    def flaky(*args, **kwargs):
+        real(*args, **kwargs)  # the draft cache has advanced when the failure hits
+        calls["n"] += 1
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(decoding, "propose", flaky)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="specvlm")
+    assert calls["n"] == 1
+    monkeypatch.undo()
+
+    again = engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="specvlm")
+    assert again.token_ids == reference.token_ids
+    assert again.stats.kept_video_tokens == reference.stats.kept_video_tokens
+    assert again.stats.accepted_lengths == reference.stats.accepted_lengths
+    assert engine.config == config
+    # the result computed before the errors is untouched
+    assert (reference.token_ids, reference.text) == snapshot[:2]
+    assert {k: v for k, v in reference.stats.to_dict().items() if not k.endswith("_s")} == {
+        k: v for k, v in snapshot[2].items() if not k.endswith("_s")
+    }
+
+
+def test_self_draft_engine_survives_a_failed_draft_prefill(self_engine, frames):
+    before = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd")
+    # refused before any prefill (a self-draft reuses the target's cache, so compact positions cannot apply)
+    with pytest.raises(ValueError, match="compact"):
+        self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd", positions="compact")
+    after = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="sd")
+    assert after.token_ids == before.token_ids
+    assert after.stats.accepted_lengths == before.stats.accepted_lengths
+    ar = self_engine.generate(video=frames, prompt=PROMPT, max_new_tokens=6, method="ar")
+    assert ar.token_ids == before.token_ids
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "not_a_checkpoint"])
+@pytest.mark.parametrize("role", ["target", "draft"])
+def test_bad_checkpoint_paths_are_named_before_loading(checkpoints, tmp_path, kind, role, capsys):
+    bad = {"missing": tmp_path / "nope", "file": tmp_path / "weights.bin", "not_a_checkpoint": tmp_path / "empty"}[kind]
+    if kind == "file":
+        bad.write_bytes(b"\0")
+    elif kind == "not_a_checkpoint":
+        bad.mkdir()
+    why = {"missing": "does not exist", "file": "is a file", "not_a_checkpoint": "has no config.json"}[kind]
+    good = checkpoints["llava_onevision"]["target"]
+    target, draft = (bad, good) if role == "target" else (good, bad)
+    with pytest.raises(ValueError, match=f"{role} checkpoint .* {why}"):
+        SpecVLM.from_pretrained(str(target), draft=str(draft))
+    argv = ["generate", "--target", str(target), "--draft", str(draft), "--video", "v.mp4", "--prompt", "p"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and why in err and "Traceback" not in err

@@ -282,7 +282,7 @@ def test_the_guard_changes_no_token(checkpoints, references, family):
 def test_compile_auto_compiles_a_separate_drafts_steps_once_a_workload_repeats(checkpoints, references, monkeypatch):
     """The first answers draft eagerly (a one-shot call never waits for a compile); from the answer after
     COMPILE_AFTER_ANSWERS drafted ones the draft's steps are compiled, its graphs built once before decoding.
-    (The compile itself is replaced here: tests/test_lossless.py holds compiled steps to the stock output.)"""
+    (The compile itself is replaced here: tests/decoding/test_lossless.py holds compiled steps to the stock output.)"""
     from specvlm import engine as engine_module
 
     warmed = []

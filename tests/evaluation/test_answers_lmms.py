@@ -1,7 +1,7 @@
 """Answer extraction modes: SpecVLM's own reader and the lmms-eval-compatible one, on sample strings
 (including those where they differ), the config key, and a tiny specvlm-eval run graded both ways.
 
-The lmms-eval mode is also compared with lmms-eval's own task code in tests/test_lmms_plugin.py (that
+The lmms-eval mode is also compared with lmms-eval's own task code in tests/evaluation/test_lmms_plugin.py (that
 test needs lmms-eval installed, in its own environment)."""
 
 from __future__ import annotations

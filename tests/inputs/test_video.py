@@ -1,4 +1,5 @@
-"""Tests for specvlm.video: decoding (decord and PyAV), sampling, metadata, errors.
+"""Tests for specvlm.video: decoding (decord and PyAV), sampling, metadata, errors; and frames through an engine
+(read channels-last whatever their height, ``max_frames`` capping fps sampling).
 
 Videos are tiny (64x48, 20 frames) and every frame is a distinct solid colour
 from a well-separated palette, so a decoded frame can be mapped back to the
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from specvlm import SpecVLM
 from specvlm import video as V
 from specvlm.video import (
     Video,
@@ -567,3 +570,41 @@ def test_from_frames_validation():
         from_frames(make_frames(2, 8, 8), fps=0)
     with pytest.raises(ValueError, match=r"frames must be"):
         from_frames("not frames")
+
+
+# ------------------------------------------------------------------------ frames through an engine
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoints):
+    """A llava_onevision target: ``engine.load`` samples frames as the engine will read them."""
+    return SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"])
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
+@pytest.mark.parametrize("height", [3, 1])
+def test_frames_are_read_channels_last_whatever_their_height(checkpoints, family, height):
+    engine = SpecVLM.from_pretrained(checkpoints[family]["target"])
+    frames = np.random.default_rng(0).integers(0, 256, size=(4, height, 64, 3), dtype=np.uint8)
+    inputs = engine.build_inputs(frames, "Describe the video.")
+    channels_first = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W): stated explicitly
+    expected = engine.processor.video_processor(
+        videos=[channels_first], input_data_format="channels_first", do_sample_frames=False, return_tensors="pt"
+    )
+    assert torch.equal(inputs["pixel_values_videos"], expected["pixel_values_videos"])
+    if family == "qwen2_5_vl":
+        assert torch.equal(inputs["video_grid_thw"], expected["video_grid_thw"])
+        _, grid_h, grid_w = inputs["video_grid_thw"][0].tolist()
+        assert grid_h < grid_w  # a wide, flat video stays wide and flat
+    result = engine.generate(inputs=inputs, max_new_tokens=2, method="ar")
+    assert result.stats.video_tokens > 0
+
+
+def test_max_frames_caps_fps_sampling(engine, video_file, frames):
+    assert engine.load(video_file, fps=8).num_frames == 16
+    clip = engine.load(video_file, fps=8, max_frames=3)
+    assert clip.num_frames == 3 and clip.indices == engine.load(video_file, num_frames=3).indices
+    assert engine.load(frames, max_frames=3).num_frames == 3
+    assert engine.load(frames, max_frames=30).num_frames == len(frames)
+    with pytest.raises(ValueError, match="max_frames must be an integer >= 1, got 0"):
+        engine.load(video_file, fps=8, max_frames=0)
