@@ -1,5 +1,5 @@
-"""Acceptance rules on hand-built logits / probabilities: greedy walk, recursive rejection sampling,
-the processed distributions p / q, and sampling without replacement (pure, CPU).
+"""Acceptance rules on hand-built logits / probabilities: greedy acceptance of a chain, greedy walk of a tree,
+recursive rejection sampling, the processed distributions p / q, and sampling without replacement (pure, CPU).
 
 The statistical tests use a fixed seed, so they are deterministic; their tolerances are still set from
 the sampling noise of the number of trials (several standard deviations), so that a correct
@@ -113,6 +113,87 @@ def _pq(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     q = 0.3 * p + 0.7 * q
     assert _tv(p, q) > 0.3
     return p, q
+
+
+# ------------------------------------------------------------------------------ greedy_accept_chain
+
+
+CHAIN_V = 11  # vocabulary of the hand-built chain logits
+
+
+def _chain_logits(greedy: list[int], vocab: int = CHAIN_V) -> torch.Tensor:
+    """(len(greedy), CHAIN_V) logits whose row-wise argmax is ``greedy`` (random elsewhere, clear margin)."""
+    gen = torch.Generator().manual_seed(len(greedy))
+    out = torch.rand(len(greedy), vocab, generator=gen)
+    out[torch.arange(len(greedy)), torch.tensor(greedy)] = 5.0
+    return out
+
+
+def _reference_accept(drafts: list[int], greedy: list[int]) -> list[int]:
+    out = []
+    for d, g in zip(drafts, greedy):
+        if d != g:
+            break
+        out.append(d)
+    return out + [greedy[len(out)]]
+
+
+def _accept(drafts: list[int], greedy: list[int]) -> list[int]:
+    result = greedy_accept_chain(torch.tensor(drafts, dtype=torch.long), _chain_logits(greedy))
+    assert result.dtype == torch.long and result.dim() == 1
+    return result.tolist()
+
+
+def test_accept_all_drafts_plus_bonus():
+    assert _accept([3, 5, 7], [3, 5, 7, 2]) == [3, 5, 7, 2]
+
+
+def test_reject_at_first_returns_only_the_targets_token():
+    assert _accept([3, 5, 7], [4, 5, 7, 2]) == [4]
+
+
+def test_reject_in_the_middle():
+    # d_3 == greedy[2] again, but nothing after the first mismatch may be accepted
+    assert _accept([3, 5, 7], [3, 6, 7, 2]) == [3, 6]
+    assert _accept([3, 5, 7], [3, 5, 8, 2]) == [3, 5, 8]
+
+
+def test_no_drafts_is_a_plain_decoding_step():
+    assert _accept([], [9]) == [9]
+    empty = torch.empty(0, dtype=torch.long)
+    assert greedy_accept_chain(empty, _chain_logits([4])).tolist() == [4]
+
+
+@pytest.mark.parametrize("n,rows", [(3, 3), (3, 5), (0, 2), (2, 0)])
+def test_wrong_number_of_logit_rows(n, rows):
+    with pytest.raises(ValueError) as info:
+        greedy_accept_chain(torch.zeros(n, dtype=torch.long), torch.zeros(rows, CHAIN_V))
+    assert str(info.value) == f"{n} draft tokens need {n + 1} rows of target logits, got {rows}"
+
+
+def test_accept_matches_reference_on_random_cases():
+    gen = torch.Generator().manual_seed(0)
+    lengths = set()
+    for _ in range(300):
+        n = int(torch.randint(0, 7, (1,), generator=gen))
+        greedy = torch.randint(0, 3, (n + 1,), generator=gen).tolist()  # small range: later matches too
+        drafts = torch.randint(0, 3, (n,), generator=gen).tolist()
+        a = int(torch.randint(0, n + 1, (1,), generator=gen))  # force the first a drafts to match
+        drafts[:a] = greedy[:a]
+        got = _accept(drafts, greedy)
+        assert got == _reference_accept(drafts, greedy), (drafts, greedy)
+        assert len(got) >= a + 1
+        lengths.add(len(got))
+    assert lengths == set(range(1, 8))  # every acceptance length was exercised
+
+
+def test_accepted_tokens_are_the_targets_greedy_tokens():
+    """Lossless: whatever was proposed, the committed tokens are the target's argmax chain prefix."""
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(1))
+    greedy = logits.argmax(-1)
+    for drafts in (greedy[:5], torch.zeros(5, dtype=torch.long), torch.cat([greedy[:2], greedy[3:6]])):
+        out = greedy_accept_chain(drafts, logits)
+        assert torch.equal(out, greedy[: out.numel()])
 
 
 # ------------------------------------------------------------------------------ greedy_verify
