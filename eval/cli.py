@@ -1,4 +1,5 @@
-"""Command line: ``specvlm-eval CONFIG [--set key=value ...] [--limit N] [--output DIR]`` (or ``python -m eval``).
+"""Command line: ``specvlm-eval CONFIG [--set key=value ...] [--limit N] [--output DIR] [--tp T]`` (or ``python -m
+eval``; several processes: ``torchrun --nproc_per_node N -m eval CONFIG [--tp T]``, N / T groups of T ranks).
 
 ``CONFIG`` is a YAML file or the name of one of the packaged configs (``tiny`` -> ``configs/tiny.yaml``,
 looked up in ``./configs`` first, then in the configs installed with the package).
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 
 from eval.config import ConfigError, load_config
-from specvlm.cli import LOG_LEVELS, OneLineParser, check_text_arguments, one_line
+from specvlm.cli import LOG_LEVELS, OneLineParser, _int_at_least, check_text_arguments, one_line
 
 #: Where the experiment files live: ``eval/configs`` (in the source tree a link to the top-level
 #: ``configs/``; in an installed wheel a copy of it).
@@ -43,6 +44,10 @@ def _parser() -> OneLineParser:
     p.add_argument("--benchmarks", default=None, metavar="LABEL[,LABEL]",
                    help="run only these benchmark entries (labels, or names when unlabelled)")
     p.add_argument("--output", default=None, help="output directory (default: the config's output, runs/<name>)")
+    p.add_argument("--tp", type=_int_at_least(1), default=None, metavar="T",
+                   help="shard the target over groups of T processes (tensor parallel; model.tp_size; T > 1 also "
+                        "sets model.device_map to null): under `torchrun --nproc_per_node N`, N / T groups answer "
+                        "their shares of the samples side by side")
     p.add_argument("--retry-errors", action="store_true", help="rerun rows recorded as errors")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,6 +56,16 @@ def _parser() -> OneLineParser:
     p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
                    help="logging level (default: WARNING)")  # fmt: skip
     return p
+
+
+def flag_overrides(args) -> list[str]:
+    """The ``--set`` overrides, then those the flags make: ``--no-plots``, and ``--tp`` (``model.tp_size``; T > 1
+    also nulls ``model.device_map``, since each rank's shards go on its own GPU, unless ``--set`` places the model)."""
+    overrides = list(args.overrides) + (["plots=false"] if args.no_plots else [])
+    if args.tp is not None:
+        placed = any(o.split("=", 1)[0].strip() == "model.device_map" for o in args.overrides)
+        overrides += [f"model.tp_size={args.tp}"] + (["model.device_map=null"] if args.tp > 1 and not placed else [])
+    return overrides
 
 
 def config_dirs() -> list[Path]:
@@ -119,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.config:
             raise ConfigError("give a config (a YAML file or the name of a packaged config), or --summarize DIR")
-        overrides = list(args.overrides) + (["plots=false"] if args.no_plots else [])
+        overrides = flag_overrides(args)
         benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
         config = load_config(config_path(args.config), overrides, limit=args.limit, output=args.output,
                              benchmarks=benchmarks)  # fmt: skip

@@ -134,6 +134,7 @@ class ModelConfig:
     ``attn_backend``: the attention kernels of the SpecVLM loop (``auto``, ``sdpa``, ``cascade``, ``flash_attn``).
     ``compile``: run decode-time forwards through ``torch.compile`` (``off``, ``draft``: the draft's
     steps, ``all``: the target's too, plain decoding included); see ``specvlm.SpecVLM.from_pretrained``.
+    ``tp_size`` (``--tp``): shard the target over groups of this many processes (``eval.distributed``).
     """
 
     target: str
@@ -145,6 +146,7 @@ class ModelConfig:
     # every row alike: an evaluation's rows are compared with each other, so its default compiles nothing (the
     # core's "auto" would switch to compiled draft steps after a few rows); set it to compile
     compile: str = "off"
+    tp_size: int = 1
 
     def __post_init__(self):
         _str("model.target", self.target)
@@ -155,6 +157,9 @@ class ModelConfig:
         _str("model.tiny_cache", self.tiny_cache, optional=True)
         _choice("model.attn_backend", self.attn_backend, decoding.allowed("attn_backend"))
         _choice("model.compile", self.compile, decoding.allowed("compile"))
+        if _int("model.tp_size", self.tp_size, 1) > 1 and self.device_map is not None:
+            raise ConfigError(f"model.tp_size={self.tp_size} shards the target over processes, one device each; "
+                              f"model.device_map must be null (got {self.device_map!r})")
 
 
 @dataclass(frozen=True)
@@ -507,13 +512,13 @@ class EvalConfig:
     def fingerprint(self) -> dict:
         """What result rows depend on: the model, the generation settings and each benchmark (by label).
 
-        Warm-up, limits, the device map and the method list are left out: methods are keyed by their
-        settings, so adding one (or a benchmark) to an existing run only adds rows.
+        Warm-up, limits, the placement (device map, ``tp_size``) and the method list are left out: methods are keyed
+        by their settings, so adding one (or a benchmark) to an existing run only adds rows.
         """
         d = self.to_dict()
         gen = {k: v for k, v in d["generation"].items() if not k.startswith("warmup")}
         benches = {b["label"]: {k: v for k, v in b.items() if k not in ("limit", "label")} for b in d["benchmarks"]}
-        model = {k: v for k, v in d["model"].items() if k != "device_map"}
+        model = {k: v for k, v in d["model"].items() if k not in ("device_map", "tp_size")}
         return {"model": model, "generation": gen, "benchmarks": benches}
 
 

@@ -86,9 +86,12 @@ def _build_tiny(family: str, seed: int, layers: int, path: Path) -> None:
 
 
 def device_map_for(config: ModelConfig, local_rank: int):
-    """``null`` -> this rank's GPU when CUDA is available (else CPU); anything else as configured."""
+    """``null`` -> this rank's GPU when CUDA is available (else CPU); anything else as configured. A target sharded
+    over processes (``tp_size`` > 1) takes none: transformers puts each rank's shards on its ``LOCAL_RANK`` GPU."""
     import torch
 
+    if config.tp_size > 1:
+        return None
     if config.device_map is not None:
         return config.device_map
     if torch.cuda.is_available():
@@ -118,6 +121,7 @@ def load_engine(config: ModelConfig, output: Path, local_rank: int = 0, ignore_e
         device_map=device_map_for(config, local_rank),
         attn_backend=config.attn_backend,
         compile=config.compile,
+        tp_size=config.tp_size if config.tp_size > 1 else None,
     )
     if ignore_eos:
         engine.target.generation_config.eos_token_id = None

@@ -2,11 +2,13 @@
 
 The output directory is checked first (it must be, or be creatable as, a writable directory) and
 locked for the run (:class:`eval.results.RunLock`: a second run or ``--summarize`` of it is refused
-while this one runs). For every sample this rank owns (round-robin over the deterministic sample
-list) the video is decoded and processed once, then every pending method runs on those same inputs
-(``ar`` first), and each (sample, method) result is appended to disk immediately. Every row records
-what produced it: its prompt, options, gold answer, the frame sampling, the model and the effective
-generation settings (eval's greedy call merged with the checkpoint's generation config).
+while this one runs). For every sample this rank's group owns (round-robin over the deterministic sample
+list; a group is one rank, or with ``--tp T`` the T ranks that share one sharded target, see
+:mod:`eval.distributed`) the video is decoded and processed once, then every pending method runs on those
+same inputs (``ar`` first), and each (sample, method) result is appended to disk immediately, by the
+group's first rank only. Every row records what produced it: its prompt, options, gold answer, the frame
+sampling, the model and the effective generation settings (eval's greedy call merged with the checkpoint's
+generation config).
 
 Rows already on disk are skipped, so rerunning the same command resumes; those rows must have been
 produced with the same settings (compared with ``config.yaml`` and with what each row records, so a
@@ -360,8 +362,8 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
     """Run (or resume) the experiment; see the module docstring."""
     from specvlm import VideoDecodeError
 
+    rank = distributed.current(config.model.tp_size)  # a --tp that does not divide the processes costs nothing
     output = prepare_output(Path(config.output))  # before anything else: a bad --output costs nothing
-    rank = distributed.current()
     distributed.init(rank, config.barrier_timeout_s)
     lock = None
     try:
@@ -380,24 +382,29 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
             save_config(config, output / "config.yaml")  # only once this run may write here
         todo = []
         skipped = 0
+        anywhere = False  # rows pending in any group: then every rank loads (a sharded load is collective)
         for i, sample in enumerate(samples):
+            pending = [m for m in specs if results.row_key(sample.key, m.key) not in kept]
+            anywhere = anywhere or bool(pending)
             if not rank.owns(i):
                 continue
-            pending = [m for m in specs if results.row_key(sample.key, m.key) not in kept]
             skipped += len(specs) - len(pending)
             if pending:
                 todo.append((sample, pending))
         total = sum(len(p) for _, p in todo)
-        logger.info("rank %d/%d: %d rows to run, %d already done", rank.rank, rank.world_size, total, skipped)
+        logger.info("rank %d/%d (group %d of %d): %d rows to run, %d already done", rank.rank, rank.world_size,
+                    rank.group, rank.groups, total, skipped)  # fmt: skip
         written, engine = 0, None
-        if todo:
+        if todo or (anywhere and rank.tp_size > 1):
             engine = models.load_engine(config.model, output, rank.local_rank, config.generation.ignore_eos)
+            _log_group(engine, rank)
             _check_engine(engine, specs)
             context["generation"] = generation_settings(engine, config.generation.max_new_tokens)
             check_recorded(output, kept, by_key, benches, context["model"], context["generation"])
             devices = models.model_devices(engine)
             path = results.writer_path(output, rank.rank, rank.world_size)
-            with results.RowWriter(path) as writer, _progress(progress and rank.is_main, total) as bar:
+            rows_out = results.RowWriter(path) if rank.writes else nullcontext(_GroupMember())
+            with rows_out as writer, _progress(progress and rank.is_main, total) as bar:
                 task = bar.add_task("evaluating", total=total) if bar is not None else None
                 prepared = _warmup(engine, specs, todo, benches, config, devices)
                 for sample, pending in todo:
@@ -408,7 +415,7 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
                     except (VideoDecodeError, AnnotationError) as err:
                         for spec in pending:
                             writer.write(_error_row(sample, spec, rank.rank, err, context))
-                            written += 1
+                            written += rank.writes
                             if bar is not None:
                                 bar.advance(task)
                         continue
@@ -420,7 +427,7 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
                         else:
                             _audit(engine, row, baseline, inputs, config.generation.max_new_tokens)
                         writer.write(row)
-                        written += 1
+                        written += rank.writes
                         if bar is not None:
                             bar.advance(task)
         distributed.barrier(rank)
@@ -429,12 +436,29 @@ def run(config: EvalConfig, *, retry_errors: bool = False, progress: bool = True
             return outcome
         rows = results.merge(output, _ordering(samples, specs))
         outcome.rows = rows
-        outcome.summary = _write_summary(config, output, rows, specs, rank.world_size, environment(engine))
+        outcome.summary = _write_summary(config, output, rows, specs, rank.world_size, environment(engine), rank.tp_size)
         return outcome
     finally:
         if lock is not None:
             lock.release()
         distributed.shutdown(rank)
+
+
+def _log_group(engine, rank) -> None:
+    group = engine.target_adapter.tp_group
+    if group is not None:
+        import torch.distributed as dist
+
+        logger.info("rank %d: the target is sharded over ranks %s (group %d of %d)", rank.rank,
+                    dist.get_process_group_ranks(group), rank.group, rank.groups)  # fmt: skip
+
+
+class _GroupMember:
+    """The row sink of a tensor-parallel group's other ranks: they compute every row in step with the group's
+    first rank, which writes it (each row is written once)."""
+
+    def write(self, row: dict) -> None:
+        pass
 
 
 def _ordering(samples: list[Sample], specs: list[MethodSpec]):
@@ -450,13 +474,15 @@ def _ordering(samples: list[Sample], specs: list[MethodSpec]):
     return key
 
 
-def _write_summary(config: EvalConfig, output: Path, rows: list[dict], specs, world_size: int, env: dict) -> dict:
+def _write_summary(config: EvalConfig, output: Path, rows: list[dict], specs, world_size: int, env: dict,
+                   tp_size: int = 1) -> dict:  # fmt: skip
     """Write summary.json, summary.md and (unless disabled) the plots; return the summary."""
     summary = {
         "name": config.name,
         "output": str(output),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "world_size": world_size,
+        "tp_size": tp_size,
         "max_new_tokens": config.generation.max_new_tokens,
         "ignore_eos": config.generation.ignore_eos,
         "methods": [s.key for s in specs],

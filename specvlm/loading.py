@@ -8,6 +8,8 @@ loaded models).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 
@@ -135,8 +137,9 @@ def check_device_map(device_map) -> None:
 
 def check_tensor_parallel(tp_size, target, device_map) -> None:
     """Raise ValueError, before anything loads, when ``tp_size`` cannot shard ``target`` here: not an int >= 1,
-    a ``device_map`` beside it, a process count that is not ``tp_size`` (run under ``torchrun --nproc_per_node
-    tp_size``), or a family whose stock text model has no tensor-parallel plan."""
+    a ``device_map`` beside it, a process count that is not a multiple of ``tp_size`` (run under ``torchrun
+    --nproc_per_node tp_size``; more processes form groups, :func:`tensor_parallel_groups`), or a family whose
+    stock text model has no tensor-parallel plan."""
     if tp_size is None:
         return
     if isinstance(tp_size, bool) or not isinstance(tp_size, int) or tp_size < 1:
@@ -146,9 +149,10 @@ def check_tensor_parallel(tp_size, target, device_map) -> None:
     if device_map is not None:
         raise ValueError(f"tp_size={tp_size} shards every layer over the processes; pass no device_map (got {device_map!r})")
     world = os.environ.get("WORLD_SIZE")
-    if world != str(tp_size):
+    if world is None or not world.isdigit() or int(world) % tp_size:
         raise ValueError(
-            f"tp_size={tp_size} needs {tp_size} processes, one per shard, and this is "
+            f"tp_size={tp_size} needs {tp_size} processes, one per shard (or a multiple of {tp_size}: groups of "
+            f"{tp_size} consecutive ranks, each holding the whole model), and this is "
             f"{'one process' if world is None else f'{world} processes'}: run under `torchrun --nproc_per_node {tp_size}`"
         )
     if isinstance(target, (str, os.PathLike)):
@@ -165,9 +169,51 @@ def check_tensor_parallel(tp_size, target, device_map) -> None:
             )
 
 
+@contextlib.contextmanager
+def tensor_parallel_groups(tp_size: int | None):
+    """While loading with ``tp_size`` over more processes than that (data parallel x tensor parallel:
+    ``WORLD_SIZE`` = G x ``tp_size``), transformers' device mesh is laid out as G replicas of ``tp_size`` ranks,
+    so each group of consecutive ranks ``g * tp_size .. g * tp_size + tp_size - 1`` holds one whole model and the
+    model's collectives (its ``tp`` sub-mesh, the engine's ``tp_group``) stay inside the group.
+
+    transformers builds the mesh from the ``DistributedConfig`` and insists that it covers every process, and
+    ``from_pretrained`` takes no mesh of its own beside a ``DistributedConfig``; so for this load the mesh is
+    built with the replica axis (``dp_replicate_size`` = G) while the model's own config stays tensor parallel
+    only (no FSDP). Every process must load at the same time: creating the mesh is collective over all of them.
+    """
+    import torch.distributed as dist
+
+    initialized = dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if initialized else int(os.environ.get("WORLD_SIZE") or 1)
+    if tp_size is None or tp_size <= 1 or world <= tp_size:
+        yield
+        return
+    from transformers.distributed import mixin
+
+    build = getattr(mixin, "initialize_distributed_mesh", None)
+    if build is None:
+        import transformers
+
+        raise ValueError(
+            f"tp_size={tp_size} over {world} processes (groups of {tp_size}) needs transformers 5.23-5.25's "
+            f"initialize_distributed_mesh, which transformers {transformers.__version__} does not have; run "
+            f"{tp_size} processes"
+        )
+
+    def grouped(config):
+        return build(dataclasses.replace(config, dp_replicate_size=world // tp_size))
+
+    mixin.initialize_distributed_mesh = grouped
+    try:
+        yield
+    finally:
+        mixin.initialize_distributed_mesh = build
+
+
 def load_model(path_or_model, torch_dtype, device_map, role: str = "target", tp_size: int | None = None):
     """The stock model (from a path or hub id, or as given) with the attention hook; ``tp_size`` > 1 shards it
-    with transformers' own tensor-parallel plan over that many processes (:func:`check_tensor_parallel`)."""
+    with transformers' own tensor-parallel plan over that many processes (:func:`check_tensor_parallel`; with more
+    processes, over this process's group of them: :func:`tensor_parallel_groups`)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText
 
@@ -178,7 +224,10 @@ def load_model(path_or_model, torch_dtype, device_map, role: str = "target", tp_
 
             sharding = {"distributed_config": DistributedConfig(tp_size=tp_size, tp_plan="auto")}
         try:
-            model = AutoModelForImageTextToText.from_pretrained(path_or_model, dtype=torch_dtype, device_map=device_map, **sharding)
+            with tensor_parallel_groups(tp_size):
+                model = AutoModelForImageTextToText.from_pretrained(
+                    path_or_model, dtype=torch_dtype, device_map=device_map, **sharding
+                )
         except SafetensorError as err:  # a hub checkpoint's downloaded file (local ones are checked before loading)
             raise ValueError(
                 f"{role} checkpoint {os.fspath(path_or_model)!r} has a weights file that is not a readable safetensors "

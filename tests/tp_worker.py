@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+import torch.distributed as dist
+
 from specvlm import SpecVLM
 from specvlm.zoo.demo import synthetic_frames
 
@@ -49,6 +51,10 @@ def main() -> None:
     if int(os.environ["RANK"]) == 0:
         with open(out, "w") as f:
             json.dump({"results": results, "keep": keep, "sharded_parameters": sharded}, f)
+    # an orderly end: a process group left to the interpreter's exit now and then aborts a rank there
+    # ("terminate called without an active exception"), failing a run whose answers were all written
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -834,7 +834,44 @@ def eval_cli_cases(env: Env) -> list[Case]:
         ("eval rows: a row missing its question", lambda: _eval_rows(env, "noquestion", [_row(0) + b"\n", b'{"video_name": "v_1"}\n'], 1)),
         ("eval: Ctrl-C keeps every finished row", lambda: _eval_interrupted(env)),
     ]
+    tp_out = ["--output", str(env.tmp / "tp-run")]  # each refusal comes before the directory is made
+    torchrun_4 = {"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0"}
+    accelerate_1 = {"ACCELERATE_MIXED_PRECISION": "no", "MASTER_ADDR": "127.0.0.1"}  # asked for several, started one
+    cases += [
+        ("eval: --tp 0", lambda: cli_refuses(ev(cfg("tp1"), *tp_out, "--tp", "0"), "--tp", ">= 1")),
+        ("eval: --tp -2", lambda: cli_refuses(ev(cfg("tp2"), *tp_out, "--tp", "-2"), "--tp", ">= 1")),
+        ("eval: --tp 1.5", lambda: cli_refuses(ev(cfg("tp3"), *tp_out, "--tp", "1.5"), "--tp", "'1.5'", "integer")),
+        ("eval: --tp 2 without torchrun", lambda: cli_refuses(ev(cfg("tp4"), *tp_out, "--tp", "2"), "--tp 2", "one process",
+                                                              "torchrun --nproc_per_node 2")),
+        ("eval: --tp 3 of WORLD_SIZE=4", lambda: _with_env(torchrun_4, lambda: cli_refuses(
+            ev(cfg("tp5"), *tp_out, "--tp", "3"), "--tp 3", "WORLD_SIZE=4", "1, 2, 4"))),
+        ("eval: --tp 2 under accelerate's one process", lambda: _with_env(accelerate_1, lambda: cli_refuses(
+            ev(cfg("tp6"), *tp_out, "--tp", "2"), "accelerate", "torchrun --nproc_per_node 2"))),
+        ("eval: model.tp_size=0", lambda: cli_refuses(ev(cfg("tp7"), *tp_out, "--set", "model.tp_size=0"), "model.tp_size=0")),
+        ("eval: model.tp_size=two", lambda: cli_refuses(ev(cfg("tp8"), *tp_out, "--set", "model.tp_size=two"), "model.tp_size='two'")),
+        ("eval: model.tp_size beside device_map", lambda: cli_refuses(ev(cfg("tp9"), *tp_out, "--set", "model.tp_size=2", "--set",
+                                                                        "model.device_map=auto"), "model.tp_size=2", "device_map")),
+        ("eval: --tp 2 beside --set device_map", lambda: cli_refuses(ev(cfg("tp10"), *tp_out, "--tp", "2", "--set",
+                                                                       "model.device_map=auto"), "model.tp_size=2", "device_map")),
+    ]
     return [Case(n, fn) for n, fn in cases]
+
+
+def _with_env(values: dict, fn):
+    """``fn()`` with these environment variables set and the launchers' others unset (then as before)."""
+    names = set(values) | {"WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "ACCELERATE_MIXED_PRECISION"}
+    saved = {k: os.environ.get(k) for k in names}
+    for k in names:
+        os.environ.pop(k, None)
+    os.environ.update(values)
+    try:
+        return fn()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _in_dir(path: Path, fn):
