@@ -45,9 +45,8 @@ from specvlm.zoo.tiny.qwen3_vl import QWEN3_VL_BUDGET_FRAMES
 
 logger = logging.getLogger(__name__)
 
-#: LLaVA-OneVision's builder under its earlier name (``specvlm.zoo.train`` builds the embedded pair with it).
-#: It takes the package attribute of the same name, so reach the family module itself with
-#: ``from specvlm.zoo.tiny.llava_onevision import build`` (``import ... as`` would give this function).
+#: LLaVA-OneVision's builder under its earlier name; as a package attribute it hides the family module
+#: of the same name (import the builder from the module: ``from specvlm.zoo.tiny.llava_onevision import build``).
 llava_onevision = _llava_onevision.build
 
 _BUILDERS = {
