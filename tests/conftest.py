@@ -1,17 +1,19 @@
-"""Shared fixtures: tiny offline checkpoints of both families and a real mp4."""
+"""Shared fixtures: tiny offline pairs of every family (the two reference families' as ``checkpoints``), the stock
+model's greedy reference tokens, synthetic frames and a real mp4."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForImageTextToText
 
 from specvlm.config import DecodingConfig
 
 from specvlm.zoo.demo import synthetic_frames
-from specvlm.zoo.tiny import TinySpec, save_tiny
 from specvlm.video import write_video
 from tiny_pairs import CORE_FAMILIES as FAMILIES
+from tiny_pairs import LAYERS, inputs_digest, save_pair, stock_greedy
 
 
 def pytest_configure(config):
@@ -58,16 +60,51 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory):
-    """{family: {"target": path, "draft": path}}: a 2-layer target and a 1-layer draft per family."""
-    root = tmp_path_factory.mktemp("checkpoints")
-    out = {}
-    for family in FAMILIES:
-        out[family] = {
-            "target": save_tiny(TinySpec(family=family, seed=0), root / family / "target"),
-            "draft": save_tiny(TinySpec(family=family, seed=1, num_layers=1), root / family / "draft"),
-        }
-    return out
+def pairs(tmp_path_factory):
+    """``pairs(family, layers=None, *, max_positions=None, draft_extra=None)`` -> {"target": path, "draft": path}: a
+    seed-0 target and a seed-1 draft of ``family`` with (target, draft) decoder ``layers`` (default
+    ``tiny_pairs.LAYERS``), saved once per session on first use and shared by every module that asks for it."""
+    root = tmp_path_factory.mktemp("pairs")
+    saved = {}
+
+    def get(family, layers=None, *, max_positions=None, draft_extra=None):
+        layers = tuple(layers or LAYERS[family])
+        key = (family, layers, max_positions, tuple(sorted((draft_extra or {}).items())))
+        if key not in saved:
+            name = "-".join([family, *map(str, layers)] + ([f"ctx{max_positions}"] if max_positions else [])
+                            + (["extra"] if draft_extra else []))  # fmt: skip
+            saved[key] = save_pair(root / name, family, layers, max_positions=max_positions, draft_extra=draft_extra)
+        return saved[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def checkpoints(pairs):
+    """{family: {"target": path, "draft": path}}: a 2-layer target and a 1-layer draft per reference family."""
+    return {family: pairs(family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def stock_reference():
+    """``stock_reference(target, inputs, max_new_tokens, **generate_kwargs)`` -> the new tokens of a separately
+    loaded stock model's greedy ``generate()`` (stock SDPA attention, EOS disabled unless ``generate_kwargs`` name
+    one) for ``inputs``: the reference every lossless test compares with, never our own loop. Each stock model
+    loads once and each answer is computed once per intra-op thread count (the one-thread modules compute their
+    references as they decode)."""
+    models, answers = {}, {}
+
+    def get(target, inputs, max_new_tokens, **generate_kwargs):
+        key = (str(target), inputs_digest(inputs), max_new_tokens, repr(sorted(generate_kwargs.items())), torch.get_num_threads())
+        if key not in answers:
+            if str(target) not in models:
+                model = AutoModelForImageTextToText.from_pretrained(target).eval()
+                assert model.config.get_text_config()._attn_implementation == "sdpa"
+                models[str(target)] = model
+            answers[key] = stock_greedy(models[str(target)], inputs, max_new_tokens, **generate_kwargs)
+        return list(answers[key])
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Layer-skipping self-drafting, lazy draft start and adaptive chain length: still exactly the target's output.
 
 The tiny targets have 2 decoder layers; a self-draft running one of them agrees with the target rarely,
-so most steps reject every drafted token (full rejection) and the caches must still stay exact.
+so most steps reject every drafted token (full rejection) and the caches must still stay exact. (Every layer
+choice's output against the stock model, chain and trees: the ``layers`` suite of test_lossless.py.)
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FAMILIES
 from specvlm import DecodingConfig, SpecVLM
 from specvlm.decoding import layerskip
 from specvlm.models import cache as kv
+from tiny_pairs import CORE_FAMILIES as FAMILIES
 
 MAX_NEW = 20
 
@@ -32,15 +33,12 @@ def engines(checkpoints):
 
 
 @pytest.fixture(scope="module")
-def references(engines, frames):
-    """{family: (inputs, ar ids)}; ar equals the stock greedy generate()."""
+def references(checkpoints, engines, stock_reference, frames):
+    """{family: (inputs, stock greedy new tokens)}."""
     out = {}
     for family, (own, _) in engines.items():
         inputs = own.build_inputs(frames, "Describe the video.")
-        ids = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="ar").token_ids
-        stock = own.target.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
-        assert ids == stock[0, inputs["input_ids"].shape[1] :].tolist()
-        out[family] = (inputs, ids)
+        out[family] = (inputs, stock_reference(checkpoints[family]["target"], inputs, MAX_NEW))
     return out
 
 
@@ -52,24 +50,6 @@ def _layer_calls(model) -> tuple[list[int], list]:
     for i, layer in enumerate(layers):
         handles.append(layer.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1)))
     return calls, handles
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize(
-    ("tree", "layers"), [("chain", [0]), ("chain", [1]), ("chain", 0.5), ("chain", "auto"), ("chain", "all"),
-                         ("specvlm-25", [0]), ("specvlm-25", "auto"), ("dynamic", [1])])  # fmt: skip
-def test_self_draft_layers_decode_exactly_the_targets_tokens(engines, references, family, tree, layers):
-    own, _ = engines[family]
-    inputs, ar = references[family]
-    result = own.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree=tree, self_draft_layers=layers, num_draft_tokens=4)
-    assert result.token_ids == ar
-    stats = result.stats
-    assert stats.speculation in ("on", "stopped")
-    if layers in ([0], [1], 0.5):
-        assert stats.draft_layers == ([1] if layers == [1] else [0])
-        assert stats.speculation == "on" and stats.draft_steps > 0
-    if layers == "all":
-        assert stats.draft_layers == []
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,4 +1,6 @@
-"""Tree shapes, draft-tree buffers, the tree attention mask and dynamic-tree selection (pure, CPU, fast)."""
+"""Tree shapes, draft-tree buffers, the tree attention mask and dynamic-tree selection (pure, CPU, fast); then trees
+through the engine: what a tree commits per step, the dynamic tree's budget, trees set at load and per call, and the
+command line's tree and sampling options. (Every tree kind's output against the stock model: test_lossless.py.)"""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import random
 import pytest
 import torch
 
+from specvlm import SpecVLM
 from specvlm.attention import tree_mask
 from specvlm.decoding.drafting import DynamicTree, _best_first, _Node
 from specvlm.decoding.trees import SPECVLM_25, TREE_KINDS, DraftTree, TreeShape, chain, from_paths, resolve
+from tiny_pairs import CORE_FAMILIES, eos_free_engine
 
 # ------------------------------------------------------------------------------ from_paths
 
@@ -354,3 +358,90 @@ def test_best_first_closure_budget_and_key_order_on_random_pools(greedy):
             top = sorted(range(len(nodes)), key=lambda j: -nodes[j].key)[:budget]
             assert set(order) == set(top)
             assert [nodes[i].key for i in order] == sorted((nodes[i].key for i in order), reverse=True)
+
+
+# ------------------------------------------------------------------------------ through the engine
+
+
+ENGINE_MAX_NEW = 40
+
+
+@pytest.fixture(scope="module")
+def self_engines(checkpoints):
+    """{family: self-drafting engine with every layer, EOS disabled}."""
+    return {
+        family: eos_free_engine(paths["target"], tree_top_k=4, tree_total_tokens=16, self_draft_layers="all")
+        for family, paths in checkpoints.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def references(checkpoints, self_engines, stock_reference, frames):
+    """{family: (inputs, stock greedy new tokens)}."""
+    out = {}
+    for family, engine in self_engines.items():
+        inputs = engine.build_inputs(frames, "Describe the video.")
+        out[family] = (inputs, stock_reference(checkpoints[family]["target"], inputs, ENGINE_MAX_NEW))
+    return out
+
+
+@pytest.mark.parametrize("family", CORE_FAMILIES)
+@pytest.mark.parametrize("method", ["sd", "specvlm"])
+def test_self_draft_25_node_tree_commits_depth_plus_one(self_engines, references, family, method):
+    inputs, expected = references[family]
+    result = self_engines[family].generate(
+        inputs=inputs, max_new_tokens=ENGINE_MAX_NEW, method=method, drop_rate=0.0, tree="specvlm-25"
+    )
+    assert result.token_ids == expected
+    depth = max(len(p) for p in SPECVLM_25)
+    lengths = result.stats.accepted_lengths
+    assert lengths[:-1] == [depth + 1] * (len(lengths) - 1)
+    assert result.stats.depth_acceptance_rates == [1.0] * depth
+
+
+@pytest.mark.parametrize("family", CORE_FAMILIES)
+def test_dynamic_tree_follows_its_budget(self_engines, references, family):
+    inputs, expected = references[family]
+    engine = self_engines[family]
+    for total, depth in ((4, 2), (12, 4)):
+        result = engine.generate(
+            inputs=inputs, max_new_tokens=ENGINE_MAX_NEW, drop_rate=0.0, tree="dynamic", tree_total_tokens=total, tree_depth=depth
+        )
+        assert result.token_ids == expected
+        assert max(result.stats.accepted_lengths) <= depth + 1
+        assert len(result.stats.depth_acceptance_rates) <= depth
+
+
+def test_tree_set_at_load_and_overridden_per_call(checkpoints, references):
+    inputs, expected = references["llava_onevision"]
+    engine = SpecVLM.from_pretrained(
+        checkpoints["llava_onevision"]["target"], tree="specvlm-25", drop_rate=0.0, self_draft_layers="all"
+    )
+    engine.target.generation_config.eos_token_id = None
+    tree_run = engine.generate(inputs=inputs, max_new_tokens=ENGINE_MAX_NEW)
+    chain_run = engine.generate(inputs=inputs, max_new_tokens=ENGINE_MAX_NEW, tree="chain", num_draft_tokens=3)
+    assert tree_run.token_ids == chain_run.token_ids == expected
+    assert max(tree_run.stats.accepted_lengths) == 6 and max(chain_run.stats.accepted_lengths) == 4
+    with pytest.raises(ValueError, match="previous sibling"):
+        engine.generate(inputs=inputs, max_new_tokens=4, tree=[[0], [2]])
+    with pytest.raises(ValueError, match="unknown tree"):
+        SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"], tree="bushy")
+
+
+def test_cli_tree_and_sampling_options(checkpoints, video_file, capsys):
+    import json
+
+    from specvlm.cli import main
+
+    base = ["generate", "--target", str(checkpoints["qwen2_5_vl"]["target"]), "--video", video_file,
+            "--prompt", "What moves?", "--max-new-tokens", "12", "--json"]  # fmt: skip
+    assert main(base + ["--method", "ar"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(base + ["--tree", "[[0],[1],[0,0]]", "--drop-rate", "0.5"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    assert tree["token_ids"] == plain["token_ids"] and tree["stats"]["target_steps"] >= 1
+    sampled_args = base + ["--tree", "specvlm-25", "--do-sample", "--top-p", "0.8", "--seed", "5"]
+    assert main(sampled_args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(sampled_args) == 0
+    assert json.loads(capsys.readouterr().out)["token_ids"] == first["token_ids"]

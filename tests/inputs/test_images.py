@@ -1,15 +1,14 @@
-"""Images as visual runs: single image, several images and image + video in one prompt, pruned with the
-video's tokens, give exactly the stock target's greedy ``generate()`` (float32, CPU) for every method,
-draft kind and tree, on LLaVA-OneVision (anyres with newline tokens), Qwen2.5-VL and Qwen3-VL (2-D grids,
-DeepStack) and InternVL (tiles); plus the pruning over runs, ``images=`` / ``messages=`` and their errors.
+"""Images as visual runs: single image, several images and image + video in one prompt, their runs on LLaVA-OneVision
+(anyres with newline tokens), Qwen2.5-VL and Qwen3-VL (2-D grids, DeepStack) and InternVL (tiles), scored and pruned
+with the video's tokens; ``images=`` / ``messages=`` and their errors, GLM-4V and Qwen3.5 images, and every pixel
+format read faithfully. (Every method, draft kind and tree on these prompts against the stock model: the ``images``
+suite of tests/decoding/test_lossless.py.)
 
-Reference tokens come from a separately loaded stock model, never from our loop. EOS is disabled so every
-run spans several verify steps.
+Reference tokens come from a separately loaded stock model (the session's ``stock_reference``), never from our loop.
+EOS is disabled so every run spans several verify steps.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -23,34 +22,17 @@ from specvlm import SpecVLM
 from specvlm.decoding.target import prefill_target
 from specvlm.images import ImageLoadError, load_image
 from specvlm.video import from_frames
-from specvlm.zoo.tiny import TinySpec, save_tiny
-from tiny_pairs import eos_free_engine, save_pairs, stock_greedy
+from tiny_pairs import IMAGE_PROMPTS as PROMPTS
+from tiny_pairs import IMAGE_QUESTION as QUESTION
+from tiny_pairs import build_prompt, eos_free_engine, image_media, pictures
 
 MAX_NEW = 16
 FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen3_vl", "internvl")
-LAYERS = {"llava_onevision": (2, 1), "qwen2_5_vl": (2, 1), "qwen3_vl": (3, 2), "internvl": (2, 1)}
-PROMPTS = ("image", "multi", "image+video")
-TREES = ("chain", "specvlm-25", "dynamic")
-QUESTION = "What is shown?"
-
-
-def _pictures():
-    rng = np.random.default_rng(7)
-    return rng.integers(0, 256, (60, 90, 3), dtype=np.uint8), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-
-
-def _media(prompt: str, frames) -> dict:
-    wide, square = _pictures()
-    return {
-        "image": {"images": [wide]},
-        "multi": {"images": [wide, square]},
-        "image+video": {"images": [square], "video": frames[:4]},
-    }[prompt]
 
 
 @pytest.fixture(scope="module")
-def image_checkpoints(tmp_path_factory):
-    return save_pairs(tmp_path_factory.mktemp("image_checkpoints"), LAYERS)
+def image_checkpoints(pairs):
+    return {family: pairs(family) for family in FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -63,68 +45,14 @@ def image_engines(image_checkpoints):
 
 
 @pytest.fixture(scope="module")
-def image_references(image_checkpoints, image_engines, frames):
+def image_references(image_checkpoints, image_engines, stock_reference, frames):
     """{(family, prompt): (inputs, stock greedy new tokens)}."""
     out = {}
     for family in FAMILIES:
-        stock = AutoModelForImageTextToText.from_pretrained(image_checkpoints[family]["target"]).eval()
         for prompt in PROMPTS:
-            inputs = image_engines[family, "self"].build_inputs(prompt=QUESTION, **_media(prompt, frames))
-            out[family, prompt] = (inputs, stock_greedy(stock, inputs, MAX_NEW))
+            inputs = build_prompt(image_engines[family, "self"], prompt, frames)
+            out[family, prompt] = (inputs, stock_reference(image_checkpoints[family]["target"], inputs, MAX_NEW))
     return out
-
-
-def _check(image_engines, image_references, family, prompt, draft, method, drop_rate, tree):
-    inputs, expected = image_references[family, prompt]
-    engine = image_engines[family, draft]
-    result = engine.generate(
-        inputs=inputs, max_new_tokens=MAX_NEW, method=method, drop_rate=drop_rate, tree=tree,
-        lazy_draft_after=0, self_draft_layers="all",
-    )
-    assert result.token_ids == expected, (family, prompt, draft, method, drop_rate, tree)
-    layout = engine.target_adapter.layout(inputs)
-    n = sum(run.num_tokens for run in layout.runs)
-    stats = result.stats
-    assert stats.video_tokens == n == layout.num_tokens
-    if method == "specvlm":
-        assert stats.kept_video_tokens == max(1, math.floor(n * (1 - drop_rate) + 1e-9))
-        if drop_rate == 0.9:
-            assert stats.kept_video_tokens == max(1, n // 10)  # floor(N x 0.1) over all runs
-    if method != "ar":
-        assert stats.draft_kv_tokens == stats.target_kv_tokens - n + stats.kept_video_tokens
-
-
-FAST = [
-    (family, prompt, draft, tree)
-    for family in FAMILIES
-    for prompt in PROMPTS
-    for draft, tree in (("separate", "specvlm-25"), ("self", "chain"))
-]
-
-
-@pytest.mark.parametrize("family,prompt,draft,tree", FAST)
-def test_image_prompts_match_stock_greedy(image_engines, image_references, family, prompt, draft, tree):
-    _check(image_engines, image_references, family, prompt, draft, "specvlm", 0.9, tree)
-
-
-MATRIX = [
-    (family, prompt, draft, method, drop_rate, tree)
-    for family in FAMILIES
-    for prompt in PROMPTS
-    for draft in ("separate", "self")
-    for method in ("ar", "sd", "specvlm")
-    for drop_rate in (0.0, 0.9)
-    for tree in (TREES if method != "ar" else ("chain",))
-    if not (method == "ar" and draft == "self")
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("family,prompt,draft,method,drop_rate,tree", MATRIX)
-def test_image_prompts_match_stock_greedy_full_matrix(
-    image_engines, image_references, family, prompt, draft, method, drop_rate, tree
-):
-    _check(image_engines, image_references, family, prompt, draft, method, drop_rate, tree)
 
 
 def test_runs_follow_the_prompt(image_engines, image_references):
@@ -186,11 +114,11 @@ def test_captured_scores_equal_eager_attention_over_runs(image_checkpoints, imag
     assert float(expected[:image_tokens].sum()) > 0 and float(expected[image_tokens:].sum()) > 0
 
 
-def test_messages_with_image_entries_match_images_argument(image_engines, image_checkpoints, frames, tmp_path):
+def test_messages_with_image_entries_match_images_argument(image_engines, image_checkpoints, stock_reference, frames, tmp_path):
     """``{"type": "image", "image": ...}`` entries (a path, a PIL image) give the stock processor's own
     inputs, and the stock model's tokens."""
     engine = image_engines["qwen2_5_vl", "separate"]
-    wide, square = _pictures()
+    wide, square = pictures()
     path = tmp_path / "wide.png"
     Image.fromarray(wide).save(path)
     messages = [
@@ -217,7 +145,7 @@ def test_messages_with_image_entries_match_images_argument(image_engines, image_
     for key in ("input_ids", "pixel_values", "image_grid_thw", "pixel_values_videos"):
         assert torch.equal(inputs[key], stock_inputs[key]), key
     result = engine.generate(messages=messages, video=frames[:4], max_new_tokens=MAX_NEW, lazy_draft_after=0)
-    assert result.token_ids == stock_greedy(image_checkpoints["qwen2_5_vl"]["target"], inputs, MAX_NEW)
+    assert result.token_ids == stock_reference(image_checkpoints["qwen2_5_vl"]["target"], inputs, MAX_NEW)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +166,7 @@ def test_bad_images_are_named(image_engines, kwargs, match):
 
 def test_bad_image_conversations_are_named(image_engines, frames):
     engine = image_engines["qwen2_5_vl", "self"]
-    wide, _ = _pictures()
+    wide, _ = pictures()
     two_videos = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "video", "video": frames}]}]
     with pytest.raises(ValueError, match="at most one video"):
         engine.build_inputs(messages=two_videos)
@@ -252,16 +180,16 @@ def test_bad_image_conversations_are_named(image_engines, frames):
 
 
 @torch.no_grad()
-def test_glm_takes_images_but_refuses_images_with_a_video(tmp_path, frames):
+def test_glm_takes_images_but_refuses_images_with_a_video(pairs, stock_reference, frames):
     """GLM-4V: images alone match stock greedy; with a video the stock model reads the video's tokens as
     image tokens, so such a prompt is refused."""
-    path = save_tiny(TinySpec(family="glm4v", seed=0, num_layers=2), tmp_path / "glm")
+    path = pairs("glm4v")["target"]
     engine = SpecVLM.from_pretrained(path)
     engine.target.generation_config.eos_token_id = None
-    wide, square = _pictures()
+    wide, square = pictures()
     inputs = engine.build_inputs(prompt=QUESTION, images=[wide, square])
     result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, lazy_draft_after=0, self_draft_layers="all")
-    assert result.token_ids == stock_greedy(path, inputs, MAX_NEW)
+    assert result.token_ids == stock_reference(path, inputs, MAX_NEW)
     assert [run.kind for run in engine.target_adapter.layout(inputs).runs] == ["image", "image"]
     inputs = engine.build_inputs(prompt=QUESTION, images=[wide], video=frames[:4])
     with pytest.raises(ValueError, match="images and a video in one prompt are not supported"):
@@ -304,7 +232,7 @@ def test_cli_generate_with_an_image(image_checkpoints, image_references, tmp_pat
     import json
 
     paths = image_checkpoints["qwen2_5_vl"]
-    wide, _ = _pictures()
+    wide, _ = pictures()
     path = tmp_path / "wide.png"
     Image.fromarray(wide).save(path)
     argv = ["generate", "--target", str(paths["target"]), "--draft", str(paths["draft"]), "--image", str(path),
@@ -317,18 +245,17 @@ def test_cli_generate_with_an_image(image_checkpoints, image_references, tmp_pat
 
 
 @torch.no_grad()
-def test_qwen3_5_image_and_video_prompt_matches_stock(tmp_path, frames):
+def test_qwen3_5_image_and_video_prompt_matches_stock(pairs, stock_reference, frames):
     """The hybrid Qwen3.5 takes images like Qwen3-VL: an image + video prompt, chain with a separate draft."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the pure-torch linear-attention fallback is far slower with several threads here
     try:
-        target = save_tiny(TinySpec(family="qwen3_5", seed=0, num_layers=4), tmp_path / "target")
-        draft = save_tiny(TinySpec(family="qwen3_5", seed=1, num_layers=2), tmp_path / "draft")
+        target, draft = pairs("qwen3_5")["target"], pairs("qwen3_5")["draft"]  # 4 and 2 layers
         engine = SpecVLM.from_pretrained(target, draft=draft)
         engine.target.generation_config.eos_token_id = None
-        inputs = engine.build_inputs(prompt=QUESTION, **_media("image+video", frames))
+        inputs = engine.build_inputs(prompt=QUESTION, **image_media("image+video", frames))
         result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, drop_rate=0.9, lazy_draft_after=0)
-        assert result.token_ids == stock_greedy(target, inputs, MAX_NEW)
+        assert result.token_ids == stock_reference(target, inputs, MAX_NEW)
         assert [run.kind for run in engine.target_adapter.layout(inputs).runs] == ["image", "video"]
         assert result.stats.kept_video_tokens == max(1, result.stats.video_tokens // 10)
     finally:

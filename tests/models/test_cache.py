@@ -1,6 +1,6 @@
 """The cache operations per layer kind (specvlm/models/cache.py) on hand-built tensors: length, truncate, keep a
-prefix plus selected offsets, subsets, the growing layer that appends in place, and the layer kinds that may or may
-not be index-selected."""
+prefix plus selected offsets, subsets, the growing layer that appends in place, the layer kinds that may or may not
+be index-selected, and sliding-window and KV-shared layers keeping exactly the committed prefix."""
 
 from __future__ import annotations
 
@@ -223,3 +223,42 @@ def test_nbytes():
     assert kv.nbytes(cache) == 3 * 2 * (1 * 2 * 6 * 4) * 4
     kv.truncate(cache, 3)
     assert kv.nbytes(cache) == 3 * 2 * (1 * 2 * 3 * 4) * 4
+
+
+def test_sliding_window_and_shared_layers_keep_the_committed_prefix():
+    """Cache operations per layer kind beyond linear attention (Gemma-style caches): a sliding-window layer
+    keeps only its last ``window - 1`` rows, so a recorded forward keeps every row until the keep, which
+    then crops back to the window ending at the last kept token, exactly the rows plain decoding would hold;
+    a KV-shared layer (``DummyLayer``) holds nothing and is left alone."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DummyLayer, DynamicSlidingWindowLayer
+
+    window, prompt, block = 4, 6, 3
+    rows = torch.randn(1, 2, prompt + block, 8)
+
+    def fresh():
+        cache = DynamicCache()
+        cache.layers = [DynamicSlidingWindowLayer(sliding_window=window), kv.GrowingLayer(), DummyLayer()]
+        for i in (0, 1):
+            cache.update(rows[..., :prompt, :], rows[..., :prompt, :], layer_idx=i)
+        return cache
+
+    cache = fresh()
+    assert kv.length(cache) == prompt and cache.layers[0].keys.shape[-2] == window - 1
+    kv.record(cache, block)
+    for i in (0, 1):
+        cache.update(rows[..., prompt:, :], rows[..., prompt:, :], layer_idx=i)
+    assert cache.layers[0].keys.shape[-2] == window - 1 + block  # recorded: nothing dropped yet
+    kv.keep(cache, prompt, [0])  # the first new token committed, the other two rolled back
+    reference = fresh()
+    for i in (0, 1):
+        reference.update(rows[..., prompt : prompt + 1, :], rows[..., prompt : prompt + 1, :], layer_idx=i)
+    assert kv.length(cache) == kv.length(reference) == prompt + 1
+    assert torch.equal(cache.layers[0].keys, reference.layers[0].keys)  # the window ending at the kept token
+    assert torch.equal(cache.layers[1].keys, reference.layers[1].keys)
+    assert kv.nbytes(cache) == kv.nbytes(reference)
+    # without a record() the rows past the window are gone: rolling back raises instead of going wrong
+    for i in (0, 1):
+        cache.update(rows[..., :2, :], rows[..., :2, :], layer_idx=i)
+    with pytest.raises(ValueError, match="past its window of 4: the forward was not recorded"):
+        kv.keep(cache, prompt + 1, [0])

@@ -1,18 +1,15 @@
-"""Qwen2-VL, Qwen3-VL, Qwen3-VL-MoE, InternVL, LLaVA-OneVision-1.5 and GLM-4.1V / 4.5V (MoE): tiny checkpoints, their video layouts,
-and greedy SpecVLM output equal to the stock target's greedy ``generate()`` (float32, CPU) for every method,
-draft kind and tree.
+"""Qwen2-VL, Qwen3-VL, Qwen3-VL-MoE, InternVL, LLaVA-OneVision-1.5 and GLM-4.1V / 4.5V (MoE) / 4.6V: tiny checkpoints
+that load as their family, their visual layouts and positions, DeepStack features, scores and the MoE targets paired
+with dense drafts; and every family's adapter following its model. (Their output against the stock model for every
+method, draft kind and tree: the ``families`` suite of tests/decoding/test_lossless.py.)
 
-Reference tokens come from a separately loaded stock model (stock ``generate``), never from our loop.
-EOS is disabled so every run spans several verify steps. The Qwen3-VL checkpoints have a 3-layer target
-and a 2-layer draft: DeepStack adds visual features after the first decoder layers, which reach the text
-only through a later layer, so a 1-layer draft could not show that its DeepStack features matter.
+Reference tokens come from a separately loaded stock model (the session's ``stock_reference``), never from our loop.
+EOS is disabled so every run spans several verify steps.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from fractions import Fraction
 
 import pytest
 import torch
@@ -25,80 +22,40 @@ from specvlm.decoding.target import prefill_target
 from specvlm.models import adapter_for, family_of
 from specvlm.models import cache as kv
 from specvlm.zoo.tiny import TinySpec
-from tiny_pairs import eos_free_engine, save_pairs, stock_greedy
+from tiny_pairs import CORE_FAMILIES, Lazy, eos_free_engine
 
 MAX_NEW = 20
 FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe", "glm46v")
-LAYERS = {  # (target, draft) decoder layers
-    "qwen2_vl": (2, 1),
-    "qwen3_vl": (3, 2),
-    "qwen3_vl_moe": (3, 2),
-    "internvl": (2, 1),
-    "llava_onevision1_5": (2, 1),
-    "glm4v": (2, 1),
-    "glm4v_moe": (2, 1),  # the first layer is dense (first_k_dense_replace), the second MoE
-    "glm46v": (2, 1),
-}
-TREES = ("chain", "specvlm-25", "dynamic")
+SLOW_MOE = pytest.mark.slow  # the tiny MoE decoder is about twice as slow as the dense one on CPU
 
 
 @pytest.fixture(scope="module")
-def family_checkpoints(tmp_path_factory):
-    """{family: {"target": path, "draft": path}}."""
-    return save_pairs(tmp_path_factory.mktemp("family_checkpoints"), {family: LAYERS[family] for family in FAMILIES})
+def family_checkpoints(pairs):
+    """{family: {"target": path, "draft": path}}, saved on first use."""
+    return Lazy(pairs)
 
 
 @pytest.fixture(scope="module")
 def engines(family_checkpoints):
-    """{(family, "separate" | "self"): engine} with EOS disabled."""
-    out = {}
-    for family, paths in family_checkpoints.items():
-        for draft in ("separate", "self"):
-            out[family, draft] = eos_free_engine(paths["target"], draft=paths["draft"] if draft == "separate" else None)
-    return out
+    """{(family, "separate" | "self"): engine} with EOS disabled, built on first use."""
+
+    def build(key):
+        family, draft = key
+        paths = family_checkpoints[family]
+        return eos_free_engine(paths["target"], draft=paths["draft"] if draft == "separate" else None)
+
+    return Lazy(build)
 
 
 @pytest.fixture(scope="module")
-def references(family_checkpoints, engines, frames):
-    """{family: (inputs, stock greedy new tokens)}."""
-    out = {}
-    for family in FAMILIES:
+def references(family_checkpoints, engines, stock_reference, frames):
+    """{family: (inputs, stock greedy new tokens)}, built on first use."""
+
+    def build(family):
         inputs = engines[family, "self"].build_inputs(frames, "Describe the video.")
-        out[family] = (inputs, stock_greedy(family_checkpoints[family]["target"], inputs, MAX_NEW, family))
-    return out
+        return inputs, stock_reference(family_checkpoints[family]["target"], inputs, MAX_NEW)
 
-
-def _expected_kept(method: str, drop_rate: float, n: int) -> int:
-    if method in ("ar", "lookup"):  # no draft model
-        return 0
-    if method == "sd":
-        return n
-    return max(1, math.floor(n * (1 - Fraction(str(drop_rate)))))
-
-
-def _check(engines, references, family, draft, method, drop_rate, tree):
-    inputs, expected = references[family]
-    result = engines[family, draft].generate(
-        inputs=inputs, max_new_tokens=MAX_NEW, method=method, drop_rate=drop_rate, tree=tree
-    )
-    assert len(expected) == MAX_NEW
-    assert result.token_ids == expected, (family, draft, method, drop_rate, tree)
-    stats = result.stats
-    n = stats.video_tokens
-    assert n == engines[family, draft].target_adapter.layout(inputs).num_tokens
-    assert stats.kept_video_tokens == _expected_kept(method, drop_rate, n)
-    if method == "specvlm" and drop_rate == 0.9:
-        assert stats.kept_video_tokens == n // 10  # floor(N * 0.1)
-    assert stats.new_tokens == MAX_NEW and stats.stopped_by == "max_new_tokens"
-    assert sum(stats.accepted_lengths) == MAX_NEW - 1  # the first token is the prefill's
-    if method == "ar":
-        assert stats.mean_accepted_tokens == 1.0 and stats.draft_kv_tokens == 0
-    elif method == "lookup":
-        assert stats.draft_kv_tokens == 0 and stats.draft_steps == 0  # n-grams of the context, no draft model
-    else:
-        # the draft's prompt: every text token (timestamps and vision start / end included) + the kept video tokens
-        assert stats.draft_kv_tokens == stats.target_kv_tokens - n + stats.kept_video_tokens
-    return result
+    return Lazy(build)
 
 
 def _assert_tubelet_positions(engine, adapter, inputs, layout, runs) -> None:
@@ -116,74 +73,6 @@ def _assert_tubelet_positions(engine, adapter, inputs, layout, runs) -> None:
         assert bool((video[0, k] == first).all())
         assert torch.equal(video[1, k, :, 0], first + torch.arange(h))
         assert torch.equal(video[2, k, 0, :], first + torch.arange(w))
-
-
-# the whole matrix: 3 methods x 2 drop rates x 3 trees x 2 draft kinds per family (ar ignores trees and drafts)
-MATRIX = [
-    (draft, method, drop_rate, tree)
-    for draft in ("separate", "self")
-    for method in ("ar", "sd", "specvlm")
-    for drop_rate in (0.0, 0.9)
-    for tree in (TREES if method != "ar" else ("chain",))
-]
-
-
-# a representative subset runs by default: every method, draft kind, tree and drop rate at least once per
-# dense family (the MoE variant shares the Qwen3-VL adapter: test_qwen3_vl_moe_target_with_dense_draft);
-# the rest of the matrix is marked slow
-FAST = [
-    (family, *case)
-    for family in ("qwen2_vl", "qwen3_vl", "internvl", "llava_onevision1_5", "glm4v")
-    for case in (
-        ("separate", "ar", 0.9, "chain"),
-        ("separate", "specvlm", 0.9, "specvlm-25"),
-        ("separate", "sd", 0.0, "chain"),
-        ("self", "specvlm", 0.9, "chain"),
-        ("self", "specvlm", 0.0, "dynamic"),
-        ("separate", "lookup", 0.0, "chain"),  # prompt lookup drafts chains
-    )
-]
-SLOW_MOE = pytest.mark.slow  # the tiny MoE decoder is about twice as slow as the dense one on CPU
-SLOW = [(family, *case) for family in FAMILIES for case in MATRIX if (family, *case) not in FAST]
-
-
-@pytest.mark.parametrize("family,draft,method,drop_rate,tree", FAST)
-def test_matches_stock_greedy(engines, references, family, draft, method, drop_rate, tree):
-    _check(engines, references, family, draft, method, drop_rate, tree)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("family,draft,method,drop_rate,tree", SLOW)
-def test_matches_stock_greedy_full_matrix(engines, references, family, draft, method, drop_rate, tree):
-    _check(engines, references, family, draft, method, drop_rate, tree)
-
-
-@pytest.mark.parametrize(
-    "family",
-    [
-        "qwen2_vl",
-        "qwen3_vl",
-        pytest.param("qwen3_vl_moe", marks=SLOW_MOE),
-        "internvl",
-        "llava_onevision1_5",
-        "glm4v",
-        pytest.param("glm4v_moe", marks=SLOW_MOE),
-    ],
-)
-def test_self_draft_without_pruning_accepts_everything(engines, references, family):
-    """The self-draft's cache is the target's own prefill cache (DeepStack already applied): with every
-    video token kept it drafts exactly the target's tokens, so every chain is accepted in full."""
-    inputs, expected = references[family]
-    engine = engines[family, "self"]
-    gamma = engine.config.num_draft_tokens
-    # every decoder layer (the default, "auto", may choose a layer subset or plain decoding instead)
-    result = engine.generate(
-        inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.0, self_draft_layers="all"
-    )
-    assert result.token_ids == expected
-    lengths = result.stats.accepted_lengths
-    assert lengths[:-1] == [gamma + 1] * (len(lengths) - 1)
-    assert result.stats.draft_kv_tokens == result.stats.target_kv_tokens
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -335,16 +224,20 @@ def test_qwen3_vl_moe_target_with_dense_draft(family_checkpoints, references):
     assert result.stats.kept_video_tokens == result.stats.video_tokens // 10
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CORE_FAMILIES + FAMILIES)
 def test_adapter_follows_its_model_when_the_model_moves(family):
+    """The adapter keeps a handle on the input embeddings; moving the model (here to float64) moves what
+    the loop reads: its dtype and the embeddings it looks up."""
     from specvlm.zoo.tiny import build_tiny
 
     model, _ = build_tiny(TinySpec(family=family, num_layers=1))
     adapter = adapter_for(model)
+    assert adapter.dtype == torch.float32
     model.to(torch.float64)
     ids = torch.tensor([[1, 2, 3]])
-    assert adapter.dtype == torch.float64
+    assert adapter.dtype == torch.float64 and adapter.device == model.device
     assert torch.equal(adapter.embed_tokens(ids), model.get_input_embeddings()(ids))
+    assert adapter.embed_tokens(ids).dtype == torch.float64
 
 
 def test_qwen3_vl_timestamps_come_from_the_video_file(engines, video_file):

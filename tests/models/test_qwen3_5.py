@@ -1,14 +1,14 @@
-"""Families whose decoder is not all plain causal attention: Qwen3.5 (dense and MoE; Gated-DeltaNet linear
-attention in 3 of every 4 layers).
+"""Qwen3.5 (dense and MoE), a decoder that is not all plain causal attention: Gated-DeltaNet linear attention in 3 of
+every 4 layers.
 
-Greedy SpecVLM output equals the stock target's greedy ``generate()`` (float32, CPU) for ``ar`` / ``sd`` /
-``specvlm`` with a separate draft at drop rates 0 and 0.9, including runs where every draft token is rejected
-(a random draft) and where every one is accepted (the target's own weights as the draft); the linear layers'
-rollback is exact where the stock assisted-decoding recipe is not; the captured scores are the full-attention
-layers' eager attention; trees and self-drafting are refused with the reason.
+Runs where every draft token is rejected (a random draft) and where every one is accepted (the target's own weights
+as the draft) equal the stock target's greedy ``generate()`` (float32, CPU); the linear layers' rollback is exact
+where the stock assisted-decoding recipe is not; the captured scores are the full-attention layers' eager attention;
+trees and self-drafting are refused with the reason. (Every method and drop rate against the stock model: the
+``hybrid`` suite of tests/decoding/test_lossless.py.)
 
-Reference tokens come from a separately loaded stock model (stock ``generate``), never from our loop. EOS is
-disabled so every run spans several verify steps. The module runs with one intra-op thread: the stock
+Reference tokens come from a separately loaded stock model (the session's ``stock_reference``), never from our loop.
+EOS is disabled so every run spans several verify steps. The module runs with one intra-op thread: the stock
 depthwise ``conv1d`` of the linear layers (pure torch without ``causal-conv1d``) is about 100x slower on two
 shared CPU cores with two threads, and both the stock reference and our loop run under the same setting.
 """
@@ -25,7 +25,7 @@ from specvlm.decoding.target import prefill_target
 from specvlm.models import cache as kv
 from specvlm.models import family_of
 from specvlm.zoo.tiny import TinySpec, qwen3_5_layer_types
-from tiny_pairs import check_chain, eos_free_engine, save_pairs, stock_greedy
+from tiny_pairs import check_chain, eos_free_engine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,9 +37,9 @@ FAMILIES = tuple(LAYERS)
 
 
 @pytest.fixture(scope="module")
-def hybrid_checkpoints(tmp_path_factory):
+def hybrid_checkpoints(pairs):
     """{family: {"target": path, "draft": path}}."""
-    return save_pairs(tmp_path_factory.mktemp("hybrid_checkpoints"), LAYERS)
+    return {family: pairs(family, layers) for family, layers in LAYERS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +55,12 @@ def hybrid_engines(hybrid_checkpoints):
 
 
 @pytest.fixture(scope="module")
-def hybrid_references(hybrid_checkpoints, hybrid_engines, frames):
+def hybrid_references(hybrid_checkpoints, hybrid_engines, stock_reference, frames):
     """{family: (inputs, stock greedy new tokens)}."""
     out = {}
     for family in FAMILIES:
         inputs = hybrid_engines[family, "none"].build_inputs(frames, "Describe the video.")
-        out[family] = (inputs, stock_greedy(hybrid_checkpoints[family]["target"], inputs, MAX_NEW, family))
+        out[family] = (inputs, stock_reference(hybrid_checkpoints[family]["target"], inputs, MAX_NEW))
     return out
 
 
@@ -68,35 +68,6 @@ def _check(engines, references, family, kind, method, drop_rate):
     inputs, expected = references[family]
     assert len(expected) == MAX_NEW
     return check_chain(engines[family, kind], inputs, expected, method, drop_rate)
-
-FAST = [
-    ("qwen3_5", "random", "ar", 0.0),
-    ("qwen3_5", "random", "sd", 0.0),
-    ("qwen3_5", "random", "specvlm", 0.9),
-    ("qwen3_5", "same", "sd", 0.0),
-    ("qwen3_5", "same", "specvlm", 0.9),
-    ("qwen3_5_moe", "random", "specvlm", 0.9),
-    ("qwen3_5", "random", "lookup", 0.0),
-]
-MATRIX = [
-    (family, kind, method, drop_rate)
-    for family in FAMILIES
-    for kind in ("random", "same")
-    for method in ("ar", "sd", "specvlm")
-    for drop_rate in (0.0, 0.9)
-]
-SLOW = [case for case in MATRIX if case not in FAST]
-
-
-@pytest.mark.parametrize("family,kind,method,drop_rate", FAST)
-def test_matches_stock_greedy(hybrid_engines, hybrid_references, family, kind, method, drop_rate):
-    _check(hybrid_engines, hybrid_references, family, kind, method, drop_rate)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("family,kind,method,drop_rate", SLOW)
-def test_matches_stock_greedy_full_matrix(hybrid_engines, hybrid_references, family, kind, method, drop_rate):
-    _check(hybrid_engines, hybrid_references, family, kind, method, drop_rate)
 
 
 @pytest.mark.parametrize("family", ["qwen3_5", pytest.param("qwen3_5_moe", marks=pytest.mark.slow)])
@@ -283,42 +254,3 @@ def test_tiny_references_name_the_hybrid_families():
     assert parse_tiny("tiny:qwen3_5_moe:1:4") == ("qwen3_5_moe", 1, 4)
     model, _ = tiny.build_tiny(TinySpec(family="qwen3_5"))
     assert model.config.get_text_config().layer_types == [LINEAR, FULL]
-
-
-def test_sliding_window_and_shared_layers_keep_the_committed_prefix():
-    """Cache operations per layer kind beyond linear attention (Gemma-style caches): a sliding-window layer
-    keeps only its last ``window - 1`` rows, so a recorded forward keeps every row until the keep, which
-    then crops back to the window ending at the last kept token, exactly the rows plain decoding would hold;
-    a KV-shared layer (``DummyLayer``) holds nothing and is left alone."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DummyLayer, DynamicSlidingWindowLayer
-
-    window, prompt, block = 4, 6, 3
-    rows = torch.randn(1, 2, prompt + block, 8)
-
-    def fresh():
-        cache = DynamicCache()
-        cache.layers = [DynamicSlidingWindowLayer(sliding_window=window), kv.GrowingLayer(), DummyLayer()]
-        for i in (0, 1):
-            cache.update(rows[..., :prompt, :], rows[..., :prompt, :], layer_idx=i)
-        return cache
-
-    cache = fresh()
-    assert kv.length(cache) == prompt and cache.layers[0].keys.shape[-2] == window - 1
-    kv.record(cache, block)
-    for i in (0, 1):
-        cache.update(rows[..., prompt:, :], rows[..., prompt:, :], layer_idx=i)
-    assert cache.layers[0].keys.shape[-2] == window - 1 + block  # recorded: nothing dropped yet
-    kv.keep(cache, prompt, [0])  # the first new token committed, the other two rolled back
-    reference = fresh()
-    for i in (0, 1):
-        reference.update(rows[..., prompt : prompt + 1, :], rows[..., prompt : prompt + 1, :], layer_idx=i)
-    assert kv.length(cache) == kv.length(reference) == prompt + 1
-    assert torch.equal(cache.layers[0].keys, reference.layers[0].keys)  # the window ending at the kept token
-    assert torch.equal(cache.layers[1].keys, reference.layers[1].keys)
-    assert kv.nbytes(cache) == kv.nbytes(reference)
-    # without a record() the rows past the window are gone: rolling back raises instead of going wrong
-    for i in (0, 1):
-        cache.update(rows[..., :2, :], rows[..., :2, :], layer_idx=i)
-    with pytest.raises(ValueError, match="past its window of 4: the forward was not recorded"):
-        kv.keep(cache, prompt + 1, [0])
