@@ -135,11 +135,39 @@ def check_device_map(device_map) -> None:
             raise ValueError(f"device_map={device_map!r} needs Apple's MPS backend, which is not available; {allowed}")
 
 
+#: Decoder-layer rules that a stock tensor-parallel plan lacks, per model type: the transformers text config whose
+#: ``base_model_tp_plan`` shards the same decoder layer, and where the text model sits in the stock model (the
+#: rules are given to ``DistributedConfig(tp_plan=...)``, which takes the full model's module names and keeps the
+#: stock rules it does not name). Qwen3-VL's decoder layer is Qwen3's (q / k / v projections colwise with
+#: per-head ``q_norm`` / ``k_norm`` over each head's own features, ``o_proj`` rowwise; ``gate_proj`` / ``up_proj``
+#: colwise, ``down_proj`` rowwise), but transformers 5.25's ``Qwen3VLTextConfig`` plans only the embeddings.
+#: DeepStack's visual features are added to the hidden states between layers, where the rowwise projections have
+#: already summed them over the ranks, so they stay whole on every rank like the vision tower.
+DECODER_TP_PLANS = {"qwen3_vl": ("Qwen3Config", "model.language_model")}
+
+
+def tensor_parallel_plan(config) -> dict[str, str] | str | None:
+    """The ``tp_plan`` that shards ``config``'s model (for ``DistributedConfig``): ``"auto"`` (transformers' own
+    plan) when its stock text config plans the decoder layers, the stock plan's missing decoder rules from
+    :data:`DECODER_TP_PLANS` (full-model module names) when that names the model type, else None."""
+    stock = getattr(config.get_text_config(decoder=True), "base_model_tp_plan", None) or {}
+    if any(name.startswith("layers.") for name in stock):
+        return "auto"
+    borrowed = DECODER_TP_PLANS.get(config.model_type)
+    if borrowed is None:
+        return None
+    import transformers
+
+    source, text_model = borrowed
+    return {f"{text_model}.{name}": style for name, style in getattr(transformers, source).base_model_tp_plan.items()}
+
+
 def check_tensor_parallel(tp_size, target, device_map) -> None:
     """Raise ValueError, before anything loads, when ``tp_size`` cannot shard ``target`` here: not an int >= 1,
     a ``device_map`` beside it, a process count that is not a multiple of ``tp_size`` (run under ``torchrun
-    --nproc_per_node tp_size``; more processes form groups, :func:`tensor_parallel_groups`), or a family whose
-    stock text model has no tensor-parallel plan."""
+    --nproc_per_node tp_size``; more processes form groups, :func:`tensor_parallel_groups`), a family with no
+    tensor-parallel plan for its decoder layers (:func:`tensor_parallel_plan`), or attention or key / value heads
+    that ``tp_size`` does not divide (each rank holds whole heads)."""
     if tp_size is None:
         return
     if isinstance(tp_size, bool) or not isinstance(tp_size, int) or tp_size < 1:
@@ -160,12 +188,20 @@ def check_tensor_parallel(tp_size, target, device_map) -> None:
 
         config = AutoConfig.from_pretrained(target)
         family = family_of(config)
-        plan = getattr(config.get_text_config(decoder=True), "base_model_tp_plan", None) or {}
-        if not any(key.startswith("layers.") for key in plan):
+        text = config.get_text_config(decoder=True)
+        if tensor_parallel_plan(config) is None:
+            plan = getattr(text, "base_model_tp_plan", None) or {}
             what = f"shards only {', '.join(sorted(plan))}" if plan else "does not exist"
             raise ValueError(
-                f"{family}: transformers' tensor-parallel plan for its text model {what}, not its decoder layers, so "
-                f"tp_size={tp_size} cannot split the model; load it whole (device_map) instead"
+                f"{family} ({config.model_type}): transformers' tensor-parallel plan for its text model {what}, not "
+                f"its decoder layers, and specvlm.loading.DECODER_TP_PLANS has none for it, so tp_size={tp_size} "
+                f"cannot split the model; load it whole (device_map) instead"
+            )
+        heads = {k: getattr(text, k, None) for k in ("num_attention_heads", "num_key_value_heads")}
+        if uneven := {k: n for k, n in heads.items() if isinstance(n, int) and n % tp_size}:
+            raise ValueError(
+                f"{family}: tp_size={tp_size} must divide the text model's heads, each rank holding whole heads, and "
+                f"it does not divide {', '.join(f'{k}={n}' for k, n in uneven.items())}; use a tp_size that does"
             )
 
 
@@ -220,9 +256,10 @@ def load_model(path_or_model, torch_dtype, device_map, role: str = "target", tp_
     if isinstance(path_or_model, (str, os.PathLike)):
         sharding = {}
         if tp_size is not None and tp_size > 1:
-            from transformers import DistributedConfig
+            from transformers import AutoConfig, DistributedConfig
 
-            sharding = {"distributed_config": DistributedConfig(tp_size=tp_size, tp_plan="auto")}
+            plan = tensor_parallel_plan(AutoConfig.from_pretrained(path_or_model)) or "auto"
+            sharding = {"distributed_config": DistributedConfig(tp_size=tp_size, tp_plan=plan)}
         try:
             with tensor_parallel_groups(tp_size):
                 model = AutoModelForImageTextToText.from_pretrained(

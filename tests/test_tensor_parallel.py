@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from specvlm import SpecVLM
-from specvlm.loading import check_tensor_parallel
+from specvlm import loading
+from specvlm.loading import check_tensor_parallel, tensor_parallel_plan
 from specvlm.zoo.demo import synthetic_frames
 from specvlm.zoo.tiny import TinySpec, save_tiny
 from tiny_pairs import stock_greedy
@@ -32,6 +33,20 @@ def hybrid(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="module")
+def qwen3_vl_pairs(tmp_path_factory):
+    """{family: {"target": path, "draft": path}}: tiny Qwen3-VL and Qwen3-VL-MoE pairs, 3-layer targets and 2-layer
+    drafts (DeepStack adds visual features after the first layers, which reach the text only through a later one)."""
+    root = tmp_path_factory.mktemp("tp-qwen3-vl")
+    return {
+        family: {
+            "target": save_tiny(TinySpec(family=family, seed=0, num_layers=3), root / family / "target"),
+            "draft": save_tiny(TinySpec(family=family, seed=1, num_layers=2), root / family / "draft"),
+        }
+        for family in ("qwen3_vl", "qwen3_vl_moe")
+    }
+
+
 def _sharded_run(paths, tmp_path) -> dict:
     out = tmp_path / "tp.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(SHARDS),
@@ -44,9 +59,9 @@ def _sharded_run(paths, tmp_path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl", "qwen3_5"])
-def test_sharded_target_matches_one_process_stock_generate(checkpoints, hybrid, family, tmp_path):
-    paths = hybrid if family == "qwen3_5" else checkpoints[family]
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5"])
+def test_sharded_target_matches_one_process_stock_generate(checkpoints, hybrid, qwen3_vl_pairs, family, tmp_path):
+    paths = {"qwen3_5": hybrid, **qwen3_vl_pairs}.get(family) or checkpoints[family]
     run = _sharded_run(paths, tmp_path)
     assert run["sharded_parameters"] > 0  # the decoder layers really are split over the ranks
     engine = SpecVLM.from_pretrained(paths["target"], draft=paths["draft"], never_slower=False, compile="off")
@@ -73,7 +88,39 @@ def test_tp_size_is_checked_before_anything_loads(checkpoints, monkeypatch, tmp_
         check_tensor_parallel(2, target, "auto")
     monkeypatch.setenv("WORLD_SIZE", "2")
     qwen3_vl = save_tiny(TinySpec(family="qwen3_vl", seed=0), tmp_path / "qwen3_vl")
-    with pytest.raises(ValueError, match=r"qwen3_vl: transformers' tensor-parallel plan .* shards only embed_tokens"):
-        check_tensor_parallel(2, qwen3_vl, None)
+    check_tensor_parallel(2, qwen3_vl, None)  # its decoder layers take Qwen3's plan (DECODER_TP_PLANS)
     check_tensor_parallel(2, target, None)  # llava_onevision's plan shards every decoder layer
     check_tensor_parallel(None, target, None)
+    monkeypatch.setattr(loading, "DECODER_TP_PLANS", {})  # a family whose stock plan leaves its layers whole
+    refusal = r"qwen3_vl \(qwen3_vl\): transformers' tensor-parallel plan .* shards only embed_tokens.*DECODER_TP_PLANS"
+    with pytest.raises(ValueError, match=refusal):
+        check_tensor_parallel(2, qwen3_vl, None)
+    monkeypatch.setenv("WORLD_SIZE", "3")  # the tiny text models have 4 heads, 2 of them key / value heads
+    with pytest.raises(ValueError, match=r"tp_size=3 must divide .*num_attention_heads=4, num_key_value_heads=2"):
+        check_tensor_parallel(3, target, None)
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen3_vl", "qwen3_vl_moe"])
+def test_the_plan_shards_every_decoder_layer_of_the_stock_model(family, tmp_path):
+    """The rules given to ``DistributedConfig(tp_plan=...)`` name the stock model's own modules (transformers
+    refuses a rule that names none), and with the stock rules they cover each decoder layer's projections: Qwen3's
+    plan on Qwen3-VL (q / k / v colwise, o rowwise, gate / up colwise, down rowwise, the per-head norms whole)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.distributed.parallel_utils import replace_layer_number_by_wildcard
+
+    path = save_tiny(TinySpec(family=family, seed=0, num_layers=1), tmp_path / family)
+    plan = tensor_parallel_plan(AutoConfig.from_pretrained(path))
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    names = {replace_layer_number_by_wildcard(n) for n, _ in model.named_modules()}
+    if family == "qwen3_vl":
+        assert isinstance(plan, dict) and set(plan) <= names, set(plan) - names
+        layer = "model.language_model.layers.*."
+        styles = {"self_attn.q_proj": "colwise", "self_attn.k_proj": "colwise", "self_attn.v_proj": "colwise",
+                  "self_attn.o_proj": "rowwise", "mlp.gate_proj": "colwise", "mlp.up_proj": "colwise",
+                  "mlp.down_proj": "rowwise"}  # fmt: skip
+        assert {k: v for k, v in plan.items() if not k.endswith("_norm")} == {layer + k: v for k, v in styles.items()}
+        assert {k for k in plan if k.endswith("_norm")} == {f"{layer}self_attn.q_norm", f"{layer}self_attn.k_norm"}
+        assert "replicated" in plan[f"{layer}self_attn.q_norm"]  # each rank's heads normed whole, never split
+    else:
+        assert plan == "auto"  # the stock plan already shards the decoder layers
+        assert any(k.startswith("model.language_model.layers.*.self_attn") for k in model.tp_plan)
