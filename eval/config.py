@@ -7,7 +7,9 @@ bad value raises :class:`ConfigError` naming the key (as a dotted path) and the 
 
 Method entries may carry a ``sweep`` (a mapping of setting -> list of values); :meth:`EvalConfig.method_specs`
 expands it into one :class:`MethodSpec` per combination, each with a stable key such as
-``specvlm[pruning=specvlm,drop_rate=0.9,tree=chain]`` that identifies its result rows.
+``specvlm[pruning=verifier_guided,drop_rate=0.9,tree=chain]`` that identifies its result rows. Old spellings
+of setting values (``pruning: specvlm``, ``tree: specvlm-25``, ``answer_extraction: specvlm``) are accepted
+and replaced by the current names.
 
 What this module deliberately does not do: touch files other than the YAML it is asked to read,
 load models or datasets, or know what the settings mean beyond their validation (decoding settings
@@ -29,7 +31,7 @@ from typing import Any
 import yaml
 
 from specvlm import config as decoding
-from specvlm.answers import EXTRACTION_MODES
+from specvlm.answers import EXTRACTION_MODES, canonical_mode
 
 BENCHMARKS = ("synthetic", "videodetailcaption", "mvbench", "mlvu", "longvideobench", "videomme")
 PROMPT_MODES = ("benchmark", "caption")
@@ -293,7 +295,7 @@ class MethodConfig:
     """One method entry: ``ar``, ``sd``, ``specvlm`` or ``hf-assisted`` with its decoding settings.
 
     Settings left out take the core defaults (``specvlm.DecodingConfig``). ``sweep`` maps settings to
-    lists of values and expands into every combination (e.g. ``{pruning: [specvlm, uniform], drop_rate:
+    lists of values and expands into every combination (e.g. ``{pruning: [verifier_guided, uniform], drop_rate:
     [0.5, 0.9]}`` gives four methods). Each method accepts only the settings it uses:
     ``ar`` none; ``sd`` the drafting ones (``num_draft_tokens``, ``tree``, ``tree_*``); ``specvlm`` all;
     ``hf-assisted`` ``num_draft_tokens`` (a constant ``num_assistant_tokens``; default: transformers' heuristic).
@@ -310,8 +312,13 @@ class MethodConfig:
         unknown = [k for k in entry if k not in allowed]
         if unknown:
             raise ConfigError(f"unknown key {where}.{unknown[0]}; allowed keys of {where}: {', '.join(allowed)}")
-        settings = {k: v for k, v in entry.items() if k not in ("name", "sweep") and v is not None}
-        return cls(name=entry["name"], sweep=entry.get("sweep"), settings=settings)
+        settings = {k: decoding.canonical(k, v)  # an old spelling of a value becomes its current name
+                    for k, v in entry.items() if k not in ("name", "sweep") and v is not None}  # fmt: skip
+        sweep = entry.get("sweep")
+        if isinstance(sweep, dict):  # old spellings of swept values too (an unknown key is refused below)
+            sweep = {k: [decoding.canonical(k, v) for v in vs] if k in decoding.NAMES and isinstance(vs, list) else vs
+                     for k, vs in sweep.items()}  # fmt: skip
+        return cls(name=entry["name"], sweep=sweep, settings=settings)
 
     def to_entry(self) -> dict:
         """The entry as written in YAML (settings beside the name)."""
@@ -387,7 +394,7 @@ class MethodSpec:
 
     @property
     def key(self) -> str:
-        """Stable identifier, e.g. ``specvlm[pruning=specvlm,drop_rate=0.9,tree=chain]``."""
+        """Stable identifier, e.g. ``specvlm[pruning=verifier_guided,drop_rate=0.9,tree=chain]``."""
         from specvlm import DecodingConfig
 
         if not self.settings:
@@ -426,9 +433,9 @@ class EvalConfig:
     ``summary.md`` and the plots. ``limit`` keeps the first N samples of every benchmark group (the
     smaller of this and a benchmark's own ``limit``). ``barrier_timeout_s`` bounds how long finished
     ranks wait for the others in a multi-process run. ``answer_extraction`` reads the option letter out
-    of an answer as SpecVLM does (``specvlm``) or as lmms-eval's task for that benchmark does
-    (``lmms-eval``; see ``specvlm.answers``); it changes only the accuracy, so it is not part of the
-    fingerprint, and a summary re-reads rows written under the other mode.
+    of an answer strictly, as SpecVLM does (``strict``; old spelling ``specvlm``), or as lmms-eval's task
+    for that benchmark does (``lmms-eval``; see ``specvlm.answers``); it changes only the accuracy, so it
+    is not part of the fingerprint, and a summary re-reads rows written under the other mode.
     """
 
     name: str
@@ -440,7 +447,7 @@ class EvalConfig:
     limit: int | None = None
     plots: bool = True
     barrier_timeout_s: float = 86400.0
-    answer_extraction: str = "specvlm"
+    answer_extraction: str = EXTRACTION_MODES[0]
 
     def __post_init__(self):
         _str("name", self.name)
@@ -450,6 +457,7 @@ class EvalConfig:
         _int("limit", self.limit, 1, optional=True)
         _bool("plots", self.plots)
         _positive("barrier_timeout_s", self.barrier_timeout_s)
+        object.__setattr__(self, "answer_extraction", canonical_mode(self.answer_extraction))
         _choice("answer_extraction", self.answer_extraction, EXTRACTION_MODES)
         if not self.benchmarks:
             raise ConfigError("benchmarks is empty; list at least one benchmark")

@@ -7,7 +7,7 @@ video tasks (Video-MME, MVBench, MLVU, LongVideoBench, ...) hand each request's 
 task's accuracy is the target model's. What speculation did is reported to lmms-eval through
 ``log_metrics(..., additional_metrics=...)`` and lands in the results file under ``throughput`` with
 lmms-eval's ``avg_`` prefix: ``avg_tau`` (mean committed tokens per target forward), ``avg_tau_minus_1``,
-``avg_kept_video_tokens`` and ``avg_video_tokens`` (per request), ``avg_draft_kv_fraction``; with
+``avg_kept_visual_tokens`` and ``avg_visual_tokens`` (per request), ``avg_draft_kv_fraction``; with
 ``baseline=ar`` each request is decoded a second time with plain decoding on the same processed inputs,
 adding ``avg_decode_speedup`` / ``avg_e2e_speedup`` (total over total), ``avg_decode_speedup_mean`` and
 ``avg_lossless_share`` (the share of answers whose token ids equal the ``ar`` baseline's). The
@@ -17,7 +17,8 @@ definitions are those of docs/evaluation.md (``eval.metrics.summarize_method`` c
 ``tiny:<family>[:seed][:layers]``), ``draft`` (same forms; leave out for self-drafting), ``method``
 (``specvlm`` | ``sd`` | ``ar``), ``baseline`` (``none`` | ``ar``), the method's decoding settings
 (``drop_rate``, ``pruning``, ``stage1_mass``, ``num_draft_tokens``, ``tree``, ... as in
-``specvlm.DecodingConfig``), frame sampling (``num_frames``, default 32, or ``fps`` with optional
+``specvlm.DecodingConfig``, whose old spellings such as ``pruning=specvlm`` and ``tree=specvlm-25`` are
+accepted), frame sampling (``num_frames``, default 32, or ``fps`` with optional
 ``max_frames``), ``torch_dtype`` (default ``auto``), ``device_map``, ``attn_backend``, ``compile``,
 ``warmup`` (untimed runs of each method on the first request, default 1) and ``tiny_cache``.
 
@@ -321,8 +322,8 @@ class SpecVLMModel(lmms):
         extra: dict = {"total_requests": requests, "failed_requests": failed}
         if done:
             s = summarize_method(done, {r["sample_id"]: r for r in rows["ar"]})
-            picks = {"tau": "tau", "tau_minus_1": "tau_minus_1", "kept_video_tokens": "kept_video_tokens_mean",
-                     "video_tokens": "video_tokens_mean", "draft_kv_fraction": "draft_kv_fraction_mean"}  # fmt: skip
+            picks = {"tau": "tau", "tau_minus_1": "tau_minus_1", "kept_visual_tokens": "kept_visual_tokens_mean",
+                     "visual_tokens": "visual_tokens_mean", "draft_kv_fraction": "draft_kv_fraction_mean"}  # fmt: skip
             if self.baseline is not None:
                 picks.update(decode_speedup="decode_speedup_total", decode_speedup_mean="decode_speedup_mean",
                              e2e_speedup="e2e_speedup_total", lossless_share="lossless_rate")  # fmt: skip

@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import torch
 
-from specvlm.answers import extract_answer, extract_choice  # noqa: F401  (the accuracy metric's extractors, re-exported)
+from specvlm.answers import EXTRACTION_MODES, canonical_mode, extract_answer, extract_choice  # noqa: F401  (the accuracy metric's extractors, re-exported)
 
 HF_ASSISTED_NOTE = (
     "hf-assisted is timed as one transformers generate() call: its prefill/decode split (and so TTFT, TPOT, "
@@ -35,7 +35,7 @@ LMMS_EVAL_EXTRACTION_NOTE = (
 )
 
 
-def grade(text, options, answer: str | None, benchmark: str | None, mode: str = "specvlm") -> tuple[str | None, bool | None]:
+def grade(text, options, answer: str | None, benchmark: str | None, mode: str = EXTRACTION_MODES[0]) -> tuple[str | None, bool | None]:
     """(prediction, correct) of one multiple-choice answer under an ``answer_extraction`` mode.
 
     ``benchmark`` is the benchmark's name (``videomme``, ...; the lmms-eval mode reads each its own way);
@@ -49,14 +49,16 @@ def grade(text, options, answer: str | None, benchmark: str | None, mode: str = 
 def regrade(rows: list[dict], mode: str, names: dict[str, str] | None = None) -> list[dict]:
     """Rows whose prediction was read under another extraction mode, read again under ``mode`` (copies).
 
-    A row records its mode in ``answer_extraction`` (absent: ``specvlm``); ``names`` maps a row's
+    A row records its mode in ``answer_extraction`` (absent: ``strict``; the old spelling ``specvlm`` is
+    ``strict`` too); ``names`` maps a row's
     benchmark label to the benchmark's name (default: the label). Rows already in ``mode``, error rows
     and rows without options are returned as they are.
     """
     names = names or {}
+    mode = canonical_mode(mode)
     out = []
     for r in rows:
-        if r.get("status") != "ok" or not r.get("options") or r.get("answer_extraction", "specvlm") == mode:
+        if r.get("status") != "ok" or not r.get("options") or canonical_mode(r.get("answer_extraction", EXTRACTION_MODES[0])) == mode:
             out.append(r)
             continue
         prediction, correct = grade(r.get("text"), r["options"], r.get("answer"), names.get(r.get("benchmark"), r.get("benchmark")), mode)
@@ -133,8 +135,8 @@ def summarize_method(rows: list[dict], baseline: dict[str, dict]) -> dict:
     out["tokens_per_s"] = _ratio(new_tokens, e2e) if ok else None
     kv = [r["draft_kv_fraction"] for r in ok if _num(r, "draft_kv_fraction") is not None]
     out["draft_kv_fraction_mean"] = _mean(kv)
-    out["kept_video_tokens_mean"] = _mean([r["kept_video_tokens"] for r in ok if _num(r, "kept_video_tokens") is not None])
-    out["video_tokens_mean"] = _mean([r["video_tokens"] for r in ok if _num(r, "video_tokens") is not None])
+    out["kept_visual_tokens_mean"] = _mean([r["kept_visual_tokens"] for r in ok if _num(r, "kept_visual_tokens") is not None])
+    out["visual_tokens_mean"] = _mean([r["visual_tokens"] for r in ok if _num(r, "visual_tokens") is not None])
     mem = [r["peak_memory_bytes"] for r in ok if _num(r, "peak_memory_bytes") is not None]
     out["peak_memory_bytes_max"] = max(mem) if mem else None
 
@@ -186,6 +188,7 @@ def summarize(rows: list[dict], method_order: list[str] | None = None, answer_ex
     With ``answer_extraction`` every row is graded under that mode (rows written under the other are
     read again, see :func:`regrade`) and the summary records it.
     """
+    answer_extraction = canonical_mode(answer_extraction)
     if answer_extraction is not None:
         rows = regrade(rows, answer_extraction, benchmark_names)
     by_group: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))

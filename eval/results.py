@@ -9,6 +9,8 @@ a torn last line (from a crash mid-write) is dropped when the file is next opene
 
 Rerunning reads every row already on disk (``results.jsonl`` and any shards) and skips those keys;
 a line that is not UTF-8 or not a JSON object is skipped with a warning naming the file and line.
+Rows written by older versions are read as this version writes them (:func:`upgrade`: renamed fields
+and old spellings of setting values), so a run resumes from them and a summary counts them.
 Merging keeps the last row written for a key and orders rows deterministically (samples in
 benchmark order, methods in config order), so a merged multi-process run equals a single-process one.
 
@@ -26,21 +28,66 @@ import errno
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from specvlm import config as decoding
+from specvlm.answers import canonical_mode
+
 logger = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 SHARDS = "shards"
 LOCK = ".specvlm-eval.lock"
+#: Row fields an older version wrote under another name: {old: current}.
+RENAMED_FIELDS = {"video_tokens": "visual_tokens", "kept_video_tokens": "kept_visual_tokens"}
+#: Settings whose values have old spellings (``specvlm.config.canonical``); they appear in method keys.
+_ALIASED_SETTINGS = ("pruning", "tree")
 
 
 def row_key(sample_key: str, method_key: str) -> str:
     return f"{sample_key}|{method_key}"
+
+
+def _method_key(key: str) -> str:
+    """A method key (``specvlm[pruning=specvlm,drop_rate=0.9,tree=specvlm-25]``) with each aliased
+    setting's value under its current name (``pruning=verifier_guided``, ``tree=reference-25``)."""
+
+    def current(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        return f"{name}={decoding.canonical(name, value)}"
+
+    return re.sub(rf"(?<=[\[,])({'|'.join(_ALIASED_SETTINGS)})=([^,\]\[]+)(?=[,\]])", current, key)
+
+
+def upgrade(row: dict) -> dict:
+    """``row`` as this version writes it: fields an older version wrote under another name
+    (:data:`RENAMED_FIELDS`) renamed, and old spellings of setting values (the pruning ``specvlm``, the
+    tree ``specvlm-25``, the answer mode ``specvlm``) replaced by the current names in ``settings``, the
+    method key, the row key and ``answer_extraction``. A current row comes back equal; the argument is
+    not modified."""
+    out = {}
+    for k, v in row.items():
+        new = RENAMED_FIELDS.get(k)
+        if new is None:
+            out[k] = v
+        elif new not in row:  # with both spellings present, the current one is kept
+            out[new] = v
+    settings = out.get("settings")
+    if isinstance(settings, dict):
+        out["settings"] = {k: decoding.canonical(k, v) if k in _ALIASED_SETTINGS else v for k, v in settings.items()}
+    if isinstance(out.get("method"), str):
+        out["method"] = _method_key(out["method"])
+    if isinstance(out.get("key"), str) and "|" in out["key"]:
+        sample_key, method_key = out["key"].split("|", 1)
+        out["key"] = row_key(sample_key, _method_key(method_key))
+    if "answer_extraction" in out:
+        out["answer_extraction"] = canonical_mode(out["answer_extraction"])
+    return out
 
 
 def _parse_line(raw: bytes, path: Path, lineno: int, warn: bool = True) -> dict | None:
@@ -53,7 +100,7 @@ def _parse_line(raw: bytes, path: Path, lineno: int, warn: bool = True) -> dict 
         problem = "is torn or not valid JSON"
     else:
         if isinstance(row, dict) and isinstance(row.get("key"), str):
-            return row
+            return upgrade(row)
         problem = "is not a result row (a JSON object with a string 'key')"
     if warn:
         logger.warning("%s:%d: skipping a line that %s (%d bytes)", path, lineno, problem, len(raw))

@@ -2,14 +2,15 @@
 
 Does: compute the token budget ``K = floor(N * (1 - drop_rate))``, choose which
 of the ``N = T * H * W`` video tokens the draft model keeps with a named
-strategy (``specvlm``, ``uniform``, ``random``, ``attention``, ``window``,
-``none``), and map the kept tokens to sequence positions.
+strategy (``verifier_guided`` -- old spelling ``specvlm`` --, ``uniform``,
+``random``, ``attention``, ``window``, ``none``), and map the kept tokens to
+sequence positions.
 
 Does not: run models, compute attention scores, or touch embeddings.
 """
 
 from pruning.budget import budget
-from pruning.registry import available, needs_scores, prune, register, select
+from pruning.registry import aliases, available, canonical, needs_scores, prune, register, select
 from pruning.result import PruningResult
 from pruning.sequence import keep_sequence_indices
 
@@ -19,8 +20,10 @@ from pruning import strategies as _strategies  # noqa: E402,F401
 
 __all__ = [
     "PruningResult",
+    "aliases",
     "available",
     "budget",
+    "canonical",
     "keep_sequence_indices",
     "needs_scores",
     "prune",

@@ -1,12 +1,13 @@
 """Strategy registry and the public entry points ``select`` / ``prune``.
 
-Does: keep the name -> strategy table (``register``, ``available``), validate
-the arguments shared by every strategy (strategy name, grid, drop_rate -> budget
-K), call the strategy, and check that its result lies in ``[0, N)`` and on the
-right device.
+Does: keep the name -> strategy table (``register``, ``available``) and the old
+spellings each name still accepts (``canonical``: ``"specvlm"`` is
+``"verifier_guided"``), validate the arguments shared by every strategy
+(strategy name, grid, drop_rate -> budget K), call the strategy, and check that
+its result lies in ``[0, N)`` and on the right device.
 
-Does not: implement any strategy (see ``strategies`` and ``specvlm``), or know
-anything about models, tokenizers or sequences.
+Does not: implement any strategy (see ``strategies`` and ``verifier_guided``),
+or know anything about models, tokenizers or sequences.
 """
 
 from __future__ import annotations
@@ -39,26 +40,32 @@ class Strategy(Protocol):
 
 _REGISTRY: dict[str, Strategy] = {}
 _NEEDS_SCORES: set[str] = set()
+_ALIASES: dict[str, str] = {}  # an old spelling -> the registered name it stands for
 
 
-def register(name: str, *, needs_scores: bool = False) -> Callable[[Strategy], Strategy]:
+def register(name: str, *, needs_scores: bool = False, aliases: tuple[str, ...] = ()) -> Callable[[Strategy], Strategy]:
     """Decorator registering ``fn(scores, grid, k, *, stage1_mass, seed, window)`` as ``name``.
 
     ``needs_scores`` marks strategies that read the verifier's attention scores, so that callers can
-    skip the score capture for the others (see :func:`needs_scores`).
+    skip the score capture for the others (see :func:`needs_scores`). ``aliases`` are old spellings of
+    ``name`` that are still accepted (:func:`canonical` turns them into ``name``); :func:`available`
+    lists only the names.
 
     Raises:
-        ValueError: ``name`` is not a non-empty str or is already registered.
+        ValueError: ``name`` or an alias is not a non-empty str, or is already registered (as a name or an alias).
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"strategy name must be a non-empty str, got {name!r}")
-    if name in _REGISTRY:
-        raise ValueError(f"pruning strategy {name!r} is already registered")
+    for label in (name, *aliases):
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"strategy name must be a non-empty str, got {label!r}")
+        if label in _REGISTRY or label in _ALIASES:
+            raise ValueError(f"pruning strategy {label!r} is already registered")
 
     def decorator(fn: Strategy) -> Strategy:
-        if name in _REGISTRY:
-            raise ValueError(f"pruning strategy {name!r} is already registered")
+        for label in (name, *aliases):
+            if label in _REGISTRY or label in _ALIASES:
+                raise ValueError(f"pruning strategy {label!r} is already registered")
         _REGISTRY[name] = fn
+        _ALIASES.update(dict.fromkeys(aliases, name))
         if needs_scores:
             _NEEDS_SCORES.add(name)
         return fn
@@ -67,12 +74,25 @@ def register(name: str, *, needs_scores: bool = False) -> Callable[[Strategy], S
 
 
 def available() -> list[str]:
-    """Names of the registered strategies, sorted."""
+    """Names of the registered strategies, sorted (old spellings, see :func:`aliases`, are not listed)."""
     return sorted(_REGISTRY)
 
 
+def aliases() -> dict[str, str]:
+    """{old spelling: the registered name it stands for}, e.g. ``{"specvlm": "verifier_guided"}``."""
+    return dict(_ALIASES)
+
+
+def canonical(strategy):
+    """``strategy`` under its registered name: an old spelling gives the name it stands for; anything
+    else (a name, an unknown value) is returned unchanged, for the caller's own validation."""
+    return _ALIASES.get(strategy, strategy) if isinstance(strategy, str) else strategy
+
+
 def needs_scores(strategy: str) -> bool:
-    """Whether ``strategy`` reads the verifier's attention scores; unknown names raise ValueError."""
+    """Whether ``strategy`` (a name or an old spelling) reads the verifier's attention scores; unknown
+    names raise ValueError."""
+    strategy = canonical(strategy)
     if strategy not in _REGISTRY:
         raise ValueError(f"unknown pruning strategy {strategy!r}; available: {available()}")
     return strategy in _NEEDS_SCORES
@@ -97,10 +117,13 @@ def select(
     in ``[0, N)``) lives on ``scores.device``, or on CPU when ``scores`` is None.
     ``K = budget(N, drop_rate)`` for every strategy except ``none`` (K = N).
 
+    ``strategy`` is a registered name or an old spelling of one (see :func:`canonical`).
+
     Raises:
         ValueError: unknown strategy (the message lists ``available()``), bad
             grid or drop_rate, or a strategy-specific argument error.
     """
+    strategy = canonical(strategy)
     fn = _REGISTRY.get(strategy) if isinstance(strategy, str) else None
     if fn is None:
         raise ValueError(f"unknown pruning strategy {strategy!r}; available: {available()}")

@@ -33,7 +33,7 @@ class PruningResult:
         kept: ``(K,)`` long, sorted ascending, unique; indices into the
             flattened ``(T, H, W)`` video grid, i.e. into ``[0, N)``.
         stage1: ``(m,)`` long, sorted; the subset of ``kept`` chosen by Stage I
-            of ``specvlm`` (empty for every other strategy).
+            of ``verifier_guided`` (empty for every other strategy).
         budget: ``K == len(kept)``.
     """
 

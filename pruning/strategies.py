@@ -1,11 +1,11 @@
 """Baseline pruning strategies: ``uniform``, ``random``, ``attention``, ``window``, ``none``.
 
 Does: register the comparison strategies with the registry and provide
-``evenly_spaced``, the spacing rule shared with ``specvlm`` Stage II. Every
+``evenly_spaced``, the spacing rule shared with ``verifier_guided`` Stage II. Every
 strategy computes on CPU (exact, device-independent) and returns indices on the
 output device chosen by ``inputs.output_device``.
 
-Does not: implement the paper's two-stage method (see ``specvlm``), validate
+Does not: implement the paper's two-stage method (see ``verifier_guided``), validate
 the grid or drop_rate (``registry.select`` does), or modify its inputs.
 """
 

@@ -1,4 +1,5 @@
-"""SpecVLM's two-stage verifier-guided video-token pruning (strategy ``specvlm``).
+"""SpecVLM's two-stage verifier-guided video-token pruning (strategy ``verifier_guided``; its old
+spelling ``specvlm`` is still accepted).
 
 Reference: Ji et al., "SpecVLM: Enhancing Speculative Decoding of Video LLMs via
 Verifier-Guided Token Pruning", EMNLP 2025.
@@ -111,11 +112,11 @@ def two_stage(
     return kept, stage1
 
 
-@register("specvlm", needs_scores=True)
-def specvlm(scores, grid, k, *, stage1_mass, seed, window) -> PruningResult:
+@register("verifier_guided", needs_scores=True, aliases=("specvlm",))
+def verifier_guided(scores, grid, k, *, stage1_mass, seed, window) -> PruningResult:
     """Two-stage verifier-guided pruning; see the module docstring for the definition."""
     lam = check_stage1_mass(stage1_mass)
-    exact = check_scores(scores, num_tokens(grid), "specvlm")  # (N,) float64 CPU
+    exact = check_scores(scores, num_tokens(grid), "verifier_guided")  # (N,) float64 CPU
     kept, stage1 = two_stage(exact, k, lam, [num_tokens(run) for run in runs_of(grid)])
     device = output_device(scores)
     return PruningResult(kept=kept.to(device), stage1=stage1.to(device), budget=k)

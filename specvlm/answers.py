@@ -3,8 +3,9 @@
 Used by the evaluation CLI's accuracy metric and by the embedded pair's own evaluation; useful to any
 caller of the API that asks a video multiple-choice question.
 
-Two extraction modes (:data:`EXTRACTION_MODES`, :func:`extract_answer`): ``specvlm`` (:func:`extract_choice`,
-strict: it would rather say "no answer" than guess) and ``lmms-eval`` (:func:`lmms_eval_choice`: what
+Two extraction modes (:data:`EXTRACTION_MODES`, :func:`extract_answer`): ``strict`` (:func:`extract_choice`:
+it would rather say "no answer" than guess; its old spelling ``specvlm`` is still accepted, see
+:func:`canonical_mode`) and ``lmms-eval`` (:func:`lmms_eval_choice`: what
 lmms-eval 0.7.3's Video-MME, MLVU, MVBench and LongVideoBench tasks read out of the same text, so that
 accuracies can be compared with numbers published from lmms-eval). Both are our own code; the
 lmms-eval mode follows the behaviour of lmms-eval's task code, quirks included (see
@@ -53,8 +54,17 @@ def extract_choice(text: str, num_options: int, options: tuple[str, ...] = ()) -
 
 # --------------------------------------------------------------------------- lmms-eval compatible extraction
 
-#: ``answer_extraction`` modes: ours, and the one lmms-eval's video tasks use.
-EXTRACTION_MODES = ("specvlm", "lmms-eval")
+#: ``answer_extraction`` modes: ours (strict), and the one lmms-eval's video tasks use.
+EXTRACTION_MODES = ("strict", "lmms-eval")
+#: Old spellings of the modes that are still accepted: {old: mode}.
+EXTRACTION_ALIASES = {"specvlm": "strict"}
+
+
+def canonical_mode(mode):
+    """An ``answer_extraction`` mode under its current name: an old spelling (:data:`EXTRACTION_ALIASES`)
+    gives the mode it stands for; anything else is returned unchanged."""
+    return EXTRACTION_ALIASES.get(mode, mode) if isinstance(mode, str) else mode
+
 #: Benchmarks whose lmms-eval task reads the letter its own way (the rest use the shared ranked reader).
 LMMS_EVAL_READERS = ("videomme", "mlvu", "mvbench", "longvideobench")
 
@@ -185,14 +195,15 @@ def lmms_eval_choice(text: str, benchmark: str | None, num_options: int) -> str 
     return _ranked_letter(text, "ABCDEFGHIJ"[:num_options])
 
 
-def extract_answer(text: str, num_options: int, options: tuple[str, ...] = (), *, mode: str = "specvlm",
+def extract_answer(text: str, num_options: int, options: tuple[str, ...] = (), *, mode: str = EXTRACTION_MODES[0],
                    benchmark: str | None = None) -> str | None:  # fmt: skip
-    """The option letter ``text`` picks under ``mode`` (:data:`EXTRACTION_MODES`), or ``None``.
+    """The option letter ``text`` picks under ``mode`` (:data:`EXTRACTION_MODES`, or an old spelling), or ``None``.
 
-    ``specvlm``: :func:`extract_choice` (``benchmark`` unused). ``lmms-eval``: :func:`lmms_eval_choice`
+    ``strict``: :func:`extract_choice` (``benchmark`` unused). ``lmms-eval``: :func:`lmms_eval_choice`
     for ``benchmark`` (a benchmark name such as ``videomme``, not a result-group label).
     """
-    if mode == "specvlm":
+    mode = canonical_mode(mode)
+    if mode == "strict":
         return extract_choice(text, num_options, options)
     if mode == "lmms-eval":
         return lmms_eval_choice(text, benchmark, num_options)

@@ -5,6 +5,9 @@ applies to. Everything else is derived from these fields: the keywords of
 ``SpecVLM.from_pretrained`` and the per-call overrides of ``SpecVLM.generate`` (and their docstrings),
 the ``specvlm`` command line's flags, and the settings an evaluation config's method entries accept.
 Values are validated once, on construction; code that receives a ``DecodingConfig`` may trust it.
+Old spellings are accepted there and replaced by the current names (:func:`canonical`: the pruning
+``specvlm`` is ``verifier_guided``, the tree ``specvlm-25`` is ``reference-25``), so everything
+downstream sees one name.
 
 The paper's names are kept: ``drop_rate`` and ``stage1_mass`` (lambda).
 
@@ -95,15 +98,17 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not true or false (true/false, yes/no, on/off, 1/0)")
 
 
-def _setting(default, help: str, *, choices=None, methods=_DRAFTING, scope: str = "method", parse=None):
+def _setting(default, help: str, *, choices=None, methods=_DRAFTING, scope: str = "method", parse=None, canonical=None):
     """A field of :class:`DecodingConfig` with what every consumer needs to know about it.
 
     choices: a tuple of allowed values, or a callable returning it (evaluated when asked)
     methods: the methods the setting changes (others ignore it)
     scope: "method" (an evaluation config sets it per method) or "model" (one value per loaded pair)
     parse: text -> value for the command line (default: the default's type)
+    canonical: value -> the same value under its current name (old spellings accepted as aliases)
     """
-    meta = {"help": help, "choices": choices, "methods": tuple(methods), "scope": scope, "parse": parse}
+    meta = {"help": help, "choices": choices, "methods": tuple(methods), "scope": scope, "parse": parse,
+            "canonical": canonical}  # fmt: skip
     return field(default=default, metadata=meta)
 
 
@@ -113,10 +118,11 @@ class DecodingConfig:
     ``SpecVLM.from_pretrained`` (defaults for the engine) and ``SpecVLM.generate`` (one call)."""
 
     pruning: str = _setting(
-        "specvlm", "how the draft's video tokens are chosen: 'specvlm' (verifier-guided, two stages), "
-        "or a baseline", choices=pruning.available, methods=_PRUNED)  # fmt: skip
+        "verifier_guided", "how the draft's visual tokens are chosen: 'verifier_guided' (the target's attention "
+        "guides it, two stages; old spelling 'specvlm'), or a baseline", choices=pruning.available,
+        methods=_PRUNED, canonical=pruning.canonical)  # fmt: skip
     drop_rate: float = _setting(
-        0.9, "share of the video tokens the draft does not see; it keeps floor(N x (1 - drop_rate)), at least 1",
+        0.9, "share of the visual tokens the draft does not see; it keeps floor(N x (1 - drop_rate)), at least 1",
         methods=_PRUNED)  # fmt: skip
     stage1_mass: float = _setting(
         DEFAULT_STAGE1_MASS, "lambda: Stage I keeps the smallest top-scored set holding this share of the attention mass",
@@ -135,8 +141,9 @@ class DecodingConfig:
         choices=DRAFT_VISION_MODES, methods=_PRUNED)  # fmt: skip
     seed: int = _setting(DEFAULT_SEED, "seed of the 'random' pruning and of sampling", methods=_PRUNED)
     tree: object = _setting(
-        "chain", "what the draft proposes: 'chain', 'specvlm-25' (the reference's 25-node tree), 'dynamic' "
-        "(EAGLE-2 style) or JSON paths of child ranks such as [[0],[1],[0,0]]", parse=_parse_tree, methods=_MODEL_DRAFTING)  # fmt: skip
+        "chain", "what the draft proposes: 'chain', 'reference-25' (the reference implementation's 25-node tree; "
+        "old spelling 'specvlm-25'), 'dynamic' (EAGLE-2 style) or JSON paths of child ranks such as [[0],[1],[0,0]]",
+        parse=_parse_tree, methods=_MODEL_DRAFTING, canonical=trees.canonical)  # fmt: skip
     tree_depth: int = _setting(DynamicTree.depth, "dynamic tree: levels drafted", methods=_MODEL_DRAFTING)
     tree_top_k: int = _setting(DynamicTree.top_k, "dynamic tree: best nodes expanded per level", methods=_MODEL_DRAFTING)
     tree_total_tokens: int = _setting(
@@ -184,6 +191,7 @@ class DecodingConfig:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, canonical(f.name, getattr(self, f.name)))
             choices = allowed(f.name)
             if choices is not None and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name}={getattr(self, f.name)!r}; choose one of {', '.join(map(repr, choices))}")
@@ -255,6 +263,14 @@ def check_names(settings) -> None:
         raise TypeError(f"unknown setting {unknown[0]!r}; the decoding settings are: {', '.join(NAMES)}")
 
 
+def canonical(name: str, value):
+    """``value`` of setting ``name`` under its current name: an old spelling (an alias, such as the pruning
+    ``"specvlm"`` for ``"verifier_guided"`` or the tree ``"specvlm-25"`` for ``"reference-25"``) gives the
+    name it stands for; any other value is returned unchanged (validation is :class:`DecodingConfig`'s)."""
+    convert = _BY_NAME[name].metadata["canonical"]
+    return value if convert is None else convert(value)
+
+
 def allowed(name: str) -> tuple | None:
     """The allowed values of setting ``name``, or ``None`` when any value of its type may do."""
     choices = _BY_NAME[name].metadata["choices"]
@@ -277,11 +293,13 @@ def describe() -> str:
 
 
 def parse(name: str, text: str):
-    """The value of setting ``name`` from command-line text."""
+    """The value of setting ``name`` from command-line text (an old spelling gives the current name)."""
     f = _BY_NAME[name]
     if f.metadata["parse"] is not None:
-        return f.metadata["parse"](text)
+        return canonical(name, f.metadata["parse"](text))
     kind = type(f.default)
+    if kind is str:
+        return canonical(name, text)
     try:
         return kind(text)
     except ValueError:

@@ -42,7 +42,7 @@ from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory
 from specvlm.decoding.logits import NextTokenRule, merge_generation_config
 from specvlm.decoding.loop import Stop, decode
 from specvlm.decoding.sampling import Sampling
-from specvlm.decoding.target import Sequence, TargetPrefill, can_score_later, prefill_target, score_later
+from specvlm.decoding.target import DecodingState, TargetPrefill, can_score_later, prefill_target, score_later
 from specvlm.decoding.trees import TreeShape, check_vocab
 from specvlm.loading import (
     check_checkpoint_path,
@@ -413,7 +413,7 @@ class SpecVLM:
             prefill_plan = dataclasses.replace(plan, capture_scores=False) if score_late else plan
             prepared.target = self._prefill_target(prefill_plan, config, inputs)
             self._compile_target(config, prepared.target.seq)
-            stats.video_tokens = prepared.target.layout.num_tokens
+            stats.visual_tokens = prepared.target.layout.num_tokens
             stats.prompt_tokens = stats.target_kv_tokens = prepared.target.seq.prefix
             if plan.drafts:
                 start = functools.partial(self._start_drafter, prepared, layers, score_late)
@@ -523,7 +523,7 @@ class SpecVLM:
                 target.scores = score_later(target, prepared.inputs)
             keep, kept = self._select(plan, config, target)
             seq = prefill_draft(self.draft_adapter, prepared.inputs, target, keep, positions=config.positions, vision=config.draft_vision)
-        prepared.stats.kept_video_tokens, prepared.stats.draft_kv_tokens = kept, seq.prefix
+        prepared.stats.kept_visual_tokens, prepared.stats.draft_kv_tokens = kept, seq.prefix
         stop_below = self._stop_below(config, layers)
         if layers is not None:
             return LayerSkipDrafter(seq, shape, layers, stop_below=stop_below, **settings)
@@ -740,7 +740,7 @@ class SpecVLM:
         config = self.config.replace(**overrides) if overrides else self.config
         return self._prefill_target(Plan.resolve(method, config), config, inputs)
 
-    def prefill_draft(self, inputs, target: TargetPrefill, method: str = "specvlm", **overrides) -> Sequence:
+    def prefill_draft(self, inputs, target: TargetPrefill, method: str = "specvlm", **overrides) -> DecodingState:
         """The draft's sequence for ``inputs`` after the target's prefill ``target``: a separate draft prefilled
         with the positions ``method`` keeps (:meth:`draft_keep`), or the target's own cache restricted to them
         (``draft=None``)."""

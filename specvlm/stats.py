@@ -21,8 +21,8 @@ class GenerationStats:
     draft_steps: int = 0  # draft forwards after prefill (one per tree level, catch-up included)
     depth_attempts: list[int] = field(default_factory=list)  # [d - 1]: steps whose accepted path reached a node with children at depth d - 1
     depth_accepts: list[int] = field(default_factory=list)  # [d - 1]: of those, steps that accepted a node at depth d
-    video_tokens: int = 0  # prunable video tokens in the prompt (N)
-    kept_video_tokens: int = 0  # video tokens in the draft's context (0 without a draft)
+    visual_tokens: int = 0  # prunable visual tokens (of its images and videos) in the prompt (N)
+    kept_visual_tokens: int = 0  # visual tokens in the draft's context (0 without a draft)
     prompt_tokens: int = 0
     target_kv_tokens: int = 0  # target cache length after prefill
     draft_kv_tokens: int = 0  # draft cache length after prefill (0 without a draft)
@@ -92,6 +92,16 @@ class GenerationStats:
         return self.speculation == "skipped"
 
     @property
+    def video_tokens(self) -> int:
+        """The old name of :attr:`visual_tokens` (read-only)."""
+        return self.visual_tokens
+
+    @property
+    def kept_video_tokens(self) -> int:
+        """The old name of :attr:`kept_visual_tokens` (read-only)."""
+        return self.kept_visual_tokens
+
+    @property
     def e2e_s(self) -> float:
         return self.prefill_s + self.decode_s
 
@@ -129,8 +139,8 @@ class GenerationStats:
     def summary(self) -> str:
         return (
             f"method={self.method} new_tokens={self.new_tokens} target_steps={self.target_steps} "
-            f"tau={'-' if self.mean_accepted_tokens is None else format(self.mean_accepted_tokens, '.2f')} video_tokens={self.video_tokens} "
-            f"kept_video_tokens={self.kept_video_tokens} target_kv={self.target_kv_tokens} "
+            f"tau={'-' if self.mean_accepted_tokens is None else format(self.mean_accepted_tokens, '.2f')} visual_tokens={self.visual_tokens} "
+            f"kept_visual_tokens={self.kept_visual_tokens} target_kv={self.target_kv_tokens} "
             f"draft_kv={self.draft_kv_tokens} prefill={self.prefill_s:.3f}s decode={self.decode_s:.3f}s"
         )
 

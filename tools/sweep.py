@@ -930,11 +930,69 @@ def process_cases(env: Env) -> list[Case]:
     return [Case(n, fn) for n, fn in cases]
 
 
+def names_cases(env: Env) -> list[Case]:
+    """Old spellings of renamed values (pruning ``specvlm``, tree ``specvlm-25``, answer mode ``specvlm``) are
+    accepted everywhere and read as the new names; unknown names are refused with the new names listed."""
+    from eval import cli as eval_cli
+    from specvlm import DecodingConfig, cli
+
+    f = env.files
+    base = {"video": str(f["video"]), "prompt": "describe the video .", "max_new_tokens": 4, "num_frames": 4,
+            "ignore_eos": True, "lazy_draft_after": 0}  # fmt: skip
+    argv = ["generate", "--target", "zoo:target", "--draft", "zoo:draft", "--video", str(f["video"]), "--prompt",
+            "describe the video .", "--max-new-tokens", "2", "--num-frames", "4"]  # fmt: skip
+    ok_bench = [{"name": "synthetic", "root": str(env.tmp / "synth"), "num_frames": 8, "prompt_modes": ["benchmark"],
+                 "synthetic": {"num_samples": 1, "num_frames": 8, "height": 64, "width": 64}}]  # fmt: skip
+
+    def same_answer(old: dict, new: dict):
+        return lambda: api_accepts(lambda: env.engine.generate(**base, **old).token_ids,
+                                   lambda r: None if r == env.engine.generate(**base, **new).token_ids else "another answer")
+
+    def old_config_rows():
+        cfg = _eval_config(env, "old-names", ok_bench, methods=("ar", {"name": "specvlm", "pruning": "specvlm", "tree": "specvlm-25"}),
+                           answer_extraction="specvlm")  # fmt: skip
+        out = env.tmp / "old-names-run"
+        run = run_cli(eval_cli.main, [str(cfg), "--output", str(out), "--no-progress", "--no-plots"])
+
+        def check(_run) -> str | None:
+            rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+            text = json.dumps(rows)
+            if "specvlm-25" in text or "pruning=specvlm" in text or "video_tokens" in text:
+                return "an old spelling in the results"
+            return None if all(r.get("answer_extraction") == "strict" for r in rows) else "answer_extraction is not 'strict'"
+
+        return cli_accepts(run, check)
+
+    cases = [
+        ("names: pruning 'specvlm' is verifier_guided", lambda: api_accepts(lambda: DecodingConfig(pruning="specvlm").pruning,
+                                                                           lambda r: None if r == "verifier_guided" else repr(r))),
+        ("names: tree 'specvlm-25' is reference-25", lambda: api_accepts(lambda: DecodingConfig(tree="specvlm-25").tree,
+                                                                        lambda r: None if r == "reference-25" else repr(r))),
+        ("names: generate with the old spellings", same_answer({"pruning": "specvlm", "tree": "specvlm-25"},
+                                                               {"pruning": "verifier_guided", "tree": "reference-25"})),
+        ("names: unknown pruning lists the new names", lambda: api_refuses(lambda: env.engine.generate(**base, pruning="specvlm-2"),
+                                                                          "specvlm-2", "verifier_guided")),
+        ("names: unknown tree lists the new names", lambda: api_refuses(lambda: env.engine.generate(**base, tree="specvlm-26"),
+                                                                       "specvlm-26", "reference-25")),
+        ("names: cli generate --pruning specvlm --tree specvlm-25", lambda: cli_accepts(
+            run_cli(cli.main, argv + ["--pruning", "specvlm", "--tree", "specvlm-25"]))),
+        ("names: cli generate --pruning nope", lambda: cli_refuses(run_cli(cli.main, argv + ["--pruning", "nope"]), "--pruning",
+                                                                   "nope", "verifier_guided")),
+        ("names: eval config in the old spellings", old_config_rows),
+        ("names: eval unknown answer_extraction", lambda: cli_refuses(run_cli(eval_cli.main, [
+            str(_eval_config(env, "bad-mode", ok_bench)), "--set", "answer_extraction=specvlm2"]), "answer_extraction", "strict")),
+        ("names: eval unknown pruning", lambda: cli_refuses(run_cli(eval_cli.main, [
+            str(_eval_config(env, "bad-pruning", ok_bench)), "--set", "methods.0={name: specvlm, pruning: nope}"]), "nope",
+            "verifier_guided")),
+    ]
+    return [Case(n, fn) for n, fn in cases]
+
+
 # --------------------------------------------------------------------------- main
 
 
 GROUPS = (image_cases, frame_cases, conversation_cases, settings_cases, drafting_cases, loading_cases, specvlm_cli_cases,
-          bench_cli_cases, memory_cli_cases, eval_cli_cases, process_cases)  # fmt: skip
+          bench_cli_cases, memory_cli_cases, eval_cli_cases, process_cases, names_cases)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

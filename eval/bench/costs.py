@@ -18,7 +18,7 @@ from specvlm.models import cache as kv
 from specvlm.models.base import ModelAdapter
 from specvlm.attention import causal_context, tree_context
 from specvlm.timing import synchronize
-from specvlm.decoding.trees import SPECVLM_25, TreeStructure, chain, from_paths
+from specvlm.decoding.trees import REFERENCE_25, TreeStructure, chain, from_paths
 
 
 class ForwardClock:
@@ -108,8 +108,8 @@ def _step(seq, structure: TreeStructure | None):
 
 
 def forward_cost(seq, structure: TreeStructure | None, repeats: int) -> float:
-    """Median ms of one forward of ``seq`` (a decoding Sequence) over a root token plus the nodes of
-    ``structure`` under its tree mask (``None``: the root alone, a plain decode step); the cache is
+    """Median ms of one forward of ``seq`` (a :class:`~specvlm.decoding.target.DecodingState`) over a root token
+    plus the nodes of ``structure`` under its tree mask (``None``: the root alone, a plain decode step); the cache is
     rolled back after each forward."""
     run = _step(seq, structure)
     with torch.no_grad():
@@ -200,5 +200,5 @@ def project(tau: float, plain_ms: float, verify_ms: float, draft_ms: float) -> f
 def structures(chain_length: int) -> dict[str, TreeStructure]:
     """The shapes whose verification and drafting the bench times: a chain of ``chain_length`` draft
     tokens and the reference's 25-node tree."""
-    shapes = {"chain": chain(chain_length), "specvlm-25": from_paths(SPECVLM_25)}
+    shapes = {"chain": chain(chain_length), "reference-25": from_paths(REFERENCE_25)}
     return {name: TreeStructure.of([int(p) for p in shape.parents]) for name, shape in shapes.items()}

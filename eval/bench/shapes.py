@@ -47,7 +47,7 @@ class _TextAdapter(ModelAdapter):
 
 def build_text_model(shape: str, device, dtype):
     """A stock ``Qwen2ForCausalLM`` or ``Qwen3ForCausalLM`` (``qwen3-*`` shapes) with random weights of the
-    named shape, using the specvlm attention hook."""
+    named shape, using the attention hook (``context_attention``)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     from specvlm.attention import register
@@ -68,9 +68,10 @@ def build_text_model(shape: str, device, dtype):
 
 
 def _prefilled(model, context: int, chunk: int = 4096):
-    """A decoding Sequence over ``context`` random-embedding tokens (prefilled in chunks)."""
+    """A :class:`~specvlm.decoding.target.DecodingState` over ``context`` random-embedding tokens (prefilled in
+    chunks)."""
     from specvlm.attention import AttentionContext, resolve_backend
-    from specvlm.decoding.loop import Sequence
+    from specvlm.decoding.target import DecodingState
 
     adapter = _TextAdapter(model)
     backend = resolve_backend("auto", adapter.device)
@@ -83,7 +84,7 @@ def _prefilled(model, context: int, chunk: int = 4096):
             pos = torch.arange(start, start + n, device=adapter.device).unsqueeze(0)
             ctx = AttentionContext(backend=backend) if start == 0 else causal_context(n, start + n, adapter.device, backend=backend)
             adapter.forward(embeds, pos, cache, ctx, logits_to_keep=1)
-    return Sequence(adapter, cache, prefix=context, next_pos=context, axes=1, backend=backend)
+    return DecodingState(adapter, cache, prefix=context, next_pos=context, axes=1, backend=backend)
 
 
 def bench_shapes(
@@ -120,7 +121,7 @@ def bench_shapes(
     for name, st in shapes.items():
         costs[f"draft_{name}"] = draft_cost(dseq, st, repeats)
     out["step_costs_ms"] = costs
-    out["verify_tree_over_plain"] = costs["verify_specvlm-25_26_tokens"] / costs["plain_step"]
+    out["verify_tree_over_plain"] = costs["verify_reference-25_26_tokens"] / costs["plain_step"]
     out["projected_speedup"] = {
         name: project(tau, costs["plain_step"], costs[f"verify_{name}_{st.parents.numel() + 1}_tokens"], costs[f"draft_{name}"])
         for name, st in shapes.items()

@@ -15,7 +15,7 @@ RUNS = {  # name -> engine.generate settings
     "specvlm-unguarded": dict(method="specvlm", tree="chain", never_slower=False),  # what the guard saves (or costs)
     "specvlm-sequential": dict(method="specvlm", tree="chain", overlap="off"),  # drafting, then verifying
     "specvlm-overlap": dict(method="specvlm", tree="chain", overlap="on"),  # drafting beside the target's work
-    "specvlm-tree": dict(method="specvlm", tree="specvlm-25"),
+    "specvlm-tree": dict(method="specvlm", tree="reference-25"),
     "lookup": dict(method="lookup"),  # prompt lookup: n-grams of the context, no draft model
     "self-draft": dict(method="specvlm", tree="chain"),  # on the self-drafting engine (draft=None)
 }

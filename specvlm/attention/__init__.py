@@ -5,7 +5,8 @@
 * :mod:`~specvlm.attention.kernels` — the kernels by name (``sdpa``, ``cascade``, ``flash_attn``) and
   :func:`resolve_backend` for ``"auto"``;
 * :mod:`~specvlm.attention.capture` — :class:`ScoreCapture`, text-to-video attention without an L x L matrix;
-* :mod:`~specvlm.attention.hook` — the function registered with transformers' ``AttentionInterface``.
+* :mod:`~specvlm.attention.hook` — :func:`context_attention`, the function registered with transformers'
+  ``AttentionInterface`` (as ``"context_attention"``).
 
 Imports point one way: context <- kernels <- capture <- hook.
 """
@@ -20,7 +21,7 @@ from specvlm.attention.context import (
     tree_context,
     tree_mask,
 )
-from specvlm.attention.hook import ATTN_IMPLEMENTATION, register, specvlm_attention
+from specvlm.attention.hook import ATTN_IMPLEMENTATION, context_attention, register, specvlm_attention
 from specvlm.attention.kernels import ATTENTION_BACKENDS, merge_attention, resolve_backend, scaled_logits
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "additive",
     "causal_context",
     "causal_mask",
+    "context_attention",
     "merge_attention",
     "register",
     "resolve_backend",

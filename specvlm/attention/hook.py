@@ -1,4 +1,7 @@
-"""The attention hook: one attention function registered with transformers' ``AttentionInterface``.
+"""The attention hook: one attention function registered with transformers' ``AttentionInterface``
+under the name ``"context_attention"`` (:data:`ATTN_IMPLEMENTATION`): attention as a per-forward
+:class:`~specvlm.attention.context.AttentionContext` says. Its old name ``"specvlm_attention"`` stays
+registered for the same function.
 
 Every SpecVLM forward passes an :class:`~specvlm.attention.context.AttentionContext` through the
 model's ``**kwargs`` (``specvlm_ctx=...``); the hook checks it, runs the kernel it names and, when
@@ -21,10 +24,12 @@ from specvlm.attention.context import AttentionContext
 from specvlm.attention.kernels import ATTENTION_BACKENDS, resolve_backend
 
 #: The name the hook is registered under (``model.set_attn_implementation``).
-ATTN_IMPLEMENTATION = "specvlm_attention"
+ATTN_IMPLEMENTATION = "context_attention"
+#: Old names of the same implementation, still registered so that code naming them keeps working.
+ATTN_IMPLEMENTATION_ALIASES = ("specvlm_attention",)
 
 
-def specvlm_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def context_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Attention with explicit or structured masks, a chosen backend and optional score capture;
     stock SDPA when no context is given."""
     ctx: AttentionContext | None = kwargs.pop("specvlm_ctx", None)
@@ -44,10 +49,14 @@ def specvlm_attention(module, query, key, value, attention_mask, scaling=None, d
     return out, None
 
 
+specvlm_attention = context_attention  # its old name, kept for imports
+
+
 def register() -> str:
-    """Register the hook (idempotent) and return its implementation name."""
-    if ATTN_IMPLEMENTATION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTN_IMPLEMENTATION, specvlm_attention)
-    if ATTN_IMPLEMENTATION not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
-        AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+    """Register the hook (idempotent) under its name and its old names; return its name."""
+    for name in (ATTN_IMPLEMENTATION, *ATTN_IMPLEMENTATION_ALIASES):
+        if name not in AttentionInterface._global_mapping:
+            AttentionInterface.register(name, context_attention)
+        if name not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+            AttentionMaskInterface.register(name, sdpa_mask)
     return ATTN_IMPLEMENTATION

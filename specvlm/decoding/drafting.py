@@ -2,7 +2,7 @@
 
 One interface, :func:`propose`, for every shape:
 
-* a static :class:`~specvlm.decoding.trees.TreeShape` (``chain``, ``specvlm-25``, user paths): the children of
+* a static :class:`~specvlm.decoding.trees.TreeShape` (``chain``, ``reference-25``, user paths): the children of
   a node are its draft's top-ranked tokens (greedy) or tokens drawn one after another without
   replacement from the draft distribution q (sampling), as many as the shape asks for;
 * a dynamic tree (EAGLE-2 style, :class:`DynamicTree`): at every level the ``top_k`` best frontier

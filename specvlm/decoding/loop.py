@@ -39,7 +39,7 @@ from specvlm.attention import causal_context, tree_context
 from specvlm.decoding.drafters import Drafter, Step
 from specvlm.decoding.logits import NextTokenRule
 from specvlm.decoding.sampling import Sampling
-from specvlm.decoding.target import Sequence, TargetPrefill
+from specvlm.decoding.target import DecodingState, TargetPrefill
 from specvlm.decoding.trees import DraftTree
 from specvlm.decoding.verify import Verdict, greedy_verify, sample_verify
 from specvlm.models import cache as kv
@@ -87,7 +87,7 @@ def decode(
     tokens each step commits (the first token on its own), as they are committed (a streamer). Sets
     ``stats.stopped_by`` ("eos" | "max_new_tokens") and ``stats.host_syncs``; the drafter writes its own.
     """
-    tseq = target.seq
+    target_state = target.seq
     out = [_first_token(target, rule, sampling, generator)]  # out[-1] is pending (not yet in the target cache)
     syncs_before = host_syncs()  # the steps' own reads (the first token above comes from the prefill)
     _, why = stop.cut(out, 0)
@@ -99,14 +99,14 @@ def decode(
             before = len(out) - 1  # decoded tokens in the target cache before this step
             remaining = stop.max_new_tokens - len(out)
             tree = drafter.propose(out, remaining - 1) if drafter is not None and remaining > 1 else None
-            drafted = tree if tree is not None else _empty_tree(tseq.adapter.device)
-            verdict = _verify(tseq, out, drafted, sampling, generator, rule)  # the step's one host read
-            start = kv.length(tseq.cache) - drafted.size - 1  # keep the pending (root) token and the accepted nodes
-            kv.keep(tseq.cache, start, [0] + [i + 1 for i in verdict.path])
+            drafted = tree if tree is not None else _empty_tree(target_state.adapter.device)
+            verdict = _verify(target_state, out, drafted, sampling, generator, rule)  # the step's one host read
+            start = kv.length(target_state.cache) - drafted.size - 1  # keep the pending (root) token and the accepted nodes
+            kv.keep(target_state.cache, start, [0] + [i + 1 for i in verdict.path])
             kept, why = stop.cut(verdict.committed, len(out))
             out.extend(kept)
             if drafter is not None:
-                drafter.commit(Step(tree, verdict.path, kept, before, tseq, time.perf_counter() - started))
+                drafter.commit(Step(tree, verdict.path, kept, before, target_state, time.perf_counter() - started))
             if on_commit is not None:
                 on_commit(kept)
             stats.record_step(len(kept), len(verdict.path), _tried_depth(drafted, verdict.path))
@@ -165,21 +165,21 @@ def _node_prefixes(out: list[int], tree: DraftTree, tokens: list[int] | None) ->
     return prefixes
 
 
-def _verify(tseq: Sequence, out: list[int], tree: DraftTree, sampling, generator, rule=None) -> Verdict:
+def _verify(state: DecodingState, out: list[int], tree: DraftTree, sampling, generator, rule=None) -> Verdict:
     """One target forward over [root, nodes...] with the tree mask; returns the :class:`Verdict`.
 
     Does not modify ``tree``: when the draft's vocabulary is narrower than the target's, a padded copy
     of its q (zero probability for the target-only tokens) is verified instead.
     """
-    device = tseq.adapter.device
+    device = state.adapter.device
     ids = torch.cat([torch.tensor([out[-1]], dtype=torch.long, device=device), tree.tokens.to(device)])
-    offsets = (tseq.decoded + torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])).to(device)
-    length = kv.length(tseq.cache)
+    offsets = (state.decoded + torch.cat([torch.zeros(1, dtype=torch.long), tree.depths])).to(device)
+    length = kv.length(state.cache)
     if tree.size:
-        ctx = tree_context(length, tree.verify_mask().to(device), backend=tseq.backend)
+        ctx = tree_context(length, tree.verify_mask().to(device), backend=state.backend)
     else:
-        ctx = causal_context(1, length + 1, device, backend=tseq.backend)
-    logits = tseq.feed(ids, offsets, ctx)  # (n + 1, V)
+        ctx = causal_context(1, length + 1, device, backend=state.backend)
+    logits = state.feed(ids, offsets, ctx)  # (n + 1, V)
     if rule is not None and rule.reads_prefix:
         # the processors read each position's prefix: the drafted tokens on each node's path (one more
         # host read per step, only for such processors)

@@ -1,6 +1,6 @@
-"""The target's side of decoding: a model's decoding state (:class:`Sequence`) and the target's prefill.
+"""The target's side of decoding: a model's decoding state (:class:`DecodingState`) and the target's prefill.
 
-* :class:`Sequence` — one model's cache and where its decoded tokens are placed; feeds tokens causally or
+* :class:`DecodingState` — one model's cache and where its decoded tokens are placed; feeds tokens causally or
   under a tree mask (every feed can be rolled back by the next ``cache.keep``);
 * :func:`prefill_target` — the target's prefill, in two chunks when the verifier's text-to-video attention
   is scored for pruning (:class:`TargetPrefill`);
@@ -19,12 +19,12 @@ from transformers import DynamicCache
 
 from specvlm.attention import AttentionContext, ScoreCapture, causal_context
 from specvlm.models import cache as kv
-from specvlm.models import ModelAdapter, SideFeatures, VideoLayout
+from specvlm.models import ModelAdapter, SideFeatures, VisualLayout
 
 
 @dataclass
-class Sequence:
-    """Decoding state of one model: its cache and where its decoded tokens are placed.
+class DecodingState:
+    """Decoding state of one model (the target, or a draft): its cache and where its decoded tokens are placed.
 
     cache: KV cache (prompt [pruned for a draft] + decoded tokens)
     prefix: cache length right after prefill
@@ -70,6 +70,9 @@ class Sequence:
         kv.truncate(self.cache, self.prefix + decoded)
 
 
+Sequence = DecodingState  # its old name, kept for imports
+
+
 @dataclass
 class TargetPrefill:
     """The target's prefill: its sequence state, last-position logits and the verifier's scores.
@@ -79,10 +82,10 @@ class TargetPrefill:
     scores: (N,) mean text-to-video attention per prunable video token, or None when not captured
     """
 
-    seq: Sequence
+    seq: DecodingState
     logits: torch.Tensor
     positions: torch.Tensor
-    layout: VideoLayout
+    layout: VisualLayout
     scores: torch.Tensor | None
 
 
@@ -113,7 +116,7 @@ def prefill_target(adapter: ModelAdapter, inputs, *, capture_scores: bool, backe
         scores = capture.mean()
     else:
         logits = adapter.forward(embeds, positions, cache, AttentionContext(backend=backend), logits_to_keep=1, side=side)
-    seq = Sequence(adapter, cache, prefix=length, next_pos=int(positions.max()) + 1, axes=positions.shape[0], backend=backend)
+    seq = DecodingState(adapter, cache, prefix=length, next_pos=int(positions.max()) + 1, axes=positions.shape[0], backend=backend)
     return TargetPrefill(seq=seq, logits=logits[0, -1], positions=positions, layout=layout, scores=scores)
 
 
@@ -140,16 +143,16 @@ def score_later(target: TargetPrefill, inputs) -> torch.Tensor:
     once more, over a copy of the cache through that token, and its queries' attention to the video keys
     is averaged over layers, heads and text queries. Costs a forward over those few text tokens; lets a
     lazily started draft pay for scoring only when it starts (:func:`can_score_later` must hold)."""
-    tseq = target.seq
-    adapter = tseq.adapter
+    target_state = target.seq
+    adapter = target_state.adapter
     split = target.layout.last_position + 1
-    length = tseq.prefix
+    length = target_state.prefix
     if split >= length:
         raise ValueError("the prompt has no text after the video, so the verifier's attention cannot be scored")
     device = adapter.device
-    cache = kv.subset(tseq.cache, torch.arange(split, device=device))
+    cache = kv.subset(target_state.cache, torch.arange(split, device=device))
     tail = adapter.embed_tokens(inputs["input_ids"][:, split:length])  # (1, length - split, D): text only
     capture = ScoreCapture(key_positions=target.layout.positions.to(device), group=adapter.tp_group)
-    ctx = causal_context(length - split, length, device, backend=tseq.backend, capture=capture)
+    ctx = causal_context(length - split, length, device, backend=target_state.backend, capture=capture)
     adapter.forward(tail, target.positions[:, split:length], cache, ctx, logits_to_keep=1)
     return capture.mean()

@@ -5,8 +5,9 @@ child, ``(0, 1)`` the second-best child of that node, and so on. The root itself
 (the last committed token), which both models feed at the start of a step. Every prefix of a path
 must be in the tree; node order is (depth, path), so parents always precede their children.
 
-Provided shapes: ``chain`` (depth = ``num_draft_tokens``), ``specvlm-25`` (the reference's static tree:
-25 nodes, depth 5, level sizes 4/8/8/3/2), and any user-supplied list of paths. Dynamic trees are
+Provided shapes: ``chain`` (depth = ``num_draft_tokens``), ``reference-25`` (the reference implementation's
+static tree: 25 nodes, depth 5, level sizes 4/8/8/3/2; its old spelling ``specvlm-25`` is still accepted,
+see :func:`canonical`), and any user-supplied list of paths. Dynamic trees are
 built during drafting (``specvlm.decoding.drafting``) and described with the same :class:`DraftTree` buffers.
 
 What this module deliberately does not do: run models or pick tokens.
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-SPECVLM_25: tuple[tuple[int, ...], ...] = (
+#: The reference implementation's static tree (``tree="reference-25"``).
+REFERENCE_25: tuple[tuple[int, ...], ...] = (
     (0,), (1,), (2,), (3,),
     (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0),
     (0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 0), (0, 1, 1), (0, 2, 0), (0, 2, 1), (1, 0, 0),
@@ -27,7 +29,17 @@ SPECVLM_25: tuple[tuple[int, ...], ...] = (
     (0, 0, 0, 0, 0), (0, 0, 0, 0, 1),
 )  # fmt: skip
 
-TREE_KINDS = ("chain", "specvlm-25", "dynamic")
+SPECVLM_25 = REFERENCE_25  # its old name, kept for imports
+
+TREE_KINDS = ("chain", "reference-25", "dynamic")
+#: Old spellings of tree names that are still accepted: {old: name}.
+TREE_ALIASES = {"specvlm-25": "reference-25"}
+
+
+def canonical(tree):
+    """``tree`` under its current name: an old spelling (:data:`TREE_ALIASES`) gives the name it stands
+    for; anything else (a name, paths, an unknown value) is returned unchanged."""
+    return TREE_ALIASES.get(tree, tree) if isinstance(tree, str) else tree
 
 
 @dataclass(frozen=True)
@@ -107,12 +119,14 @@ def chain(length: int) -> TreeShape:
 
 
 def resolve(tree, num_draft_tokens: int) -> TreeShape | None:
-    """A static :class:`TreeShape` for ``tree``; ``None`` for ``"dynamic"`` (built while drafting)."""
+    """A static :class:`TreeShape` for ``tree`` (a name, an old spelling of one, or paths); ``None`` for
+    ``"dynamic"`` (built while drafting)."""
+    tree = canonical(tree)
     if isinstance(tree, str):
         if tree == "chain":
             return chain(num_draft_tokens)
-        if tree == "specvlm-25":
-            return from_paths(SPECVLM_25)
+        if tree == "reference-25":
+            return from_paths(REFERENCE_25)
         if tree == "dynamic":
             return None
         raise ValueError(f"unknown tree {tree!r}; choose one of {', '.join(map(repr, TREE_KINDS))} or give {TREE_FORMAT}")

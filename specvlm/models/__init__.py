@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from specvlm.models.base import ModelAdapter, SideFeatures, VideoLayout
+from specvlm.models.base import ModelAdapter, SideFeatures, VideoLayout, VisualLayout
 from specvlm.models.gemma4 import Gemma4Adapter
 from specvlm.models.glm4v import Glm4vAdapter
 from specvlm.models.internvl import InternVLAdapter
@@ -44,4 +44,4 @@ def adapter_for(model) -> ModelAdapter:
     return ADAPTERS[family_of(model.config)](model)
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "SideFeatures", "VideoLayout", "adapter_for", "family_of"]
+__all__ = ["ADAPTERS", "ModelAdapter", "SideFeatures", "VideoLayout", "VisualLayout", "adapter_for", "family_of"]

@@ -51,7 +51,7 @@ class VisualRun:
 
 
 @dataclass(frozen=True)
-class VideoLayout:
+class VisualLayout:
     """Where the visual tokens of one prompt are: its runs (images and videos) in prompt order.
 
     positions: (N,) long, increasing sequence positions of the prunable visual tokens, run after run
@@ -70,7 +70,7 @@ class VideoLayout:
     def __post_init__(self):
         if not self.runs:
             if self.grid is None:
-                raise ValueError("a VideoLayout needs its grid or its runs")
+                raise ValueError("a VisualLayout needs its grid or its runs")
             object.__setattr__(self, "runs", (VisualRun("video", tuple(self.grid)),))
         elif self.grid is None and len(self.runs) == 1:
             object.__setattr__(self, "grid", self.runs[0].grid)
@@ -81,7 +81,7 @@ class VideoLayout:
             raise ValueError(f"the visual runs {self.grids} hold {counted} tokens, but {self.positions.numel()} positions were given")
 
     @classmethod
-    def from_runs(cls, runs: list[tuple[str, tuple[int, int, int], torch.Tensor]], structural=None) -> "VideoLayout":
+    def from_runs(cls, runs: list[tuple[str, tuple[int, int, int], torch.Tensor]], structural=None) -> "VisualLayout":
         """A layout from (kind, grid, positions) per run, in any order (sorted here by first position)."""
         if not runs:
             raise ValueError("the prompt holds no image or video tokens")
@@ -111,6 +111,9 @@ class VideoLayout:
         if self.structural.numel():
             last = max(last, int(self.structural.max()))
         return last
+
+
+VideoLayout = VisualLayout  # its old name (it holds image runs too), kept for imports
 
 
 def split_runs(family: str, kind: str, slots: torch.Tensor, grids: list[tuple[int, int, int]]) -> list:
@@ -439,7 +442,7 @@ class ModelAdapter:
         """(N_features, D) projected visual features in placeholder order."""
         raise NotImplementedError
 
-    def layout(self, inputs) -> VideoLayout:
+    def layout(self, inputs) -> VisualLayout:
         raise NotImplementedError
 
     def positions(self, inputs) -> torch.Tensor:

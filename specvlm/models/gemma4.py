@@ -56,7 +56,7 @@ from transformers import DynamicCache
 
 from specvlm.attention import AttentionContext, additive
 from specvlm.models import cache as kv
-from specvlm.models.base import ModelAdapter, SideFeatures, VideoLayout, split_runs
+from specvlm.models.base import ModelAdapter, SideFeatures, VisualLayout, split_runs
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,13 @@ class Gemma4Adapter(ModelAdapter):
         vision = self.config.vision_config
         return {k: getattr(vision, k) for k in ("patch_size", "pooling_kernel_size")}
 
-    def layout(self, inputs) -> VideoLayout:
+    def layout(self, inputs) -> VisualLayout:
         runs = self.video_runs(inputs) if self.has_video(inputs) else []
         if self.has_images(inputs):
             slots = self.image_slots(inputs).cpu()
             grids = self.soft_token_grids(inputs["image_position_ids"])
             runs += split_runs(self.family, "image", slots, [(1, h, w) for h, w in grids])
-        return VideoLayout.from_runs(runs)
+        return VisualLayout.from_runs(runs)
 
     def video_runs(self, inputs) -> list:
         """[(kind, grid, positions)] of the video: one (T, H, W) run when every frame has the same soft-token grid,

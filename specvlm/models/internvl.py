@@ -22,7 +22,7 @@ import re
 
 import torch
 
-from specvlm.models.base import ModelAdapter, VideoLayout
+from specvlm.models.base import ModelAdapter, VisualLayout
 
 #: how the processor labels a frame's ``<img>`` block
 FRAME_LABEL = re.compile(r"Frame\d+:\s*<img>$")
@@ -70,7 +70,7 @@ class InternVLAdapter(ModelAdapter):
     def video_slots(self, inputs) -> torch.Tensor:
         return self.image_slots(inputs)
 
-    def layout(self, inputs) -> VideoLayout:
+    def layout(self, inputs) -> VisualLayout:
         input_ids = inputs["input_ids"][0].cpu()
         slots = (input_ids == self.video_token_id).nonzero().squeeze(-1)
         h, w = self.frame_grid()
@@ -93,7 +93,7 @@ class InternVLAdapter(ModelAdapter):
                 runs[-1] = ("video", (t + 1, h, w), torch.cat([positions, block]))
             else:
                 runs.append((kind, (block.numel() // (h * w), h, w), block))
-        return VideoLayout.from_runs(runs)
+        return VisualLayout.from_runs(runs)
 
     def is_frame(self, input_ids: torch.Tensor, after: int, start: int) -> bool:
         """Whether the ``<img>`` block whose first ``<IMG_CONTEXT>`` is at ``start`` is a video frame: the

@@ -17,7 +17,7 @@ import math
 import torch
 from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
 
-from specvlm.models.base import ModelAdapter, VideoLayout
+from specvlm.models.base import ModelAdapter, VisualLayout
 
 
 class LlavaOnevisionAdapter(ModelAdapter):
@@ -85,7 +85,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         )
         return [features[:, 0] == 0 for features in packed]
 
-    def layout(self, inputs) -> VideoLayout:
+    def layout(self, inputs) -> VisualLayout:
         runs, structural = [], []
         if self.has_video(inputs):
             slots = self.video_slots(inputs).cpu()
@@ -105,7 +105,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
             image_runs, image_structural = self.image_runs(inputs)
             runs += image_runs
             structural += image_structural
-        return VideoLayout.from_runs(runs, torch.cat(structural).sort().values if structural else None)
+        return VisualLayout.from_runs(runs, torch.cat(structural).sort().values if structural else None)
 
     def image_runs(self, inputs) -> tuple[list, list]:
         """([(kind, grid, positions)] of every image's runs, [newline positions]). An image is its base view,

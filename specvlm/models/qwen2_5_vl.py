@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from specvlm.models.base import ModelAdapter, VideoLayout, split_runs
+from specvlm.models.base import ModelAdapter, VisualLayout, split_runs
 
 
 class Qwen25VLAdapter(ModelAdapter):
@@ -43,13 +43,13 @@ class Qwen25VLAdapter(ModelAdapter):
         merge = self.config.vision_config.spatial_merge_size
         return [] if thw is None else [(int(t), int(h) // merge, int(w) // merge) for t, h, w in thw.tolist()]
 
-    def layout(self, inputs) -> VideoLayout:
+    def layout(self, inputs) -> VisualLayout:
         runs = split_runs(self.family, "video", self.video_slots(inputs).cpu(), self.merged_grids(inputs, "video_grid_thw"))
         if self.has_images(inputs) or self.image_token_id is not None:
             images = self.image_slots(inputs).cpu()
             if images.numel() or inputs.get("image_grid_thw") is not None:
                 runs += split_runs(self.family, "image", images, self.merged_grids(inputs, "image_grid_thw"))
-        return VideoLayout.from_runs(runs)
+        return VisualLayout.from_runs(runs)
 
     def positions(self, inputs) -> torch.Tensor:
         if inputs.get("mm_token_type_ids") is None:

@@ -71,7 +71,7 @@ class DemoReport:
             s = r.stats
             tau = "    -" if s.mean_accepted_tokens is None else f"{s.mean_accepted_tokens:5.2f}"  # None: no verify step ran
             out.append(
-                f"{name:<8} tau={tau}  kept video tokens={s.kept_video_tokens:>5}/{s.video_tokens:<5} "
+                f"{name:<8} tau={tau}  kept video tokens={s.kept_visual_tokens:>5}/{s.visual_tokens:<5} "
                 f"new tokens={s.new_tokens:>4}  decode={s.decode_s * 1000:8.1f} ms  "
                 f"decode speedup vs ar={self.speedup(name):4.2f}x ({runs})"
             )

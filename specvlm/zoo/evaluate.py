@@ -47,7 +47,8 @@ logger = logging.getLogger(__name__)
 HELD_OUT_SEED = 1 << 30
 MC_NEW_TOKENS = 12  # room for the longest spoken answer ("object that appears second orange") and EOS
 FACTS = ("size", "colour", "shape", "direction", "speed")
-PRUNING_RUNS = (("specvlm", 0.9), ("uniform", 0.9), ("random", 0.9), ("specvlm", 0.95), ("uniform", 0.95), ("random", 0.95))
+PRUNING_RUNS = (("verifier_guided", 0.9), ("uniform", 0.9), ("random", 0.9),
+                ("verifier_guided", 0.95), ("uniform", 0.95), ("random", 0.95))  # fmt: skip
 
 
 @dataclass
@@ -142,7 +143,7 @@ def evaluate(samples: int, frames: int, max_new_tokens: int = 200, root: str | P
             kind[1] += 1
         inputs = engine.build_inputs(sample.frames, synthetic.CAPTION_PROMPT)
         plain = engine.generate(inputs=inputs, max_new_tokens=max_new_tokens, method="ar")
-        report.video_tokens = plain.stats.video_tokens
+        report.video_tokens = plain.stats.visual_tokens
         correct, total, count_ok = caption_score(plain.text, sample)
         report.facts_correct += correct
         report.facts_total += total

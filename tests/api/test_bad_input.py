@@ -414,7 +414,7 @@ def test_a_json_tree_given_as_text_to_the_api(engine):
      ("[[0],", ("is not valid JSON paths", "[[0],[1],[0,0]]")),
      ("[]", ("a tree needs at least one path", "[[0], [1], [0, 0]]")),
      ("[[0,1]]", ("path [0, 1] needs its parent [0]",)),
-     ("star", ("unknown tree 'star'", "'specvlm-25'", "[[0], [1], [0, 0]]"))],
+     ("star", ("unknown tree 'star'", "'reference-25'", "[[0], [1], [0, 0]]"))],
 )  # fmt: skip
 def test_cli_bad_tree_names_the_flag_before_loading(pair, video_file, text, fragments, capsys, no_loading):
     error = _argparse_error(_generate_argv(pair["target"], video_file, "--tree", text), capsys)

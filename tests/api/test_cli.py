@@ -69,7 +69,7 @@ def _argparse_error(argv, capsys) -> str:
 def test_cli_max_frames(pair, video_file, capsys):
     def video_tokens(*flags):
         assert cli_main(_generate_argv(pair["target"], video_file, "--method", "ar", "--json", *flags)) == 0
-        return json.loads(capsys.readouterr().out)["stats"]["video_tokens"]
+        return json.loads(capsys.readouterr().out)["stats"]["visual_tokens"]
 
     capped = video_tokens("--fps", "8", "--max-frames", "3")
     assert capped == video_tokens("--num-frames", "3") < video_tokens("--fps", "8")

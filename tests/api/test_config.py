@@ -93,7 +93,7 @@ def test_eval_method_entries_accept_the_settings_that_apply_to_them():
     [
         ("ar", "specvlm", False, None, False),
         ("sd", "specvlm", True, "none", False),  # sd is specvlm whose pruning keeps every video token
-        ("specvlm", "specvlm", True, "specvlm", True),
+        ("specvlm", "specvlm", True, "verifier_guided", True),  # the old spelling runs verifier_guided
         ("specvlm", "uniform", True, "uniform", False),
     ],
 )

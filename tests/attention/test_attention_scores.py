@@ -38,7 +38,7 @@ def test_captured_scores_equal_eager_attention(checkpoints, frames, family):
 def test_capture_only_touches_the_scored_forward(checkpoints, frames):
     """Without a context the hook is stock SDPA: the engine's target generates like a stock model."""
     engine = SpecVLM.from_pretrained(checkpoints["llava_onevision"]["target"])
-    assert engine.target.config.get_text_config()._attn_implementation == "specvlm_attention"
+    assert engine.target.config.get_text_config()._attn_implementation == "context_attention"
     inputs = engine.build_inputs(frames, "Describe the video.")
     stock = AutoModelForImageTextToText.from_pretrained(checkpoints["llava_onevision"]["target"]).eval()
     kwargs = dict(max_new_tokens=12, do_sample=False, eos_token_id=None)

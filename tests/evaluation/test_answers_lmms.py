@@ -66,7 +66,7 @@ def test_other_benchmarks_use_the_ranked_reader_over_their_own_letters():
     assert lmms_eval_choice("F", "videomme", 6) is None  # lmms-eval's Video-MME reads A-D only
     assert lmms_eval_choice("The answer is E", "synthetic", 5) == "E"
     assert lmms_eval_choice(None, "videomme", 4) is None and lmms_eval_choice("A", "videomme", 0) is None
-    with pytest.raises(ValueError, match="specvlm, lmms-eval"):
+    with pytest.raises(ValueError, match="strict, lmms-eval"):
         extract_answer("A", 4, mode="lmms")
 
 
@@ -84,11 +84,11 @@ def test_grade_and_regrade():
 
 def test_config_key():
     base = {"name": "t", "model": {"target": "tiny:llava_onevision"}, "benchmarks": [{"name": "synthetic"}], "methods": ["ar"]}
-    assert EvalConfig.from_dict(base).answer_extraction == "specvlm" == EXTRACTION_MODES[0]
+    assert EvalConfig.from_dict(base).answer_extraction == "strict" == EXTRACTION_MODES[0]
     cfg = EvalConfig.from_dict({**base, "answer_extraction": "lmms-eval"})
     assert cfg.to_dict()["answer_extraction"] == "lmms-eval"
     assert cfg.fingerprint() == EvalConfig.from_dict(base).fingerprint()  # accuracy only: a run may be re-read
-    with pytest.raises(ConfigError, match="answer_extraction='lmms'.*specvlm, lmms-eval"):
+    with pytest.raises(ConfigError, match="answer_extraction='lmms'.*strict, lmms-eval"):
         EvalConfig.from_dict({**base, "answer_extraction": "lmms"})
 
 
@@ -108,7 +108,7 @@ def test_summary_grades_under_the_requested_mode():
     rows = _mc_rows()
     ours = summarize(rows, ["ar"], "specvlm", {"mvb": "mvbench"})
     theirs = summarize(rows, ["ar"], "lmms-eval", {"mvb": "mvbench"})
-    assert ours["groups"]["mvb/benchmark"]["methods"]["ar"]["accuracy"] == 0.5 and ours["answer_extraction"] == "specvlm"
+    assert ours["groups"]["mvb/benchmark"]["methods"]["ar"]["accuracy"] == 0.5 and ours["answer_extraction"] == "strict"
     assert theirs["groups"]["mvb/benchmark"]["methods"]["ar"]["accuracy"] == 0.5  # A right, B now unread
     assert theirs["answer_extraction"] == "lmms-eval" and any("lmms-eval" in n for n in theirs["notes"])
     assert "answer_extraction" not in summarize(rows, ["ar"])  # callers that do not ask: rows as recorded
@@ -138,7 +138,7 @@ def test_a_run_records_its_mode_and_a_summary_rereads_it(tmp_path, checkpoints):
     (out / "config.yaml").write_text(yaml.safe_dump({**saved, "answer_extraction": "specvlm"}))
     assert main(["--summarize", str(out), "--no-plots"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["answer_extraction"] == "specvlm"
+    assert summary["answer_extraction"] == "strict"
     expected = [r["answer"] is not None and extract_choice(r["text"], len(r["options"]), tuple(r["options"])) == r["answer"]
                 for r in rows if r["method"] == "ar"]  # fmt: skip
     assert summary["groups"]["mvb/benchmark"]["methods"]["ar"]["accuracy"] == sum(expected) / len(expected)

@@ -90,7 +90,7 @@ def test_bench_pair_reports_every_method(engine):
     assert costs["video_tokens"] >= 100
     assert costs["context_draft_pruned"] < costs["context_target"]
     chain = f"verify_chain_{engine.config.num_draft_tokens + 1}_tokens"  # the chain the engine drafts, bonus included
-    assert all(costs[k] > 0 for k in ("plain_step", chain, "verify_specvlm-25_26_tokens", "draft_step_pruned"))
+    assert all(costs[k] > 0 for k in ("plain_step", chain, "verify_reference-25_26_tokens", "draft_step_pruned"))
     speed = report.speedups()
     assert speed["ar"]["sd"] == pytest.approx(report.runs["ar"].decode_s / report.runs["sd"].decode_s)
     data = report.to_dict()
@@ -207,7 +207,7 @@ def test_bench_shapes_on_cpu_tiny():
     assert out["draft_context"] == 24
     costs = out["step_costs_ms"]
     assert costs["plain_step"] > 0 and costs["draft_step"] > 0
-    assert "verify_chain_4_tokens" in costs and "verify_specvlm-25_26_tokens" in costs
+    assert "verify_chain_4_tokens" in costs and "verify_reference-25_26_tokens" in costs
     expected = bench.project(3.0, costs["plain_step"], costs["verify_chain_4_tokens"], costs["draft_chain"])
     assert out["projected_speedup"]["chain"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="unknown shape"):

@@ -55,7 +55,7 @@ def test_every_layout_every_method(tmp_path, checkpoints, layouts, capsys):
     out = tmp_path / "run"
     assert main([str(cfg), "--output", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "specvlm[pruning=specvlm,drop_rate=0.9,tree=chain,lazy_draft_after=0]" in printed and "8 error rows" in printed
+    assert "specvlm[pruning=verifier_guided,drop_rate=0.9,tree=chain,lazy_draft_after=0]" in printed and "8 error rows" in printed
 
     rows = _rows(out)
     keys = [r["key"] for r in rows]
@@ -74,7 +74,7 @@ def test_every_layout_every_method(tmp_path, checkpoints, layouts, capsys):
         bounded = r["sample_id"] == "action_sequence/0"  # start 0 s, end 1 s at 4 fps: frames 0..4
         assert r["frames"] == (5 if bounded else 8) and r["e2e_s"] > 0 and r["peak_memory_bytes"] > 0
         if r["method_name"] == "specvlm":
-            assert 0 < r["kept_video_tokens"] < r["video_tokens"] and 0 < r["draft_kv_fraction"] < 1
+            assert 0 < r["kept_visual_tokens"] < r["visual_tokens"] and 0 < r["draft_kv_fraction"] < 1
         if r["method_name"] == "hf-assisted":
             assert r["decode_s"] is None and r["timing_split_observable"] is False
 
@@ -159,7 +159,7 @@ def test_two_processes_equal_one(tmp_path, checkpoints, layouts):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _rows(single), _rows(multi)
     assert len(a) == 4 * 2
-    fields = ("key", "status", "token_ids", "text", "new_tokens", "kept_video_tokens", "video", "answer", "prediction")
+    fields = ("key", "status", "token_ids", "text", "new_tokens", "kept_visual_tokens", "video", "answer", "prediction")
     assert [{f: r.get(f) for f in fields} for r in a] == [{f: r.get(f) for f in fields} for r in b]
     assert {r["rank"] for r in b} == {0, 1} and {r["rank"] for r in a} == {0}
     assert not (multi / "shards").exists()
@@ -238,7 +238,7 @@ def _summary_for_table() -> dict:
     m = {"ok": 2, "errors": 0, "tau": 3.21, "tau_minus_1": 2.21, "decode_speedup_total": 1.5, "decode_speedup_mean": 1.4,
          "e2e_speedup_total": 1.2, "ttft_s_mean": 0.1, "tpot_s": 0.01, "tokens_per_s": 100.0, "draft_kv_fraction_mean": 0.1,
          "peak_memory_bytes_max": 2**30, "lossless_rate": 1.0, "accuracy": 0.5}  # fmt: skip
-    methods = {"ar": m, "specvlm[pruning=specvlm,drop_rate=0.9,tree=chain,lazy_draft_after=0]": m,
+    methods = {"ar": m, "specvlm[pruning=verifier_guided,drop_rate=0.9,tree=chain,lazy_draft_after=0]": m,
                "specvlm[pruning=uniform,drop_rate=0.5,tree=chain]": m}  # fmt: skip
     return {"name": "tiny", "groups": {"synthetic/benchmark": {"samples": 2, "methods": methods}}}
 
@@ -273,9 +273,9 @@ def test_the_summary_table_fits_the_terminal():
         assert (table.caption is None) == (not left_out)
         if left_out:
             assert ", ".join(order[: len(left_out)]) in table.caption
-    headers, _, text = render(160)  # the first four columns give way, every method key stays whole
+    headers, _, text = render(170)  # the first four columns give way, every method key stays whole
     assert headers == ["method", "ok/err", "tau", "decode x", "e2e x", "TTFT ms", "TPOT ms", "draft KV", "lossless", "accuracy"]
-    assert "specvlm[pruning=specvlm,drop_rate=0.9,tree=chain,lazy_draft_after=0]" in text
+    assert "specvlm[pruning=verifier_guided,drop_rate=0.9,tree=chain,lazy_draft_after=0]" in text
     headers, _, _ = render(60)
     assert headers == ["method", "ok/err", "tau", "decode x"]
 

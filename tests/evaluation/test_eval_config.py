@@ -25,7 +25,7 @@ def test_defaults_and_method_keys():
     cfg = EvalConfig.from_dict(_base())
     assert cfg.output == "runs/t" and cfg.generation.max_new_tokens == 256 and cfg.generation.warmup == 1
     assert cfg.benchmarks[0].num_frames == 8 and cfg.benchmarks[0].prompt_modes == ("benchmark",)
-    assert [s.key for s in cfg.method_specs()] == ["ar", "specvlm[pruning=specvlm,drop_rate=0.5,tree=chain]"]
+    assert [s.key for s in cfg.method_specs()] == ["ar", "specvlm[pruning=verifier_guided,drop_rate=0.5,tree=chain]"]
     data = _base()
     data["methods"] = [
         {"name": "hf-assisted"},
@@ -37,8 +37,8 @@ def test_defaults_and_method_keys():
     assert keys == [
         "ar",  # always first: the baseline
         "hf-assisted",
-        "sd[tree=specvlm-25]",
-        "specvlm[pruning=specvlm,drop_rate=0.9,tree=[[0],[1],[0,0]],stage1_mass=0.3]",
+        "sd[tree=reference-25]",
+        "specvlm[pruning=verifier_guided,drop_rate=0.9,tree=[[0],[1],[0,0]],stage1_mass=0.3]",
         "specvlm[pruning=random,drop_rate=0.9,tree=[[0],[1],[0,0]],stage1_mass=0.3]",
     ]
 
@@ -48,7 +48,7 @@ def test_sweep_expands_every_combination():
     data["methods"] = ["ar", {"name": "specvlm", "sweep": {"pruning": ["specvlm", "uniform"], "drop_rate": [0.5, 0.9]}}]
     specs = EvalConfig.from_dict(data).method_specs()[1:]
     assert [(s.options["pruning"], s.options["drop_rate"]) for s in specs] == [
-        ("specvlm", 0.5), ("specvlm", 0.9), ("uniform", 0.5), ("uniform", 0.9)
+        ("verifier_guided", 0.5), ("verifier_guided", 0.9), ("uniform", 0.5), ("uniform", 0.9)
     ]  # fmt: skip
 
 
@@ -135,11 +135,11 @@ def test_shipped_configs_are_valid():
     synth = load_config(CONFIGS / "synthetic.yaml")
     assert (synth.model.target, synth.model.draft) == ("zoo:target", "zoo:draft")
     assert {s.name for s in synth.method_specs()} == {"ar", "sd", "specvlm", "hf-assisted"}
-    assert {s.options.get("pruning") for s in synth.method_specs() if s.name == "specvlm"} >= {"specvlm", "uniform", "random"}
+    assert {s.options.get("pruning") for s in synth.method_specs() if s.name == "specvlm"} >= {"verifier_guided", "uniform", "random"}
     assert synth.benchmarks[0].prompt_modes == ("benchmark", "caption")
     selfdraft = load_config(CONFIGS / "qwen2_5_vl_7b_self.yaml")
     assert selfdraft.model.draft is None and selfdraft.model.device_map == "auto" and selfdraft.model.torch_dtype == "bfloat16"
     assert sorted({b.num_frames for b in selfdraft.benchmarks}) == [64, 128]
     spec = [s for s in selfdraft.method_specs() if s.name == "specvlm"][0].options
-    assert (spec["drop_rate"], spec["stage1_mass"], spec["tree"]) == (0.9, 0.4, "specvlm-25")
+    assert (spec["drop_rate"], spec["stage1_mass"], spec["tree"]) == (0.9, 0.4, "reference-25")
     assert selfdraft.generation.max_new_tokens == 256

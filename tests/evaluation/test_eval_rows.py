@@ -109,7 +109,7 @@ def test_rows_record_prompt_gold_and_settings_and_bad_rows_become_error_rows(fin
     assert outside["status"] == "error" and "resolves outside the benchmark root" in outside["error"]
 
     graded = rows["mlvu/benchmark/2_needle/0|ar"]
-    ungraded = rows["mlvu/benchmark/2_needle/1|specvlm[pruning=specvlm,drop_rate=0.5,tree=chain]"]
+    ungraded = rows["mlvu/benchmark/2_needle/1|specvlm[pruning=verifier_guided,drop_rate=0.5,tree=chain]"]
     assert graded["answer"] == "C" and graded["answer_text"] == "Swimming" and graded["correct"] in (True, False)
     assert graded["options"] == NEEDLE and graded["prompt"].splitlines()[:2] == ["What?", "A. Catching the drone"]
     assert ungraded["status"] == "ok" and ungraded["answer"] is None and ungraded["correct"] is None

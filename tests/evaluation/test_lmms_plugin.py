@@ -100,8 +100,8 @@ def test_videomme_through_the_lmms_eval_command_line(local_videomme, tmp_path, m
     assert t["avg_lossless_share"] == 1.0
     assert t["avg_tau"] >= 1.0 and t["avg_tau_minus_1"] == pytest.approx(t["avg_tau"] - 1.0)
     assert t["avg_decode_speedup"] > 0 and t["avg_e2e_speedup"] > 0
-    budget = max(1, int(t["avg_video_tokens"] * (1 - 0.9) + 1e-9))  # K = floor(N x (1 - drop_rate))
-    assert t["avg_video_tokens"] > 0 and 0 <= t["avg_kept_video_tokens"] <= budget  # 0: no draft prefill (short answer)
+    budget = max(1, int(t["avg_visual_tokens"] * (1 - 0.9) + 1e-9))  # K = floor(N x (1 - drop_rate))
+    assert t["avg_visual_tokens"] > 0 and 0 <= t["avg_kept_visual_tokens"] <= budget  # 0: no draft prefill (short answer)
     assert t["avg_failed_requests"] == 0 and t["total_gen_tokens"] > 0
     [samples_file] = list(out.rglob("*_samples_videomme_local.jsonl"))
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]

@@ -106,7 +106,7 @@ def test_quickstart_notebook(kernel_env):
     _, text, images, _ = _execute("01_quickstart")
     assert "identical token ids: True" in text
     assert "tau" in text and "kept video tokens" in text and "decode speed-up over ar" in text
-    assert "correct" in text and "specvlm-25 tree" in text
+    assert "correct" in text and "reference-25 tree" in text
     assert images >= 1
 
 
@@ -114,7 +114,7 @@ def test_quickstart_notebook(kernel_env):
 @needs_zoo
 def test_pruning_visualised_notebook(kernel_env):
     _, text, images, _ = _execute("02_pruning_visualised")
-    for strategy in ("specvlm", "uniform", "random", "attention", "window"):
+    for strategy in ("verifier_guided", "uniform", "random", "attention", "window"):
         assert f"{strategy} " in text and "attention mass kept" in text
     assert "grid (T, H, W) = (16, 4, 4)" in text
     assert images >= 2  # the frame grid and the per-frame plot
@@ -124,7 +124,7 @@ def test_pruning_visualised_notebook(kernel_env):
 @needs_zoo
 def test_drop_rate_sweep_notebook(kernel_env):
     _, text, images, _ = _execute("03_drop_rate_sweep")
-    for strategy in ("specvlm", "uniform", "random"):
+    for strategy in ("verifier_guided", "uniform", "random"):
         assert f"tau {strategy}" in text and f"speed-up {strategy}" in text
     # timed in repeated, alternating rounds: every speed-up is a median with its min-max spread
     assert "median of 3 rounds [slowest-fastest round]" in text

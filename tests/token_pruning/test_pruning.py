@@ -22,8 +22,8 @@ from pruning import (
 )
 from pruning import registry as registry_module
 
-ALL_STRATEGIES = ["attention", "none", "random", "specvlm", "uniform", "window"]
-SCORE_STRATEGIES = ["attention", "specvlm"]
+ALL_STRATEGIES = ["attention", "none", "random", "uniform", "verifier_guided", "window"]
+SCORE_STRATEGIES = ["attention", "verifier_guided"]
 CASES = [  # (grid, drop_rate)
     ((1, 1, 1), 0.0),
     ((1, 1, 1), 0.9),
@@ -206,7 +206,7 @@ def test_strategy_output_contract(strategy, grid, drop_rate):
     assert int(kept.min()) >= 0 and int(kept.max()) < n
     assert result.stage1.dtype == torch.long
     assert set(result.stage1.tolist()) <= set(kept.tolist())
-    if strategy != "specvlm":
+    if strategy != "verifier_guided":
         assert result.stage1.numel() == 0
     # caller's inputs untouched
     assert torch.equal(scores, scores_before) and scores.dtype == scores_before.dtype

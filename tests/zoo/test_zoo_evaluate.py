@@ -45,7 +45,7 @@ class ScriptedEngine:
     def generate(self, video=None, prompt=None, inputs=None, **kwargs):
         if inputs is None:
             return SimpleNamespace(text=self.answers.get(_key(video, prompt), self.fixed))
-        stats = SimpleNamespace(video_tokens=7, mean_accepted_tokens=2.0)
+        stats = SimpleNamespace(visual_tokens=7, mean_accepted_tokens=2.0)
         return SimpleNamespace(text="the video shows a grey background .", token_ids=[1, 2, 3], stats=stats)
 
 

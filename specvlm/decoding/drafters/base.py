@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specvlm.decoding.target import Sequence
+from specvlm.decoding.target import DecodingState
 from specvlm.decoding.trees import DraftTree
 from specvlm.stats import GenerationStats
 
@@ -48,7 +48,7 @@ class Step:
     path: list[int]
     committed: list[int]
     before: int
-    target: Sequence
+    target: DecodingState
     seconds: float
 
 

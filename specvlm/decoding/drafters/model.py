@@ -21,7 +21,7 @@ from specvlm.decoding.drafting import DraftRule, DynamicTree, Proposal, propose
 from specvlm.decoding.drafters.base import Drafter, Step
 from specvlm.decoding.logits import NextTokenRule
 from specvlm.decoding.sampling import Sampling
-from specvlm.decoding.target import Sequence, TargetPrefill
+from specvlm.decoding.target import DecodingState, TargetPrefill
 from specvlm.decoding.trees import DraftTree, TreeShape
 from specvlm.models import ModelAdapter
 from specvlm.models import cache as kv
@@ -61,7 +61,7 @@ def prefill_draft(
     *,
     positions: str = "original",
     vision: str = "all",
-) -> Sequence:
+) -> DecodingState:
     """Prefill the draft with only the sequence positions ``keep`` (sorted, long).
 
     With a separate draft model, its own embeddings (its own visual features) of the kept tokens are
@@ -74,14 +74,14 @@ def prefill_draft(
     (:meth:`~specvlm.models.base.ModelAdapter.embed_kept`: e.g. only the frames holding a kept token), ``"all"``
     over the whole video; the kept tokens' embeddings are the same either way.
     """
-    tseq = target.seq
+    target_state = target.seq
     if draft is None:
-        check_self_draft_support(tseq.adapter)
+        check_self_draft_support(target_state.adapter)
         if positions != "original":
             raise ValueError(f"positions={positions!r} needs a separate draft model; self-drafting reuses the target's cache")
-        rows = torch.cat([keep.to(torch.long), torch.arange(tseq.prefix, tseq.prefix + tseq.decoded, dtype=torch.long)])
-        cache = kv.subset(tseq.cache, rows.to(tseq.adapter.device))
-        return Sequence(tseq.adapter, cache, prefix=keep.numel(), next_pos=tseq.next_pos, axes=tseq.axes, backend=tseq.backend)
+        rows = torch.cat([keep.to(torch.long), torch.arange(target_state.prefix, target_state.prefix + target_state.decoded, dtype=torch.long)])
+        cache = kv.subset(target_state.cache, rows.to(target_state.adapter.device))
+        return DecodingState(target_state.adapter, cache, prefix=keep.numel(), next_pos=target_state.next_pos, axes=target_state.axes, backend=target_state.backend)
     keep = keep.to(draft.device)
     if vision == "kept_frames":
         embeds, side = draft.embed_kept(inputs, keep)
@@ -94,16 +94,16 @@ def prefill_draft(
     if positions == "original":
         pos = target.positions.to(draft.device)[:, keep]
     elif positions == "compact":
-        pos = torch.arange(keep.numel(), device=draft.device).unsqueeze(0).expand(tseq.axes, -1)
+        pos = torch.arange(keep.numel(), device=draft.device).unsqueeze(0).expand(target_state.axes, -1)
     else:
         raise ValueError(f"unknown positions mode {positions!r}; choose 'original' or 'compact'")
     cache = kv.new_cache(draft.text_config)
-    draft.forward(embeds, pos, cache, AttentionContext(backend=tseq.backend), logits_to_keep=1, side=side)
-    return Sequence(draft, cache, prefix=keep.numel(), next_pos=int(pos.max()) + 1, axes=tseq.axes, backend=tseq.backend)
+    draft.forward(embeds, pos, cache, AttentionContext(backend=target_state.backend), logits_to_keep=1, side=side)
+    return DecodingState(draft, cache, prefix=keep.numel(), next_pos=int(pos.max()) + 1, axes=target_state.axes, backend=target_state.backend)
 
 
 @torch.no_grad()
-def warm_compiled(seq: Sequence, shape: TreeShape | DynamicTree, vocab: int, steps: int = 3) -> None:
+def warm_compiled(seq: DecodingState, shape: TreeShape | DynamicTree, vocab: int, steps: int = 3) -> None:
     """Build the compiled graphs a draft's decode steps use (``torch.compile`` compiles on first use): draft
     ``steps`` proposals of ``shape`` on a scratch copy of ``seq``'s cache, catching up 1, 2, ... tokens as the
     real steps do, so that no decoding step of an answer waits for a compile. ``seq`` is left unchanged."""
@@ -130,7 +130,7 @@ class ModelDrafter(Drafter):
 
     def __init__(
         self,
-        seq: Sequence,
+        seq: DecodingState,
         shape: TreeShape | DynamicTree,
         *,
         vocab: int,

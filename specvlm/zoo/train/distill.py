@@ -49,7 +49,7 @@ def distill_stage(target, draft, processor, config: TrainConfig) -> None:
     ``config.distill_frames`` frames) the target decodes greedily and its next-token distributions over
     its own output are recorded; the draft's language model (embeddings, layers, head; its vision tower
     and projector stay fixed) is trained to match them (KL divergence), on the video tokens the target's
-    ``specvlm`` pruning keeps at the default settings for ``config.distill_pruned_share`` of the
+    ``verifier_guided`` pruning keeps at the default settings for ``config.distill_pruned_share`` of the
     sequences and on the full video otherwise, as it is prefilled at inference. Acceptance is decided
     by agreement with the target, right or wrong, so this is what raises tau. Own seeded generators,
     like stage 3.
