@@ -37,7 +37,6 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from specvlm import SpecVLM
-from specvlm.decoding.trees import SPECVLM_25
 from specvlm.zoo.tiny import GEMMA4_E_STYLE
 from tiny_pairs import (
     CORE_FAMILIES, EDGE_CONTEXT, EDGE_FAMILIES, EDGE_LAYERS, EDGE_PROMPTS, IMAGE_PROMPTS, PAIRS_REQUIRED, Lazy, build_prompt,

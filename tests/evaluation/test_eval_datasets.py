@@ -1,6 +1,6 @@
 """Benchmark readers: a tiny fake dataset in each published layout -> the right samples.
 
-``build_layouts`` is also used by ``evaluation/test_eval_cli.py`` and ``evaluation/test_answers_lmms.py`` (real mp4 files, 8 frames of 64x64).
+``build_layouts`` is also used by ``test_eval_cli.py``, ``test_eval_parallel.py`` and ``test_answers_lmms.py`` (real mp4 files, 8 frames of 64x64).
 No models are loaded here.
 """
 
