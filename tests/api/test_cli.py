@@ -12,7 +12,6 @@ import pytest
 import transformers
 
 from eval import bench
-from specvlm import SpecVLM
 from specvlm.cli import _parser
 from specvlm.cli import main as cli_main
 from specvlm.stats import GenerationResult, GenerationStats
