@@ -172,8 +172,9 @@ class DecodingConfig:
         "auto", "attention kernels: 'auto' (flash_attn or the fused cascade on CUDA, sdpa on CPU), 'sdpa', "
         "'cascade' or 'flash_attn'", choices=ATTENTION_BACKEND_CHOICES, methods=METHODS, scope="model")  # fmt: skip
     compile: str = _setting(
-        "auto", "decode-time forwards through torch.compile: 'auto' (a separate draft's steps on CPU, once an engine "
-        "has drafted a few answers: a one-shot call never waits for a compile), 'off', 'draft' (the draft's steps "
+        "auto", "decode-time forwards through torch.compile: 'auto' (a separate draft's greedy steps on CPU, once an "
+        "engine has drafted a few answers: a one-shot call never waits for a compile, and a seeded sampled answer "
+        "gives the same tokens on every call), 'off', 'draft' (the draft's steps "
         "from the first answer) or 'all' (the target's too); compiling takes seconds once, outputs are unchanged",
         choices=COMPILE_MODES, methods=METHODS, scope="model")  # fmt: skip
     never_slower: bool = _setting(

@@ -37,7 +37,7 @@ from specvlm.decoding.drafters import (
     prefill_draft,
 )
 from specvlm.decoding.drafters.model import warm_compiled
-from specvlm.decoding.drafters.overlap import OverlapChoice, OverlapDrafter, blocker, default_runner
+from specvlm.decoding.drafters.overlap import DraftWorker, OverlapChoice, OverlapDrafter, blocker, default_runner
 from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory, candidates
 from specvlm.decoding.logits import NextTokenRule, merge_generation_config
 from specvlm.decoding.loop import Stop, decode
@@ -159,6 +159,8 @@ class SpecVLM:
         self.verdicts = Verdicts()
         #: ``overlap="auto"``: per workload, whether drafting overlapped measured faster than sequentially
         self.overlap_choice = OverlapChoice()
+        self._draft_worker: DraftWorker | None = None  # drafts overlapped answers (``overlap``), kept across answers
+        self._draft_worker_key = None  # the draft's compiled state when the worker was forked
         self._drafted_answers = 0  # answers that drafted (compile="auto" compiles once a workload repeats)
         self._draft_warmed: set = set()  # the draft shapes whose compiled graphs are built (compile_s paid)
         for adapter in (self.target_adapter, self.draft_adapter):
@@ -531,9 +533,26 @@ class SpecVLM:
             seq.compiled = True
         drafter = ModelDrafter(seq, shape, stop_below=stop_below, **settings)
         if prepared.stats.overlap:
-            runner = default_runner(self.draft_adapter.device, self.target_adapter.device)
-            return OverlapDrafter(drafter, runner=runner)
+            return OverlapDrafter(drafter, worker=self._overlap_worker(seq))
         return drafter
+
+    def _overlap_worker(self, seq) -> DraftWorker:
+        """The engine's draft worker, started again when it died or when the draft's compiled steps changed
+        since it started (a forked worker holds the draft as it was)."""
+        key = (seq.compiled, frozenset(self._draft_warmed))
+        worker = self._draft_worker
+        if worker is None or not worker.alive or self._draft_worker_key != key:
+            if worker is not None:
+                worker.close()
+            runner = default_runner(self.draft_adapter.device, self.target_adapter.device)
+            self._draft_worker, self._draft_worker_key = DraftWorker(self.draft_adapter, runner=runner), key
+        return self._draft_worker
+
+    def close(self) -> None:
+        """End the engine's draft worker (``overlap``), if it started one; a later overlapped answer starts another."""
+        if self._draft_worker is not None:
+            self._draft_worker.close()
+            self._draft_worker = None
 
     def _overlap(self, plan: Plan, config: DecodingConfig, layers, sampling, rule, inputs, stats) -> tuple | None:
         """Whether this answer drafts overlapped (sets ``stats.overlap``) and the workload key under which
@@ -584,6 +603,8 @@ class SpecVLM:
                 return False
             if self._drafted_answers < COMPILE_AFTER_ANSWERS or not has_compiler(self.draft_adapter.device):
                 return False
+            if prepared.sampling is not None:  # compiled and eager draft probabilities differ in the last bits, and
+                return False  # a sampled answer's draws follow them: its seed gives the same tokens on every call
         shape = config.tree_shape()
         key = shape.paths if isinstance(shape, TreeShape) else shape
         if key not in self._draft_warmed:  # each shape drafts through graphs of its own (masks, widths)

@@ -105,7 +105,7 @@ def test_overlap_is_lossless_on_a_hybrid_family_with_linear_attention(tmp_path_f
             assert drafter.hits > 0
 
 
-def test_the_engine_overlaps_with_overlap_on_and_restores_its_threads(checkpoints, references):
+def test_the_engine_overlaps_with_overlap_on_in_one_worker_and_restores_its_threads(checkpoints, references):
     inputs, expected = references["qwen2_5_vl"]
     pair = checkpoints["qwen2_5_vl"]
     engine = _engine(pair["target"], pair["draft"], overlap="on", lazy_draft_after=0)
@@ -114,10 +114,17 @@ def test_the_engine_overlaps_with_overlap_on_and_restores_its_threads(checkpoint
     result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree="chain")
     assert result.token_ids == expected and result.stats.overlap
     assert torch.get_num_threads() == threads
-    assert len(multiprocessing.active_children()) == children  # no worker left behind
-    # the lazy start and the guard wrap it as any drafter
+    worker = engine._draft_worker
+    assert worker.alive and len(multiprocessing.active_children()) == children + 1
+    # the next answers reuse the worker; the lazy start and the guard wrap the overlapped drafter as any drafter
     guarded = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree="chain", lazy_draft_after=4, never_slower=True)
     assert guarded.token_ids == expected and guarded.stats.overlap
+    assert engine._draft_worker is worker and len(multiprocessing.active_children()) == children + 1
+    engine.close()  # ends the worker; a later overlapped answer starts another
+    assert not worker.alive and len(multiprocessing.active_children()) == children
+    assert engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree="chain").token_ids == expected
+    assert engine._draft_worker is not worker
+    engine.close()
 
 
 def test_a_failing_worker_raises_in_the_decoding_process_and_releases_everything(checkpoints, references, monkeypatch):
@@ -154,7 +161,7 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(checkpoints, references, monk
         tree = real_propose(out, max_depth)
         calls.append(out)
         if len(calls) == 3:
-            drafter._worker.kill()
+            drafter.worker._worker.kill()
         return tree
 
     monkeypatch.setattr(drafter, "propose", propose_then_kill)

@@ -96,7 +96,12 @@ def test_bench_pair_reports_every_method(engine):
     data = report.to_dict()
     json.dumps(data)
     assert set(data) == {"machine", "settings", "runs", "speedup_over", "e2e_speedup_over_ar", "ttft_over_ar", "step_costs_ms",
-                         "draft_over_target", "step_profile_ms", "weight_mb"}  # fmt: skip
+                         "draft_over_target", "step_profile_ms", "weight_mb", "overlap_over_sequential"}  # fmt: skip
+    # the overlap rows: every timed run of one drafted in a worker, none of the other; the gain is theirs
+    overlap, sequential = report.runs["specvlm-overlap"], report.runs["specvlm-sequential"]
+    assert (overlap.overlap_runs, sequential.overlap_runs) == (overlap.timed_runs, 0) == (2, 0)
+    fastest, low, high = data["overlap_over_sequential"]
+    assert fastest == pytest.approx(sequential.decode_s / overlap.decode_s) and low <= fastest <= high
     assert data["step_profile_ms"] == {} and data["weight_mb"] == {}  # only with profile=True
     assert data["settings"]["compile"] == engine.config.compile
     assert data["settings"]["num_draft_tokens"] == engine.config.num_draft_tokens
@@ -105,6 +110,7 @@ def test_bench_pair_reports_every_method(engine):
     assert 0 < ratio["arithmetic"] < 1  # the embedded draft is the smaller model
     text = bench.format_report(report)
     assert "specvlm-tree" in text and "multiply-accumulates" in text
+    assert f"overlapped drafting over sequential drafting (specvlm-overlap / specvlm-sequential): decode {fastest:.2f}x" in text
 
 
 @pytest.mark.slow

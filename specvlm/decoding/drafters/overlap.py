@@ -30,6 +30,8 @@ import functools
 import logging
 import multiprocessing
 import os
+import pickle
+import queue
 import statistics
 import threading
 import traceback
@@ -39,6 +41,7 @@ import torch
 from specvlm.decoding.drafters.base import Drafter, Step
 from specvlm.decoding.drafters.model import ModelDrafter, is_chain
 from specvlm.decoding.drafting import Proposal, propose
+from specvlm.decoding.target import DecodingState
 from specvlm.decoding.trees import DraftTree, TreeStructure, chain
 from specvlm.models import cache as kv
 from specvlm.stats import GenerationStats
@@ -92,34 +95,34 @@ def _chain_structure(n: int) -> TreeStructure:
     return TreeStructure.of(list(range(-1, n - 1)))
 
 
-class _Worker:
-    """The draft's side: a state machine driven by the drafter's messages (one pipe, answered in order).
+class _Answer:
+    """The worker's side of one answer: a state machine driven by the drafter's messages, answered in order.
 
-    ``current`` is the proposal the target is verifying, ``lead`` its nodes already committed (1 after a hit:
-    the bonus token, drafted as the speculative chain's first token), ``spec`` the speculative proposal.
+    ``current`` is the proposal the target is verifying, ``lead`` its nodes already committed (by plain steps,
+    or 1 after a hit: the bonus token, drafted as the speculative chain's first token), ``spec`` the
+    speculative proposal.
     """
 
-    def __init__(self, inner: ModelDrafter, spec_shape):
-        self.inner, self.spec_shape = inner, spec_shape
+    def __init__(self, seq: DecodingState, vocab: int, stop_below: float, spec_shape):
+        self.seq, self.vocab, self.stop_below, self.spec_shape = seq, vocab, stop_below, spec_shape
         self.current: Proposal | None = None
         self.lead = 0
         self.spec: Proposal | None = None
         self.forwards = 0
 
-    def _propose(self, out: list[int], shape, depth: int) -> Proposal:
-        inner = self.inner
-        proposal = propose(inner.seq, out, shape, vocab=inner.vocab, max_depth=depth, stop_below=inner.stop_below)
+    def _propose(self, out: list[int], depth: int) -> Proposal:
+        proposal = propose(self.seq, out, self.spec_shape, vocab=self.vocab, max_depth=depth, stop_below=self.stop_below)
         self.forwards += proposal.forwards
         return proposal
 
     def handle(self, message: tuple):
         kind = message[0]
         if kind == "propose":  # ("propose", out, depth) -> the chain's tokens (a chain's length and one more at most)
-            self.current, self.lead, self.spec = self._propose(message[1], self.spec_shape, message[2]), 0, None
+            self.current, self.lead, self.spec = self._propose(message[1], message[2]), 0, None
             return self.current.tree.tokens.tolist()
         if kind == "speculate":  # ("speculate", out, depth) -> the speculative chain's tokens
             drafted = self.current.tree.tokens[self.lead :].tolist()
-            self.spec = self._propose(message[1] + drafted, self.spec_shape, message[2])
+            self.spec = self._propose(message[1] + drafted, message[2])
             return self.spec.tree.tokens.tolist()
         if kind == "advance":  # the chain and the speculation's first token were committed
             self.current, self.lead, self.spec = self.spec, 1, None
@@ -131,67 +134,184 @@ class _Worker:
             proposal, lead = self.current, self.lead
             fed = proposal.fed
             path = list(range(lead)) + [i + lead for i in message[1]]
-            kv.keep(self.inner.seq.cache, proposal.base, [fed[i] for i in path if fed[i] >= 0])
+            kv.keep(self.seq.cache, proposal.base, [fed[i] for i in path if fed[i] >= 0])
             self.current, self.lead, self.spec = None, 0, None
             return None
-        if kind == "stop":
-            return self.forwards
         raise ValueError(f"unknown message {kind!r}")
 
 
-def _serve(inner: ModelDrafter, spec_shape, conn, close, threads: int | None) -> None:
-    """The worker's loop: answer every message (a ``("reply", value)``, or ``("error", text)``) until "stop"."""
+#: The messages a worker answers (every other message gets no reply).
+_REPLIES = ("propose", "speculate", "end")
+
+
+def _serve(adapter, channel, close, threads: int | None) -> None:
+    """A worker's loop over answers: ``("begin", state fields...)`` starts one, ``("end",)`` ends it (replying
+    the draft forwards it ran), ``("exit",)`` ends the worker. Replies are ``("reply", value)``; an error is
+    replied as ``("error", text)`` and ends the worker."""
     if close is not None:
-        close.close()  # the drafter's end, inherited by a forked worker: the pipe must end when the drafter's does
+        close.close()  # the decoding process's end, inherited by a forked worker: the pipe must end when that one does
     if threads:
         torch.set_num_threads(threads)
-    worker = _Worker(inner, spec_shape)
+    answer: _Answer | None = None
     with torch.no_grad():
         while True:
             try:
-                message = conn.recv()
+                message = channel.recv()
             except (EOFError, OSError):
                 return
+            kind = message[0]
+            if kind == "exit":
+                return
             try:
-                value = worker.handle(message)
+                if kind == "begin":
+                    cache, prefix, next_pos, axes, backend, compiled, vocab, stop_below, spec_shape = message[1:]
+                    seq = DecodingState(adapter, cache, prefix, next_pos, axes, backend=backend, compiled=compiled)
+                    answer = _Answer(seq, vocab, stop_below, spec_shape)
+                    continue
+                if kind == "end":
+                    value, answer = answer.forwards, None
+                else:
+                    value = answer.handle(message)
             except Exception:  # noqa: BLE001 - the drafter raises it in the decoding process
-                conn.send(("error", traceback.format_exc()))
+                channel.send(("error", traceback.format_exc()))
                 return
-            if message[0] in ("propose", "speculate", "stop"):
-                conn.send(("reply", value))
-            if message[0] == "stop":
-                return
+            if kind in _REPLIES:
+                channel.send(("reply", value))
 
 
-class OverlapDrafter(Drafter):
-    """A separate draft model's chain, drafted in a worker while the target verifies (see the module docstring).
+class _Bytes:
+    """A process worker's end of a pipe: every message pickled by value (a cache's tensors included, copied)."""
 
-    inner: the :class:`ModelDrafter` (its draft sequence prefilled); the worker drafts with it, the decoding
-        process never touches its cache again
-    runner: "process" or "thread" (:data:`RUNNERS`; :func:`default_runner` picks one for the devices)
-    worker_threads: torch threads of a process worker; the decoding process keeps the rest of its threads
-        while the worker runs (None: one, the draft's small operators gain nothing from more)
+    def __init__(self, conn):
+        self.conn = conn
+
+    def send(self, message) -> None:
+        self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def recv(self):
+        return pickle.loads(self.conn.recv_bytes())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Queues:
+    """A thread worker's end: messages passed by reference through two queues."""
+
+    def __init__(self, inbox: queue.Queue, outbox: queue.Queue, alive=None):
+        self.inbox, self.outbox, self.alive = inbox, outbox, alive  # alive: whether the other end still runs
+
+    def send(self, message) -> None:
+        self.outbox.put(message)
+
+    def recv(self):
+        while True:
+            try:
+                return self.inbox.get(timeout=1.0)
+            except queue.Empty:
+                if self.alive is not None and not self.alive():
+                    raise EOFError("the worker thread ended") from None
+
+    def close(self) -> None:
+        pass
+
+
+class DraftWorker:
+    """A worker that drafts with one draft model, answer after answer: a forked process (it holds the draft
+    model as it was when forked: its weights and its compiled steps) or a thread.
+
+    adapter: the draft model's adapter
+    runner: "process" or "thread" (:data:`RUNNERS`)
+    threads: torch threads of a process worker (the decoding process keeps the rest while an answer drafts)
     """
 
-    name = "draft model, overlapped"
-
-    def __init__(self, inner: ModelDrafter, *, runner: str = "process", worker_threads: int | None = None):
-        check_overlap_support(inner)
+    def __init__(self, adapter, *, runner: str = "process", threads: int = 1):
         if runner not in RUNNERS:
             raise ValueError(f"runner={runner!r}; choose one of {', '.join(map(repr, RUNNERS))}")
         if runner == "process" and "fork" not in multiprocessing.get_all_start_methods():
             raise ValueError("runner='process' needs the fork start method, which this platform lacks")
-        if worker_threads is not None and (isinstance(worker_threads, bool) or not isinstance(worker_threads, int) or worker_threads < 1):
-            raise ValueError(f"worker_threads={worker_threads!r} must be an int >= 1")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"worker_threads={threads!r} must be an int >= 1")
+        self.adapter, self.runner, self.threads = adapter, runner, threads
+        if runner == "process":
+            ours, theirs = multiprocessing.Pipe()
+            context = multiprocessing.get_context("fork")
+            self._worker = context.Process(target=_serve, args=(adapter, _Bytes(theirs), ours, threads), daemon=True)
+            self._worker.start()
+            theirs.close()
+            self.channel = _Bytes(ours)
+        else:
+            to_worker, from_worker = queue.Queue(), queue.Queue()
+            self._worker = threading.Thread(target=_serve, args=(adapter, _Queues(to_worker, from_worker), None, None), daemon=True)
+            self._worker.start()
+            self.channel = _Queues(from_worker, to_worker, alive=self._worker.is_alive)
+
+    @property
+    def alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def send(self, *message) -> None:
+        try:
+            self.channel.send(message)
+        except (BrokenPipeError, OSError):
+            self.close()
+            raise RuntimeError("the overlapped draft's worker exited unexpectedly") from None
+
+    def recv(self):
+        try:
+            kind, value = self.channel.recv()
+        except (EOFError, OSError):
+            self.close()
+            raise RuntimeError("the overlapped draft's worker exited unexpectedly") from None
+        if kind == "error":
+            self.close()
+            raise RuntimeError(f"the overlapped draft's worker failed:\n{value}")
+        return value
+
+    def close(self) -> None:
+        """End the worker (a process is joined, a stuck one killed)."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        try:
+            self.channel.send(("exit",))
+        except (BrokenPipeError, OSError):
+            pass
+        worker.join(timeout=5)
+        if isinstance(worker, multiprocessing.process.BaseProcess) and worker.is_alive():
+            worker.kill()
+            worker.join()
+        self.channel.close()
+
+    def __del__(self):
+        if getattr(self, "_worker", None) is not None and self.runner == "process":
+            self.close()
+
+
+class OverlapDrafter(Drafter):
+    """A separate draft model's chain, drafted in a worker while the target works (see the module docstring).
+
+    inner: the :class:`ModelDrafter` (its draft sequence prefilled); its state moves to the worker at the first
+        proposal, and the decoding process never touches its cache again
+    worker: a :class:`DraftWorker` for the draft model, shared by the answers of an engine (None: one of its own,
+        on ``runner`` with ``worker_threads``, ended with the answer)
+    """
+
+    name = "draft model, overlapped"
+
+    def __init__(self, inner: ModelDrafter, *, worker: DraftWorker | None = None, runner: str = "process",
+                 worker_threads: int | None = None):  # fmt: skip
+        check_overlap_support(inner)
         self.inner = inner
-        self.runner = runner
-        self.worker_threads = worker_threads or 1
         self.depth = inner.shape.depth
         self.hits = 0  # chains verified, each drafted while the target worked (a verification or plain steps)
+        self._own = worker is None
+        self.worker = worker if worker is not None else DraftWorker(
+            inner.seq.adapter, runner=runner, threads=1 if worker_threads is None else worker_threads
+        )
         self._spec_shape = chain(self.depth + 1)
-        self._conn = None
-        self._worker = None
-        self._threads: int | None = None  # the decoding process's torch threads before the worker started
+        self._begun = False
+        self._threads: int | None = None  # the decoding process's torch threads before the answer began
         self._chain: list[int] = []  # the chain being verified
         self._ready: list[int] | None = None  # the next chain, drafted during the last verification
         self._sent_at: int | None = None  # committed tokens when a chain was asked for during plain steps
@@ -199,47 +319,33 @@ class OverlapDrafter(Drafter):
         self._forwards = 0
 
     # ---- the worker --------------------------------------------------------------------------
-    def _start(self) -> None:
-        ours, theirs = multiprocessing.Pipe()
-        if self.runner == "process":
-            context = multiprocessing.get_context("fork")
-            self._worker = context.Process(
-                target=_serve, args=(self.inner, self._spec_shape, theirs, ours, self.worker_threads), daemon=True
-            )
-            self._worker.start()
-            theirs.close()
+    def _begin(self) -> None:
+        seq = self.inner.seq
+        self._begun = True
+        self._send("begin", seq.cache, seq.prefix, seq.next_pos, seq.axes, seq.backend, seq.compiled,
+                   self.inner.vocab, self.inner.stop_below, self._spec_shape)  # fmt: skip
+        if self.worker.runner == "process":
             self._threads = torch.get_num_threads()
-            torch.set_num_threads(max(1, min(self._threads, os.cpu_count() or 1) - self.worker_threads))
-        else:
-            self._worker = threading.Thread(
-                target=_serve, args=(self.inner, self._spec_shape, theirs, None, None), daemon=True
-            )
-            self._worker.start()
-        self._conn = ours
+            torch.set_num_threads(max(1, min(self._threads, os.cpu_count() or 1) - self.worker.threads))
 
-    def _ask(self, *message):
-        self._conn.send(message)
-        self._outstanding += 1
-        return self._answer()
+    def _send(self, *message, reply: bool = False) -> None:
+        self.worker.send(*message)
+        self._outstanding += reply
 
     def _answer(self):
         try:
-            kind, value = self._conn.recv()
-        except (EOFError, OSError):
+            value = self.worker.recv()
+        except RuntimeError:
             self._outstanding = 0
             self.close()
-            raise RuntimeError("the overlapped draft's worker exited unexpectedly") from None
+            raise
         self._outstanding -= 1
-        if kind == "error":
-            self._outstanding = 0
-            self.close()
-            raise RuntimeError(f"the overlapped draft's worker failed:\n{value}")
         return value
 
     # ---- the drafter -------------------------------------------------------------------------
     def propose(self, out: list[int], max_depth: int) -> DraftTree | None:
-        if self._worker is None:
-            self._start()
+        if not self._begun:
+            self._begin()
         tokens = None
         if self._ready is not None:  # drafted during the last verification
             tokens, self._ready = self._ready, None
@@ -250,22 +356,20 @@ class OverlapDrafter(Drafter):
             while m < min(len(chain), len(since)) and chain[m] == since[m]:
                 m += 1
             if m == len(since) and len(chain) > m:  # it guessed what the plain steps committed: the rest is a chain
-                self._conn.send(("lead", m))
+                self._send("lead", m)
                 tokens = chain[m:]
             else:  # the draft's cache keeps the tokens it guessed right (they are committed), nothing else
-                self._conn.send(("commit", list(range(m))))
+                self._send("commit", list(range(m)))
         if tokens is None:
             # draft in the worker while the target decodes a plain step (its token is the chain's first guess)
-            self._conn.send(("propose", list(out), min(self.depth + 1, max_depth)))
-            self._outstanding += 1
+            self._send("propose", list(out), min(self.depth + 1, max_depth), reply=True)
             self._sent_at = len(out)
             return None
         self.hits += 1
         self._chain = tokens
         after = max_depth - len(tokens) - 1  # the next chain's depth limit if this one is accepted whole
         if after >= 1:  # draft the next chain while the target verifies this one
-            self._conn.send(("speculate", list(out), 1 + min(self.depth, after)))
-            self._outstanding += 1
+            self._send("speculate", list(out), 1 + min(self.depth, after), reply=True)
         device = self.inner.seq.adapter.device
         structure = _chain_structure(len(tokens))
         return DraftTree(
@@ -280,10 +384,10 @@ class OverlapDrafter(Drafter):
         n = len(self._chain)
         whole = len(step.path) == n and len(step.committed) == n + 1
         if whole and spec is not None and len(spec) >= 2 and spec[0] == step.committed[-1]:
-            self._conn.send(("advance",))
+            self._send("advance")
             self._ready = spec[1:]
         else:
-            self._conn.send(("commit", list(step.path)))
+            self._send("commit", list(step.path))
             self._ready = None
 
     def finish(self, stats: GenerationStats) -> None:
@@ -293,23 +397,28 @@ class OverlapDrafter(Drafter):
         stats.speculation = stats.speculation or "on"
 
     def close(self) -> None:
-        """Stop the worker (reading its forward count) and give the decoding process its threads back."""
-        if self._worker is None:
+        """End the answer in the worker (reading its forward count; a worker of its own ends too) and give
+        the decoding process its threads back."""
+        if not self._begun:
+            if self._own:
+                self.worker.close()
             return
-        worker, self._worker = self._worker, None
+        self._begun = False
         try:
+            if not self.worker.alive:  # it failed (and said why) or died: nothing to end
+                raise RuntimeError("the worker ended")
             while self._outstanding:
                 self._answer()
-            self._forwards = self._ask("stop")
-        except (RuntimeError, OSError, BrokenPipeError):
+            self._send("end", reply=True)
+            self._forwards = self._answer()
+        except RuntimeError:
             pass
         finally:
-            self._conn.close()
-            worker.join(timeout=10)
+            if self._own:
+                self.worker.close()
             if self._threads is not None:
                 torch.set_num_threads(self._threads)
                 self._threads = None
-
 
 #: ``overlap="auto"``: answers of a workload decoded each way (alternating) before the faster way is kept.
 TRIALS = 3
