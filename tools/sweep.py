@@ -474,6 +474,15 @@ def drafting_cases(env: Env) -> list[Case]:
             str(env.engine.target.name_or_path), tp_size=2), ("tp_size=2", "torchrun --nproc_per_node 2")),
         ("tp: tp_size as text", lambda: type(env.engine).from_pretrained(
             str(env.engine.target.name_or_path), tp_size="2"), ("tp_size='2'",)),
+        ("overlap: an unknown mode", gen(overlap="sometimes"), ("overlap", "sometimes", "auto")),
+        ("overlap: on with a tree", gen(overlap="on", tree="reference-25"), ("overlap='on'", "only a chain")),
+        ("overlap: on with sampling", gen(overlap="on", tree="chain", do_sample=True), ("overlap='on'", "only greedy")),
+        ("overlap: on with a prefix-reading processor", gen(overlap="on", tree="chain", repetition_penalty=1.2),
+         ("overlap='on'", "read the prefix")),
+        ("overlap: on for a self-draft", lambda: type(env.engine)(env.engine.target, env.engine.processor).generate(
+            **base, overlap="on", tree="chain"), ("overlap='on'", "separate draft model")),
+        ("overlap: a worker on no runner", lambda: _overlap_drafter(env, base, runner="gpu"), ("runner='gpu'", "'process'")),
+        ("overlap: a worker with no threads", lambda: _overlap_drafter(env, base, worker_threads=0), ("worker_threads=0",)),
         ("generation: dtype and torch_dtype disagree", lambda: type(env.engine).from_pretrained(
             env.engine.target, processor=env.engine.processor, dtype="float32", torch_dtype="bfloat16"), ("dtype",)),
     ]
@@ -489,11 +498,27 @@ def drafting_cases(env: Env) -> list[Case]:
                                      ignore_eos=True)  # fmt: skip
         return api_accepts(lambda: result, lambda r: None if len(r.token_ids) == 3 else f"{len(r.token_ids)} tokens, not 3")
 
+    def overlap_is_plain_decodings_answer():
+        ar = env.engine.generate(**{**base, "max_new_tokens": 24}, method="ar", ignore_eos=True).token_ids
+        got = env.engine.generate(**{**base, "max_new_tokens": 24}, overlap="on", tree="chain", lazy_draft_after=0,
+                                  ignore_eos=True)  # fmt: skip
+        env.engine.close()
+        return api_accepts(lambda: got, lambda r: None if r.token_ids == ar and r.stats.overlap else f"overlap gave {r.token_ids}, ar {ar}")
+
     cases += [
         Case("drafting: method lookup equals ar", lookup_is_plain_decodings_answer),
+        Case("overlap: on equals ar", overlap_is_plain_decodings_answer),
         Case("generation: a per-call config's max_new_tokens", config_length_counts),
     ]
     return cases
+
+
+def _overlap_drafter(env: Env, base: dict, **kw):
+    """An overlapped drafter built by hand around a prepared answer's draft model."""
+    from specvlm.decoding.drafters.overlap import OverlapDrafter
+
+    prepared = env.engine.prepare(**base, tree="chain", lazy_draft_after=0, never_slower=False)
+    return OverlapDrafter(prepared.drafter, **kw)
 
 
 def loading_cases(env: Env) -> list[Case]:
