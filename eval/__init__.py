@@ -1,6 +1,6 @@
 """The SpecVLM evaluation harness: a benchmark x method matrix from a YAML config.
 
-    specvlm-eval tiny --limit 2                       # or: python -m eval configs/tiny.yaml
+    specvlm-eval tiny --limit 2                       # or: python -m specvlm_eval configs/tiny.yaml
     specvlm-eval synthetic --set generation.max_new_tokens=64 --output runs/synth
 
 Modules: ``config`` (typed, validated YAML), ``datasets`` (local benchmark layouts -> samples),
@@ -12,7 +12,7 @@ sample), ``metrics`` (definitions and aggregation), ``results`` (durable, resuma
 (tests/test_layout.py checks it).
 """
 
-from eval.config import ConfigError, EvalConfig, load_config
-from eval.runner import RunOutcome, run
+from specvlm_eval.config import ConfigError, EvalConfig, load_config
+from specvlm_eval.runner import RunOutcome, run
 
 __all__ = ["ConfigError", "EvalConfig", "RunOutcome", "load_config", "run"]

@@ -1,9 +1,9 @@
 """Command line: ``specvlm-eval CONFIG [--set key=value ...] [--limit N] [--output DIR] [--tp T]`` (or ``python -m
-eval``; several processes: ``torchrun --nproc_per_node N -m eval CONFIG [--tp T]``, N / T groups of T ranks).
+eval``; several processes: ``torchrun --nproc_per_node N -m specvlm_eval CONFIG [--tp T]``, N / T groups of T ranks).
 
 ``CONFIG`` is a YAML file or the name of one of the packaged configs (``tiny`` -> ``configs/tiny.yaml``,
 looked up in ``./configs`` first, then in the configs installed with the package).
-Rank 0 prints a table of the summary at the end, as wide as the terminal (``eval.report.rich_tables``
+Rank 0 prints a table of the summary at the end, as wide as the terminal (``specvlm_eval.report.rich_tables``
 says which columns give way first); ``--summarize DIR`` rebuilds the summary and plots of an existing run
 without generating anything (and without rewriting its results).
 
@@ -13,7 +13,7 @@ not writable) or a directory in use by another run (one line on stderr naming th
 model loads); 130 for Ctrl-C (one line; every finished row stays in the output directory and a rerun of
 the same command resumes after it).
 
-What this module deliberately does not do: any evaluation logic (that is ``eval.runner``).
+What this module deliberately does not do: any evaluation logic (that is ``specvlm_eval.runner``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from eval.config import ConfigError, load_config
+from specvlm_eval.config import ConfigError, load_config
 from specvlm.cli import LOG_LEVELS, OneLineParser, _int_at_least, check_text_arguments, one_line
 
 #: Where the experiment files live: ``eval/configs`` (in the source tree a link to the top-level
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()
         console = Console(width=table_width())
-        from eval import report, runner
+        from specvlm_eval import report, runner
 
         if args.summarize:
             output = Path(args.summarize)

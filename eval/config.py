@@ -136,7 +136,7 @@ class ModelConfig:
     ``attn_backend``: the attention kernels of the SpecVLM loop (``auto``, ``sdpa``, ``cascade``, ``flash_attn``).
     ``compile``: run decode-time forwards through ``torch.compile`` (``off``, ``draft``: the draft's
     steps, ``all``: the target's too, plain decoding included); see ``specvlm.SpecVLM.from_pretrained``.
-    ``tp_size`` (``--tp``): shard the target over groups of this many processes (``eval.distributed``).
+    ``tp_size`` (``--tp``): shard the target over groups of this many processes (``specvlm_eval.distributed``).
     """
 
     target: str

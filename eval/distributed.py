@@ -1,7 +1,7 @@
 """Scale-out: which rank this process is, which tensor-parallel group it belongs to, which samples its group
 owns, and the one barrier at the end.
 
-Launch with ``torchrun --nproc_per_node N -m eval ...`` (or ``accelerate launch --num_processes N -m eval ...``
+Launch with ``torchrun --nproc_per_node N -m specvlm_eval ...`` (or ``accelerate launch --num_processes N -m specvlm_eval ...``
 where accelerate starts N processes: on a machine without GPUs it starts one unless told ``--multi_cpu``,
 which :func:`current` warns about, and refuses with ``--tp`` > 1); both set ``RANK`` / ``WORLD_SIZE`` /
 ``LOCAL_RANK``. ``--tp T`` (``model.tp_size``) makes the ``WORLD_SIZE`` processes ``WORLD_SIZE / T`` groups of
@@ -17,7 +17,7 @@ The process group is created only when ``WORLD_SIZE > 1``: gloo, which also runs
 CUDA, NCCL for the GPUs' tensors beside gloo for the barrier and the runner's one broadcast.
 
 What this module deliberately does not do: model replicas beyond one engine per group, or collectives other
-than the barrier (the runner broadcasts rank 0's directory-lock result itself, ``eval.runner._lock_all_ranks``,
+than the barrier (the runner broadcasts rank 0's directory-lock result itself, ``specvlm_eval.runner._lock_all_ranks``,
 so every rank stops with the same error; the engine's own collectives stay inside its group).
 """
 
@@ -80,7 +80,7 @@ def check_tp(tp_size, world_size: int, started_one: bool = False) -> None:
         raise ValueError(f"--tp / model.tp_size={tp_size!r} must be an integer >= 1")
     if world_size % tp_size == 0:
         return
-    run = f"`torchrun --nproc_per_node {tp_size} -m eval CONFIG --tp {tp_size}` (or a multiple of {tp_size} processes)"
+    run = f"`torchrun --nproc_per_node {tp_size} -m specvlm_eval CONFIG --tp {tp_size}` (or a multiple of {tp_size} processes)"
     if world_size == 1:
         why = (" (accelerate launch started one process: without GPUs it starts one unless given --multi_cpu)"
                if started_one else "")  # fmt: skip
@@ -115,7 +115,7 @@ def current(tp_size: int = 1) -> Rank:
         logger.warning(
             "accelerate launch was asked for several processes but started one (without GPUs it runs a single "
             "process unless given --multi_cpu): this run uses one process; to run N, use "
-            "`torchrun --nproc_per_node N -m eval ...`"
+            "`torchrun --nproc_per_node N -m specvlm_eval ...`"
         )
     local_world = env("LOCAL_WORLD_SIZE", world)
     if local_world % tp_size and tp_size % local_world and rank == 0:

@@ -11,7 +11,7 @@ lmms-eval's ``avg_`` prefix: ``avg_tau`` (mean committed tokens per target forwa
 ``baseline=ar`` each request is decoded a second time with plain decoding on the same processed inputs,
 adding ``avg_decode_speedup`` / ``avg_e2e_speedup`` (total over total), ``avg_decode_speedup_mean`` and
 ``avg_lossless_share`` (the share of answers whose token ids equal the ``ar`` baseline's). The
-definitions are those of docs/evaluation.md (``eval.metrics.summarize_method`` computes them).
+definitions are those of docs/evaluation.md (``specvlm_eval.metrics.summarize_method`` computes them).
 
 ``--model_args`` keys: ``pretrained`` (the target: a path, a hub id, ``zoo:<name>`` or
 ``tiny:<family>[:seed][:layers]``), ``draft`` (same forms; leave out for self-drafting), ``method``
@@ -48,7 +48,7 @@ try:
     from lmms_eval.api.model import lmms
 except ImportError as err:  # pragma: no cover - the plugin is only loaded by lmms-eval
     raise ImportError(
-        "eval.lmms is SpecVLM's lmms-eval plugin and needs lmms-eval: pip install -e '.[lmms]' "
+        "specvlm_eval.lmms is SpecVLM's lmms-eval plugin and needs lmms-eval: pip install -e '.[lmms]' "
         "(in an environment of its own: lmms-eval pins PyAV < 16)"
     ) from err
 
@@ -66,7 +66,7 @@ def manifest():
     """The ``lmms_eval.models`` entry point: registers this class as ``--model specvlm``."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return ModelManifest(model_id="specvlm", simple_class_path="eval.lmms.SpecVLMModel")
+    return ModelManifest(model_id="specvlm", simple_class_path="specvlm_eval.lmms.SpecVLMModel")
 
 
 class PluginError(ValueError):
@@ -140,8 +140,8 @@ class SpecVLMModel(lmms):
                  warmup: int = 1, tiny_cache: str | None = None, batch_size=1, max_batch_size=None, device=None,
                  **settings) -> None:  # fmt: skip
         super().__init__()
-        from eval.config import METHOD_SETTINGS, ConfigError, MethodSpec, ModelConfig
-        from eval.models import load_engine, model_devices
+        from specvlm_eval.config import METHOD_SETTINGS, ConfigError, MethodSpec, ModelConfig
+        from specvlm_eval.models import load_engine, model_devices
 
         if str(batch_size).strip() not in ("1", "1.0"):
             raise PluginError(
@@ -253,7 +253,7 @@ class SpecVLMModel(lmms):
         return _as_int("max_new_tokens", g.get("max_new_tokens", 256), 1)
 
     def _inputs(self, job: _Job):
-        from eval import datasets
+        from specvlm_eval import datasets
         from specvlm.video import load_video
 
         if os.path.isdir(job.video):  # a folder of frames (MVBench's episodic_reasoning clips)
@@ -263,7 +263,7 @@ class SpecVLMModel(lmms):
         return self.engine.build_inputs(clip, job.prompt)
 
     def _run(self, spec, inputs, max_new_tokens: int) -> dict:
-        from eval.methods import run_method
+        from specvlm_eval.methods import run_method
 
         return run_method(self.engine, spec, inputs, max_new_tokens, self.devices)
 
@@ -316,7 +316,7 @@ class SpecVLMModel(lmms):
         """Aggregate this call's rows as docs/evaluation.md defines the metrics and hand them to lmms-eval."""
         from lmms_eval.models.model_utils.gen_metrics import log_metrics
 
-        from eval.metrics import summarize_method
+        from specvlm_eval.metrics import summarize_method
 
         done = rows["method"]
         extra: dict = {"total_requests": requests, "failed_requests": failed}

@@ -17,8 +17,8 @@ import logging
 
 import torch
 
-from eval.config import MethodSpec
-from eval.metrics import PeakMemory
+from specvlm_eval.config import MethodSpec
+from specvlm_eval.metrics import PeakMemory
 
 logger = logging.getLogger(__name__)
 

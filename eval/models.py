@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from eval.config import ConfigError, ModelConfig
+from specvlm_eval.config import ConfigError, ModelConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Run a benchmark x method matrix: lock, resume, shard, generate, record, merge, summarise.
 
 The output directory is checked first (it must be, or be creatable as, a writable directory) and
-locked for the run (:class:`eval.results.RunLock`: a second run or ``--summarize`` of it is refused
+locked for the run (:class:`specvlm_eval.results.RunLock`: a second run or ``--summarize`` of it is refused
 while this one runs). For every sample this rank's group owns (round-robin over the deterministic sample
 list; a group is one rank, or with ``--tp T`` the T ranks that share one sharded target, see
-:mod:`eval.distributed`) the video is decoded and processed once, then every pending method runs on those
+:mod:`specvlm_eval.distributed`) the video is decoded and processed once, then every pending method runs on those
 same inputs (``ar`` first), and each (sample, method) result is appended to disk immediately, by the
 group's first rank only. Every row records what produced it: its prompt, options, gold answer, the frame
 sampling, the model and the effective generation settings (eval's greedy call merged with the checkpoint's
@@ -40,10 +40,10 @@ from pathlib import Path
 
 import torch
 
-from eval import datasets, distributed, metrics, models, report, results
-from eval.config import BenchmarkConfig, ConfigError, EvalConfig, MethodSpec, fingerprint_conflicts, load_yaml, save_config
-from eval.datasets import AnnotationError, Sample
-from eval.methods import SAMPLING_ONLY, MethodUnavailable, generation_settings, run_method
+from specvlm_eval import datasets, distributed, metrics, models, report, results
+from specvlm_eval.config import BenchmarkConfig, ConfigError, EvalConfig, MethodSpec, fingerprint_conflicts, load_yaml, save_config
+from specvlm_eval.datasets import AnnotationError, Sample
+from specvlm_eval.methods import SAMPLING_ONLY, MethodUnavailable, generation_settings, run_method
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ sequence positions.
 Does not: run models, compute attention scores, or touch embeddings.
 """
 
-from pruning.budget import budget
-from pruning.registry import aliases, available, canonical, needs_scores, prune, register, select
-from pruning.result import PruningResult
-from pruning.sequence import keep_sequence_indices
+from specvlm_pruning.budget import budget
+from specvlm_pruning.registry import aliases, available, canonical, needs_scores, prune, register, select
+from specvlm_pruning.result import PruningResult
+from specvlm_pruning.sequence import keep_sequence_indices
 
 # Imported for their side effect: registering the built-in strategies.
-from pruning import verifier_guided as _verifier_guided  # noqa: E402,F401
-from pruning import strategies as _strategies  # noqa: E402,F401
+from specvlm_pruning import verifier_guided as _verifier_guided  # noqa: E402,F401
+from specvlm_pruning import strategies as _strategies  # noqa: E402,F401
 
 __all__ = [
     "PruningResult",

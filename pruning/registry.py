@@ -16,9 +16,9 @@ from typing import Callable, Protocol
 
 import torch
 
-from pruning.budget import budget as compute_budget
-from pruning.inputs import check_grid, num_tokens, output_device
-from pruning.result import PruningResult
+from specvlm_pruning.budget import budget as compute_budget
+from specvlm_pruning.inputs import check_grid, num_tokens, output_device
+from specvlm_pruning.result import PruningResult
 
 DEFAULT_STAGE1_MASS = 0.4  # lambda in the paper
 DEFAULT_SEED = 0

@@ -15,9 +15,9 @@ import numbers
 
 import torch
 
-from pruning.inputs import CPU, check_scores, num_tokens, output_device
-from pruning.registry import register
-from pruning.result import PruningResult
+from specvlm_pruning.inputs import CPU, check_scores, num_tokens, output_device
+from specvlm_pruning.registry import register
+from specvlm_pruning.result import PruningResult
 
 WINDOW_CHOICES = ("front", "middle", "back")
 

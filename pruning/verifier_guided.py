@@ -39,10 +39,10 @@ import numbers
 
 import torch
 
-from pruning.inputs import check_scores, num_tokens, output_device, runs_of
-from pruning.registry import register
-from pruning.result import PruningResult
-from pruning.strategies import evenly_spaced, top_k
+from specvlm_pruning.inputs import check_scores, num_tokens, output_device, runs_of
+from specvlm_pruning.registry import register
+from specvlm_pruning.result import PruningResult
+from specvlm_pruning.strategies import evenly_spaced, top_k
 
 STAGE1_MASS_RANGE = "[0, 1]"
 

@@ -4,7 +4,7 @@ Errors: any bad input (a malformed flag, a value the library refuses, text that 
 output path that cannot be written) ends with exit status 2 and one ``specvlm: error:`` line on stderr,
 before any model loads wherever that can be known; Ctrl-C ends with exit status 130 and one line. Model
 names: a path, a hub id, ``zoo:<name>`` or ``tiny:<family>[:seed][:layers]``, resolved by
-``eval.models.resolve_ref`` exactly as in eval configs and the lmms-eval plugin.
+``specvlm_eval.models.resolve_ref`` exactly as in eval configs and the lmms-eval plugin.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ TINY_CACHE = os.path.join("~", ".cache", "specvlm", "tiny")
 
 def resolve_model(ref: str | None, flag: str) -> str | None:
     """A loadable path or hub id for a model name given on the command line: a path, a hub id,
-    ``zoo:<name>`` or ``tiny:<family>[:seed][:layers]`` (``eval.models.resolve_ref``, the resolver of
+    ``zoo:<name>`` or ``tiny:<family>[:seed][:layers]`` (``specvlm_eval.models.resolve_ref``, the resolver of
     eval configs and the lmms-eval plugin too); a bad name raises ValueError naming ``flag``."""
     if ref is None:
         return None
@@ -310,7 +310,7 @@ def resolve_model(ref: str | None, flag: str) -> str | None:
         raise ValueError(f"{flag} is empty; give a path, a hub id, zoo:<name> or tiny:<family>[:seed][:layers]")
     from pathlib import Path
 
-    from eval.models import resolve_ref
+    from specvlm_eval.models import resolve_ref
 
     try:
         path = resolve_ref(ref, Path(os.path.expanduser(TINY_CACHE)))
@@ -415,7 +415,7 @@ def _demo(args) -> int:
 
 
 def _workloads(text) -> tuple[str, ...]:
-    """``--workloads``: comma-separated names of ``eval.bench.WORKLOADS`` (kept here to load nothing heavy)."""
+    """``--workloads``: comma-separated names of ``specvlm_eval.bench.WORKLOADS`` (kept here to load nothing heavy)."""
     if isinstance(text, tuple):
         return text
     known = ("caption", "self-draft", "answers")
@@ -429,7 +429,7 @@ def _workloads(text) -> tuple[str, ...]:
 def _bench(args) -> int:
     import torch
 
-    from eval import bench
+    from specvlm_eval import bench
     from specvlm.config import DecodingConfig
 
     config = DecodingConfig(**chosen_settings(args, BENCH_SETTINGS))  # validated before any model loads
@@ -481,11 +481,11 @@ def _bench(args) -> int:
 
 def _experiment_file(name: str):
     """An experiment file from a YAML path or a bare config name, looked up as ``specvlm-eval`` does: in
-    ``./configs``, then in the configs installed with ``eval`` (``eval.cli`` imports this module, so its
+    ``./configs``, then in the configs installed with ``specvlm_eval`` (``specvlm_eval.cli`` imports this module, so its
     ``config_path`` cannot be imported here)."""
     from pathlib import Path
 
-    import eval.config
+    import specvlm_eval.config
 
     if not name.strip():
         raise ValueError("the config name is empty; give a YAML file or the name of a packaged config")
@@ -494,7 +494,7 @@ def _experiment_file(name: str):
         return path
     if path.is_dir():
         raise ValueError(f"config {name!r} is a directory; give a YAML file or the name of a packaged config")
-    dirs = [Path.cwd() / "configs", Path(eval.config.__file__).resolve().parent / "configs"]
+    dirs = [Path.cwd() / "configs", Path(specvlm_eval.config.__file__).resolve().parent / "configs"]
     stem = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
     if "/" not in name and os.sep not in name:
         for d in dirs:
@@ -512,7 +512,7 @@ def _memory(args) -> int:
     target, draft, dtype, max_new_tokens = args.target, args.draft, args.dtype, args.max_new_tokens
     methods = [{}]
     if args.config is not None:
-        from eval.config import load_config
+        from specvlm_eval.config import load_config
 
         config = load_config(_experiment_file(args.config))
         target = target or config.model.target

@@ -22,10 +22,10 @@ import json
 import numbers
 from dataclasses import dataclass, field
 
-import pruning
-from pruning.budget import check_drop_rate
-from pruning.registry import DEFAULT_SEED, DEFAULT_STAGE1_MASS, DEFAULT_WINDOW
-from pruning.strategies import WINDOW_CHOICES
+import specvlm_pruning as pruning
+from specvlm_pruning.budget import check_drop_rate
+from specvlm_pruning.registry import DEFAULT_SEED, DEFAULT_STAGE1_MASS, DEFAULT_WINDOW
+from specvlm_pruning.strategies import WINDOW_CHOICES
 from specvlm.attention.context import BACKENDS
 from specvlm.decoding import trees
 from specvlm.decoding.drafting import DynamicTree

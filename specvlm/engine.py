@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-import pruning
+import specvlm_pruning as pruning
 from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
 from specvlm.config import DEFAULT_MAX_NEW_TOKENS, METHODS, NAMES, DecodingConfig, check_names, describe

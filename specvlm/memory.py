@@ -31,7 +31,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from pruning.budget import budget, check_drop_rate
+from specvlm_pruning.budget import budget, check_drop_rate
 from specvlm.attention.capture import _CAPTURE_BLOCK_ELEMENTS, _LSE_BLOCK_ELEMENTS
 from specvlm.config import DEFAULT_MAX_NEW_TOKENS, DecodingConfig
 
@@ -523,7 +523,7 @@ def estimate(
     a dict in ``config.json``'s format or a :class:`ModelShape`. ``text_tokens``: the prompt's text around the
     video (all counted as after the video, where the score capture reads it). ``tree_nodes``: the draft tokens
     one verification checks (a chain's length or a tree's nodes). The draft keeps
-    ``max(1, floor(N x (1 - drop_rate)))`` of the N video tokens (``pruning.budget``). ``drop_rate`` and
+    ``max(1, floor(N x (1 - drop_rate)))`` of the N video tokens (``specvlm_pruning.budget``). ``drop_rate`` and
     ``tree_nodes`` default to :class:`~specvlm.config.DecodingConfig`'s (:func:`verified_nodes`).
     Raises ValueError naming a bad value, an unknown checkpoint or an unknown family.
     """

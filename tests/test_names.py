@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
-import pruning
-from eval import cli as eval_cli
-from eval import metrics, results
-from eval.config import ConfigError, EvalConfig, MethodSpec, load_config
+import specvlm_pruning as pruning
+from specvlm_eval import cli as eval_cli
+from specvlm_eval import metrics, results
+from specvlm_eval.config import ConfigError, EvalConfig, MethodSpec, load_config
 from specvlm import SpecVLM, attention
 from specvlm import cli as specvlm_cli
 from specvlm import config as settings

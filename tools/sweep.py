@@ -746,7 +746,7 @@ def _row(i: int) -> bytes:
 
 def _eval_rows(env: Env, name: str, lines: list[bytes], expect_errors: int, videos: int = 2) -> tuple[str, str]:
     """Run specvlm-eval over an annotation file; every line must come back as exactly one row."""
-    from eval import cli as eval_cli
+    from specvlm_eval import cli as eval_cli
 
     root = _caption_layout(env, name, lines, videos)
     cfg = _eval_config(env, name, [{"name": "videodetailcaption", "root": str(root), "num_frames": 4}])
@@ -768,8 +768,8 @@ def _eval_rows(env: Env, name: str, lines: list[bytes], expect_errors: int, vide
 
 def _eval_interrupted(env: Env) -> tuple[str, str]:
     """Ctrl-C after two rows: exit 130, one line, both rows kept; the same command resumes."""
-    from eval import cli as eval_cli
-    from eval import runner
+    from specvlm_eval import cli as eval_cli
+    from specvlm_eval import runner
 
     root = _caption_layout(env, "interrupt", [_row(i) + b"\n" for i in range(3)], videos=3)
     cfg = _eval_config(env, "interrupt", [{"name": "videodetailcaption", "root": str(root), "num_frames": 4}])
@@ -802,7 +802,7 @@ def _eval_interrupted(env: Env) -> tuple[str, str]:
 
 
 def eval_cli_cases(env: Env) -> list[Case]:
-    from eval import cli as eval_cli
+    from specvlm_eval import cli as eval_cli
 
     f = env.files
     ok_bench = [{"name": "synthetic", "root": str(env.tmp / "synth"), "num_frames": 8,
@@ -958,7 +958,7 @@ def process_cases(env: Env) -> list[Case]:
 def names_cases(env: Env) -> list[Case]:
     """Old spellings of renamed values (pruning ``specvlm``, tree ``specvlm-25``, answer mode ``specvlm``) are
     accepted everywhere and read as the new names; unknown names are refused with the new names listed."""
-    from eval import cli as eval_cli
+    from specvlm_eval import cli as eval_cli
     from specvlm import DecodingConfig, cli
 
     f = env.files

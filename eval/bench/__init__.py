@@ -2,14 +2,14 @@
 
 One module per job:
 
-* :mod:`eval.bench.pair`: the CPU bench of a pair (the default): every method, the self-draft and the short
+* :mod:`specvlm_eval.bench.pair`: the CPU bench of a pair (the default): every method, the self-draft and the short
   answers on one held-out synthetic video, in interleaved rounds; its per-step costs at the real contexts;
-* :mod:`eval.bench.workloads`: what those rounds run (the methods, the self-drafting runs, the short answers);
-* :mod:`eval.bench.contention`: CPU-bound processes beside the rounds (``--contention``);
-* :mod:`eval.bench.costs`: per-step costs (plain step, verification, drafting), the operator profile, the
+* :mod:`specvlm_eval.bench.workloads`: what those rounds run (the methods, the self-drafting runs, the short answers);
+* :mod:`specvlm_eval.bench.contention`: CPU-bound processes beside the rounds (``--contention``);
+* :mod:`specvlm_eval.bench.costs`: per-step costs (plain step, verification, drafting), the operator profile, the
   time inside model forwards, and the speedup those costs project;
-* :mod:`eval.bench.results` and :mod:`eval.bench.report`: the figures and their text report;
-* :mod:`eval.bench.shapes`: ``--device cuda``, real-shape random-weight text models and their projected speedup.
+* :mod:`specvlm_eval.bench.results` and :mod:`specvlm_eval.bench.report`: the figures and their text report;
+* :mod:`specvlm_eval.bench.shapes`: ``--device cuda``, real-shape random-weight text models and their projected speedup.
 
 This package re-exports the public names of its modules.
 
@@ -17,8 +17,8 @@ What this package deliberately does not do: check quality (``python -m specvlm.z
 or run datasets (``specvlm-eval`` does).
 """
 
-from eval.bench.contention import busy
-from eval.bench.costs import (
+from specvlm_eval.bench.contention import busy
+from specvlm_eval.bench.costs import (
     OP_GROUPS,
     ForwardClock,
     decode_macs,
@@ -30,11 +30,11 @@ from eval.bench.costs import (
     structures,
     weight_bytes,
 )
-from eval.bench.pair import bench_pair, bench_sample, fastest, run_answers, run_engine, run_hf_assisted
-from eval.bench.report import format_report, machine_description
-from eval.bench.results import BenchReport, RunResult
-from eval.bench.shapes import REAL_SHAPES, bench_shapes, build_text_model
-from eval.bench.workloads import (
+from specvlm_eval.bench.pair import bench_pair, bench_sample, fastest, run_answers, run_engine, run_hf_assisted
+from specvlm_eval.bench.report import format_report, machine_description
+from specvlm_eval.bench.results import BenchReport, RunResult
+from specvlm_eval.bench.shapes import REAL_SHAPES, bench_shapes, build_text_model
+from specvlm_eval.bench.workloads import (
     ANSWER_MAX_NEW_TOKENS,
     ANSWER_QUESTIONS,
     ANSWER_RUNS,

@@ -4,8 +4,8 @@ time goes by operator group (:func:`step_profile`), the weights a step reads and
 does; the decode speedup those costs project (:func:`project`); and :class:`ForwardClock`, the time spent in
 model forwards inside a decode loop.
 
-What this module deliberately does not do: run the decode loop or compare methods (:mod:`eval.bench.pair`),
-or build the models it times (:mod:`eval.bench.shapes`, the engine).
+What this module deliberately does not do: run the decode loop or compare methods (:mod:`specvlm_eval.bench.pair`),
+or build the models it times (:mod:`specvlm_eval.bench.shapes`, the engine).
 """
 
 from __future__ import annotations

@@ -33,12 +33,12 @@ import logging
 import torch
 from specvlm.timing import Timer
 
-from eval.bench.contention import busy
-from eval.bench.costs import ForwardClock, decode_macs, draft_cost, forward_cost, step_profile, structures, weight_bytes
-from eval.bench.report import machine_description
-from eval.bench.results import BenchReport, RunResult
-from eval.bench.workloads import ANSWER_MAX_NEW_TOKENS, ANSWER_QUESTIONS, ANSWER_RUNS, RUNS, SELF_DRAFT_RUNS, WORKLOADS
-from eval.methods import generation_settings
+from specvlm_eval.bench.contention import busy
+from specvlm_eval.bench.costs import ForwardClock, decode_macs, draft_cost, forward_cost, step_profile, structures, weight_bytes
+from specvlm_eval.bench.report import machine_description
+from specvlm_eval.bench.results import BenchReport, RunResult
+from specvlm_eval.bench.workloads import ANSWER_MAX_NEW_TOKENS, ANSWER_QUESTIONS, ANSWER_RUNS, RUNS, SELF_DRAFT_RUNS, WORKLOADS
+from specvlm_eval.methods import generation_settings
 
 logger = logging.getLogger(__name__)
 

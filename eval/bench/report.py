@@ -1,7 +1,7 @@
 """The text report of ``specvlm bench``: the machine's description, the methods' table, the short answers'
 table, the per-step costs, the operator profile and the weights read per step.
 
-What this module deliberately does not do: compute a figure (:class:`eval.bench.results.BenchReport` derives
+What this module deliberately does not do: compute a figure (:class:`specvlm_eval.bench.results.BenchReport` derives
 the ratios) or write files (the command line does).
 """
 
@@ -11,8 +11,8 @@ import json
 
 import torch
 
-from eval.bench.results import BenchReport, RunResult
-from eval.bench.workloads import ANSWER_RUNS
+from specvlm_eval.bench.results import BenchReport, RunResult
+from specvlm_eval.bench.workloads import ANSWER_RUNS
 
 
 def machine_description(device: torch.device) -> str:

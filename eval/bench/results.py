@@ -2,15 +2,15 @@
 (:class:`BenchReport`) with the ratios it derives from them (speedups, end-to-end and time-to-first-token
 ratios), as a dict for ``--json``.
 
-What this module deliberately does not do: measure (:mod:`eval.bench.pair`, :mod:`eval.bench.costs`) or
-format text (:mod:`eval.bench.report`).
+What this module deliberately does not do: measure (:mod:`specvlm_eval.bench.pair`, :mod:`specvlm_eval.bench.costs`) or
+format text (:mod:`specvlm_eval.bench.report`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from eval.bench.workloads import ANSWER_RUNS
+from specvlm_eval.bench.workloads import ANSWER_RUNS
 
 
 @dataclass

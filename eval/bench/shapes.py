@@ -1,6 +1,6 @@
 """``specvlm bench --device cuda``: real-shape random-weight text models (default: a Qwen2-7B-shaped target
 and a Qwen2-0.5B-shaped draft, bf16), prefilled with ``--context`` tokens, their per-step costs and the decode
-speedup projected from ``--tau`` (see :func:`eval.bench.costs.project`).
+speedup projected from ``--tau`` (see :func:`specvlm_eval.bench.costs.project`).
 
 What this module deliberately does not do: load real checkpoints or weights (the costs depend on the shapes
 only), feed video (text decoders only), or measure acceptance (tau is given).
@@ -14,7 +14,7 @@ from specvlm.models.base import ModelAdapter
 from specvlm.attention import causal_context
 from specvlm.config import DEFAULT_NUM_DRAFT_TOKENS
 
-from eval.bench.costs import draft_cost, forward_cost, project, structures
+from specvlm_eval.bench.costs import draft_cost, forward_cost, project, structures
 
 REAL_SHAPES = {  # text decoders of real checkpoints (random weights: costs depend on shapes only)
     # Qwen2 family: LLaVA-OneVision 72B/7B/0.5B, Qwen2-VL, Qwen2.5-VL 7B / 3B drafts

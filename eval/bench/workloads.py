@@ -1,8 +1,8 @@
 """What ``specvlm bench`` runs on a pair: the methods (:data:`RUNS`), the self-drafting runs, the short-answer
-workload and the workload names :func:`eval.bench.pair.bench_pair` accepts.
+workload and the workload names :func:`specvlm_eval.bench.pair.bench_pair` accepts.
 
-What this module deliberately does not do: run anything (:mod:`eval.bench.pair` does) or say how a run's
-figures are kept (:mod:`eval.bench.results`).
+What this module deliberately does not do: run anything (:mod:`specvlm_eval.bench.pair` does) or say how a run's
+figures are kept (:mod:`specvlm_eval.bench.results`).
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ Prompt modes: ``benchmark`` asks the dataset's own question (multiple choice: th
 A, B, C, ... and an instruction to answer with the letter; the gold answer becomes a letter) and
 ``caption`` asks a fixed detailed-description prompt once per distinct video (speed studies).
 
-One module a benchmark (its reader: annotation rows -> items), :mod:`eval.datasets.annotations` for what
+One module a benchmark (its reader: annotation rows -> items), :mod:`specvlm_eval.datasets.annotations` for what
 the readers share (annotation files, fields, options, gold answers, video paths), and
-:mod:`eval.datasets.samples` for the prompt modes, the listing of every configured benchmark and
+:mod:`specvlm_eval.datasets.samples` for the prompt modes, the listing of every configured benchmark and
 :func:`load_clip`, which decodes one sample at run time through ``specvlm.video.load_video``: a video file
 (within MVBench's ``start``/``end`` seconds when the row has them) or a folder of frame images (MVBench's
 ``episodic_reasoning``, 3 fps).
@@ -42,9 +42,9 @@ What this package deliberately does not do: download anything, or decode videos 
 
 from __future__ import annotations
 
-from eval.datasets.annotations import LETTERS, VIDEO_EXTENSIONS, AnnotationError, Item, read_records
-from eval.datasets.mvbench import MVBENCH_FRAME_FPS, MVBENCH_LMMS_EVAL_DIRS, MVBENCH_VIDEO_DIRS
-from eval.datasets.samples import (
+from specvlm_eval.datasets.annotations import LETTERS, VIDEO_EXTENSIONS, AnnotationError, Item, read_records
+from specvlm_eval.datasets.mvbench import MVBENCH_FRAME_FPS, MVBENCH_LMMS_EVAL_DIRS, MVBENCH_VIDEO_DIRS
+from specvlm_eval.datasets.samples import (
     MC_INSTRUCTION,
     READERS,
     Sample,
@@ -55,14 +55,14 @@ from eval.datasets.samples import (
     load_clip,
     multiple_choice_prompt,
 )
-from eval.datasets.synthetic import ensure_synthetic, synthetic_root
+from specvlm_eval.datasets.synthetic import ensure_synthetic, synthetic_root
 
-# Private names reached through the package: eval.lmms reads MVBench's frame folders with _frame_folder and
+# Private names reached through the package: specvlm_eval.lmms reads MVBench's frame folders with _frame_folder and
 # _folder_fps, and read_records reads parquet with the package's _read_parquet (replacing that one here
 # replaces it for every reader)
-from eval.datasets.annotations import _read_parquet
-from eval.datasets.mvbench import _folder_fps
-from eval.datasets.samples import _frame_folder
+from specvlm_eval.datasets.annotations import _read_parquet
+from specvlm_eval.datasets.mvbench import _folder_fps
+from specvlm_eval.datasets.samples import _frame_folder
 
 __all__ = [
     "LETTERS",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from eval.config import BenchmarkConfig
+from specvlm_eval.config import BenchmarkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def read_records(path: str | os.PathLike) -> list:
 
 
 def _parquet_reader() -> Callable[[Path], list[dict]]:
-    """The package's ``eval.datasets._read_parquet``, looked up when a file is read: that name is the one to
+    """The package's ``specvlm_eval.datasets._read_parquet``, looked up when a file is read: that name is the one to
     replace (the tests read parquet without pyarrow through it), and this module never imports its package."""
     return getattr(sys.modules.get(__package__), "_read_parquet", _read_parquet)
 

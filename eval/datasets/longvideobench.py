@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.config import BenchmarkConfig
-from eval.datasets.annotations import LETTERS, AnnotationError, Item, _annotation_files, _find_video, _get
-from eval.datasets.annotations import _id_or, _options, _rows, _text
+from specvlm_eval.config import BenchmarkConfig
+from specvlm_eval.datasets.annotations import LETTERS, AnnotationError, Item, _annotation_files, _find_video, _get
+from specvlm_eval.datasets.annotations import _id_or, _options, _rows, _text
 
 
 def read(cfg: BenchmarkConfig, root: Path) -> list[Item]:

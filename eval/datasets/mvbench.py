@@ -9,9 +9,9 @@ import os
 import re
 from pathlib import Path
 
-from eval.config import BenchmarkConfig
-from eval.datasets.annotations import AnnotationError, Item, _annotation_files, _find_video, _get
-from eval.datasets.annotations import _multiple_choice, _options, _rows, _text
+from specvlm_eval.config import BenchmarkConfig
+from specvlm_eval.datasets.annotations import AnnotationError, Item, _annotation_files, _find_video, _get
+from specvlm_eval.datasets.annotations import _multiple_choice, _options, _rows, _text
 
 #: Frame rate of MVBench's frame folders (``tvqa/frames_fps3_hq``) when the folder name does not say.
 MVBENCH_FRAME_FPS = 3.0

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from eval.config import REFERENCE_CAPTION_PROMPT, BenchmarkConfig
-from eval.datasets import longvideobench, mlvu, mvbench, synthetic, videodetailcaption, videomme
-from eval.datasets.annotations import LETTERS, AnnotationError, Item
+from specvlm_eval.config import REFERENCE_CAPTION_PROMPT, BenchmarkConfig
+from specvlm_eval.datasets import longvideobench, mlvu, mvbench, synthetic, videodetailcaption, videomme
+from specvlm_eval.datasets.annotations import LETTERS, AnnotationError, Item
 from specvlm.video import Video, load_video
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def load_clip(sample: Sample, *, num_frames: int | None = None, fps: float | Non
 
 def _frame_folder(path: str, fps: float, bounds, sampling: dict) -> Video:
     """A folder of frame images as a video at ``fps`` (``sampling``: num_frames | fps [+ max_frames]), for
-    ``eval.lmms``; new code calls ``specvlm.video.load_video(path, frame_fps=...)`` itself."""
+    ``specvlm_eval.lmms``; new code calls ``specvlm.video.load_video(path, frame_fps=...)`` itself."""
     start, end = bounds if bounds is not None else (None, None)
     return load_video(path, frame_fps=fps, start=start, end=end, **sampling)
 

@@ -7,8 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from eval.config import BenchmarkConfig
-from eval.datasets.annotations import Item
+from specvlm_eval.config import BenchmarkConfig
+from specvlm_eval.datasets.annotations import Item
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.config import BenchmarkConfig
-from eval.datasets.annotations import Item, _annotation_files, _find_video, _get, _id_or, _rows, _text
+from specvlm_eval.config import BenchmarkConfig
+from specvlm_eval.datasets.annotations import Item, _annotation_files, _find_video, _get, _id_or, _rows, _text
 
 
 def read(cfg: BenchmarkConfig, root: Path) -> list[Item]:

@@ -18,8 +18,8 @@ import torch
 import transformers
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-import pruning
-from eval import bench
+import specvlm_pruning as pruning
+from specvlm_eval import bench
 from specvlm import SpecVLM, VideoDecodeError
 from specvlm import engine as engine_module
 from specvlm import loading as loading_module

@@ -11,7 +11,7 @@ import json
 import pytest
 import transformers
 
-from eval import bench
+from specvlm_eval import bench
 from specvlm.cli import _parser
 from specvlm.cli import main as cli_main
 from specvlm.stats import GenerationResult, GenerationStats

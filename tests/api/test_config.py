@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from eval.config import METHOD_SETTINGS, EvalConfig
+from specvlm_eval.config import METHOD_SETTINGS, EvalConfig
 from specvlm import DecodingConfig, SpecVLM
 from specvlm import config as settings
 from specvlm.cli import BENCH_SETTINGS, _parser, chosen_settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import pruning
+import specvlm_pruning as pruning
 from specvlm import SpecVLM
 from specvlm.stats import GenerationStats
 from tiny_pairs import CORE_FAMILIES

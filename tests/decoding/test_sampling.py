@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pruning import keep_sequence_indices, prune
+from specvlm_pruning import keep_sequence_indices, prune
 from specvlm import SpecVLM
 from specvlm.models import cache as kv
 from specvlm.decoding.drafters import ModelDrafter, prefill_draft

@@ -11,9 +11,9 @@ import json
 import pytest
 import yaml
 
-from eval.cli import main
-from eval.config import ConfigError, EvalConfig
-from eval.metrics import grade, regrade, summarize
+from specvlm_eval.cli import main
+from specvlm_eval.config import ConfigError, EvalConfig
+from specvlm_eval.metrics import grade, regrade, summarize
 from specvlm.answers import EXTRACTION_MODES, extract_answer, extract_choice, lmms_eval_choice
 from test_eval_datasets import build_layouts
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from eval import bench
+from specvlm_eval import bench
 from specvlm import SpecVLM
 from specvlm.cli import main
 from specvlm.decoding.trees import TreeStructure
@@ -149,8 +149,8 @@ def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
         calls.append("hf-assisted")
         return real_hf(*args)
 
-    monkeypatch.setattr("eval.bench.pair.run_engine", run_engine)  # where bench_pair looks them up
-    monkeypatch.setattr("eval.bench.pair.run_hf_assisted", run_hf)
+    monkeypatch.setattr("specvlm_eval.bench.pair.run_engine", run_engine)  # where bench_pair looks them up
+    monkeypatch.setattr("specvlm_eval.bench.pair.run_hf_assisted", run_hf)
     report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=2, workloads=("caption",))
     methods = [n for n in bench.RUNS if n not in bench.SELF_DRAFT_RUNS] + ["hf-assisted"]
     assert calls == methods * 3 + ["sd"]  # the rerun that is classified

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.cli import PACKAGED_CONFIGS, config_path, main
-from eval.config import ConfigError, EvalConfig, load_yaml
+from specvlm_eval.cli import PACKAGED_CONFIGS, config_path, main
+from specvlm_eval.config import ConfigError, EvalConfig, load_yaml
 from test_eval_datasets import build_layouts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,7 +201,7 @@ def test_bad_flags_and_bytes_are_one_line(capsys):
 def test_ctrl_c_keeps_every_finished_row(tmp_path, checkpoints, monkeypatch, capsys):
     """Ctrl-C in the middle of a run: one line, exit 130, the finished rows on disk; the same command
     then resumes after them. The printed table fits COLUMNS."""
-    from eval import runner
+    from specvlm_eval import runner
 
     benchmarks = [{"name": "synthetic", "root": str(tmp_path / "synth"), "prompt_modes": ["benchmark"],
                    "synthetic": {"num_samples": 2, "num_frames": 8, "height": 64, "width": 64}}]  # fmt: skip
@@ -250,7 +250,7 @@ def test_the_summary_table_fits_the_terminal():
 
     from rich.console import Console
 
-    from eval import report
+    from specvlm_eval import report
 
     summary = _summary_for_table()
 
@@ -281,12 +281,12 @@ def test_the_summary_table_fits_the_terminal():
 
 
 def _stub_lmms_eval(monkeypatch):
-    """eval.lmms imported over a stand-in for lmms-eval's two base modules (lmms-eval itself lives in an
+    """specvlm_eval.lmms imported over a stand-in for lmms-eval's two base modules (lmms-eval itself lives in an
     environment of its own); the real module comes back after the test."""
     import importlib
     import types
 
-    import eval as eval_package
+    import specvlm_eval as eval_package
 
     instance, model = types.ModuleType("lmms_eval.api.instance"), types.ModuleType("lmms_eval.api.model")
     instance.GenerationResult = instance.TokenCounts = object
@@ -294,9 +294,9 @@ def _stub_lmms_eval(monkeypatch):
     for name, module in (("lmms_eval", types.ModuleType("lmms_eval")), ("lmms_eval.api", types.ModuleType("lmms_eval.api")),
                          ("lmms_eval.api.instance", instance), ("lmms_eval.api.model", model)):  # fmt: skip
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "eval.lmms", raising=False)
+    monkeypatch.delitem(sys.modules, "specvlm_eval.lmms", raising=False)
     monkeypatch.delattr(eval_package, "lmms", raising=False)
-    return importlib.import_module("eval.lmms")
+    return importlib.import_module("specvlm_eval.lmms")
 
 
 def test_a_plugin_refusal_reaches_lmms_evals_exit_status(monkeypatch):

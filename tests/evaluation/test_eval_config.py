@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.config import ConfigError, EvalConfig, apply_overrides, fingerprint_conflicts, load_config, load_yaml, save_config
-from eval.models import parse_tiny
+from specvlm_eval.config import ConfigError, EvalConfig, apply_overrides, fingerprint_conflicts, load_config, load_yaml, save_config
+from specvlm_eval.models import parse_tiny
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

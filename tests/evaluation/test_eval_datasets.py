@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.config import REFERENCE_CAPTION_PROMPT, BenchmarkConfig, ConfigError
-from eval.datasets import MC_INSTRUCTION, benchmark_root, load_benchmark, read_records
+from specvlm_eval.config import REFERENCE_CAPTION_PROMPT, BenchmarkConfig, ConfigError
+from specvlm_eval.datasets import MC_INSTRUCTION, benchmark_root, load_benchmark, read_records
 from specvlm.zoo.demo import synthetic_frames
 from specvlm.zoo.synthetic import CAPTION_PROMPT, write_dataset
 from specvlm.video import write_video

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval import datasets
-from eval.config import BenchmarkConfig
-from eval.datasets import AnnotationError, load_benchmark, load_clip, read_records
+from specvlm_eval import datasets
+from specvlm_eval.config import BenchmarkConfig
+from specvlm_eval.datasets import AnnotationError, load_benchmark, load_clip, read_records
 from specvlm.video import VideoDecodeError, load_video, sample_indices, write_video
 from specvlm.zoo.demo import synthetic_frames
 

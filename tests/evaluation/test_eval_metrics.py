@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from eval import results
-from eval.metrics import extract_choice, first_divergence, summarize
+from specvlm_eval import results
+from specvlm_eval.metrics import extract_choice, first_divergence, summarize
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval import distributed
-from eval.cli import _parser, flag_overrides, main
-from eval.config import ConfigError, EvalConfig
+from specvlm_eval import distributed
+from specvlm_eval.cli import _parser, flag_overrides, main
+from specvlm_eval.config import ConfigError, EvalConfig
 from test_eval_datasets import build_layouts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ def test_groups_deal_samples_and_one_rank_per_group_writes():
 @pytest.mark.parametrize(
     ("tp", "world", "needles"),
     [
-        (2, 1, ("--tp 2", "one process", "torchrun --nproc_per_node 2 -m eval CONFIG --tp 2")),
+        (2, 1, ("--tp 2", "one process", "torchrun --nproc_per_node 2 -m specvlm_eval CONFIG --tp 2")),
         (3, 4, ("--tp 3", "WORLD_SIZE=4", "1, 2, 4", "torchrun --nproc_per_node 3")),
         (4, 2, ("--tp 4", "WORLD_SIZE=2", "1, 2")),
         (0, 2, ("model.tp_size=0", ">= 1")),
@@ -170,12 +170,12 @@ def test_tp_from_the_environment(monkeypatch, caplog):
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("RANK", "6")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    with caplog.at_level("WARNING", logger="eval.distributed"):
+    with caplog.at_level("WARNING", logger="specvlm_eval.distributed"):
         assert distributed.current(4) == distributed.Rank(rank=6, world_size=8, local_rank=6, tp_size=4)
     assert caplog.text == ""
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 2 nodes of 4: groups of 8 span both, aligned; groups of 3 straddle
-    with caplog.at_level("WARNING", logger="eval.distributed"):
+    with caplog.at_level("WARNING", logger="specvlm_eval.distributed"):
         distributed.current(8)
         assert caplog.text == ""
         monkeypatch.setenv("WORLD_SIZE", "12")
@@ -232,8 +232,8 @@ def test_a_world_of_tp_groups_is_accepted_by_the_api(monkeypatch, checkpoints):
 
 
 def test_tp_nulls_the_configs_device_map(tmp_path):
-    from eval.cli import config_path
-    from eval.config import load_config
+    from specvlm_eval.cli import config_path
+    from specvlm_eval.config import load_config
 
     cfg = tmp_path / "big.yaml"
     cfg.write_text(config_path("llava_ov_72b_7b").read_text())  # device_map: auto, as every real-model config

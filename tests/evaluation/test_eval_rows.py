@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval import results, runner
-from eval.cli import main
+from specvlm_eval import results, runner
+from specvlm_eval.cli import main
 from test_eval_layouts import frame_folder, mc, video, write_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -362,18 +362,18 @@ def test_a_divergence_from_ar_is_classified_in_the_row_and_the_summary(tmp_path,
 def test_a_launcher_that_started_one_of_several_processes_is_named(monkeypatch, caplog):
     """accelerate's single-process launcher (no GPUs, no --multi_cpu) sets MASTER_ADDR when asked for several
     processes but no WORLD_SIZE: the run warns, naming torchrun; torchrun's own environment does not warn."""
-    from eval import distributed
+    from specvlm_eval import distributed
 
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    with caplog.at_level("WARNING", logger="eval.distributed"):
+    with caplog.at_level("WARNING", logger="specvlm_eval.distributed"):
         assert distributed.current().world_size == 1
     assert "torchrun --nproc_per_node N" in caplog.text
     caplog.clear()
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    with caplog.at_level("WARNING", logger="eval.distributed"):
+    with caplog.at_level("WARNING", logger="specvlm_eval.distributed"):
         assert distributed.current() == distributed.Rank(rank=1, world_size=2, local_rank=1)
     assert caplog.text == ""

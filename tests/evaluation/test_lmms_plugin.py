@@ -77,7 +77,28 @@ def test_entry_point_registers_the_model():
     from lmms_eval.models import get_model, list_available_models
 
     assert "specvlm" in list_available_models()
-    assert get_model("specvlm").__module__ == "eval.lmms"
+    assert get_model("specvlm").__module__ == "specvlm_eval.lmms"
+
+
+def test_entry_point_beside_user_folders(tmp_path):
+    """From a working directory holding its own ``eval/`` and ``pruning/`` packages (first on sys.path, as under
+    ``python -m lmms_eval``), lmms-eval still finds the plugin: it is ``specvlm_eval.lmms``, a name such folders
+    do not shadow (tests/project/test_installed_names.py does the same for the library and specvlm-eval)."""
+    import os
+    import subprocess
+
+    for name in ("eval", "pruning"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('the user\\'s own {name} package')\n")
+    code = ("import sys\n"
+            "from lmms_eval.models import get_model\n"
+            "cls = get_model('specvlm')\n"
+            "assert cls.__module__ == 'specvlm_eval.lmms' and 'eval' not in sys.modules and 'pruning' not in sys.modules\n"
+            "print(cls.__module__, cls.__name__)\n")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["specvlm_eval.lmms", "SpecVLMModel"]
 
 
 def test_videomme_through_the_lmms_eval_command_line(local_videomme, tmp_path, monkeypatch, capsys):
@@ -134,7 +155,7 @@ def test_refusals(model, tmp_path, monkeypatch):
     from lmms_eval.models import get_model
     from PIL import Image
 
-    from eval.lmms import PluginError
+    from specvlm_eval.lmms import PluginError
 
     cls = get_model("specvlm")
     with pytest.raises(PluginError, match="batch_size=2.*--batch_size 1"):
@@ -161,7 +182,7 @@ def test_refusals(model, tmp_path, monkeypatch):
 
 
 def test_answers_stop_strings_and_bad_videos(model, tmp_path):
-    from eval.methods import run_method
+    from specvlm_eval.methods import run_method
 
     video = tmp_path / "v.mp4"
     write_video(video, synthetic_frames(8, 64, 64), fps=8.0)

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-import pruning
-from pruning.verifier_guided import share
+import specvlm_pruning as pruning
+from specvlm_pruning.verifier_guided import share
 from specvlm import SpecVLM
 from specvlm.decoding.target import prefill_target
 from specvlm.images import ImageLoadError, load_image

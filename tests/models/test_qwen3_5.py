@@ -246,7 +246,7 @@ def test_moe_target_with_dense_draft(hybrid_checkpoints, hybrid_references):
 def test_tiny_references_name_the_hybrid_families():
     """``tiny:qwen3_5[:seed][:layers]`` and ``tiny:qwen3_5_moe`` are eval model references like every tiny family;
     the default 2 layers give [linear, full]."""
-    from eval.models import parse_tiny
+    from specvlm_eval.models import parse_tiny
     from specvlm.zoo import tiny
 
     assert {"qwen3_5", "qwen3_5_moe"} <= set(tiny.FAMILIES)

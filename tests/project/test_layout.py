@@ -1,5 +1,7 @@
 """The layering of the code base: imports point one way, pruning <- core <- zoo <- eval <- command line.
 
+Modules are named as installed: the folders pruning/ and eval/ are the packages ``specvlm_pruning`` and
+``specvlm_eval`` (pyproject.toml's package-dir), so ``eval/bench/pair.py`` is ``specvlm_eval.bench.pair``.
 Read from the source (every ``import`` statement, those inside functions included; ``if TYPE_CHECKING:``
 blocks are annotations only and are skipped), so a lazy import cannot hide a dependency.
 """
@@ -7,16 +9,21 @@ blocks are annotations only and are skipped), so a lazy import cannot hide a dep
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("pruning", "specvlm", "eval")
+#: folder -> installed package name (pyproject.toml's package-dir; a folder not there installs under its own name)
+INSTALLED = {folder: name for name, folder in
+             tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].items()}
+PACKAGES = ("pruning", "specvlm", "eval")  # the folders
 
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = INSTALLED.get(parts[0], parts[0])
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
@@ -82,15 +89,17 @@ GRAPH = {module: _imports(module) for module in MODULES}
 
 
 def _layer(module: str) -> str:
-    if module.startswith("pruning"):
+    top = module.split(".")[0]
+    if top == "specvlm_pruning":
         return "pruning"
-    if module in ("specvlm.cli", "eval.cli", "eval.__main__"):  # the command lines (they share their error handling)
+    if module in ("specvlm.cli", "specvlm_eval.cli", "specvlm_eval.__main__"):  # the command lines (they share their error handling)
         return "cli"
-    if module.startswith("specvlm.zoo"):
+    if top == "specvlm_eval":
+        return "eval"
+    if module == "specvlm.zoo" or module.startswith("specvlm.zoo."):
         return "zoo"
-    if module.startswith("specvlm"):
-        return "core"
-    return "eval"
+    assert top == "specvlm", module
+    return "core"
 
 
 # which layers each layer may import (its own included)
@@ -104,7 +113,10 @@ ALLOWED = {
 
 
 def test_the_graph_sees_every_package():
-    assert {"pruning", "specvlm", "specvlm.cli", "specvlm.zoo", "eval", "eval.bench"} <= set(MODULES)
+    assert {"specvlm_pruning", "specvlm", "specvlm.cli", "specvlm.zoo", "specvlm_eval", "specvlm_eval.bench"} <= set(MODULES)
+    assert MODULES["specvlm_eval.bench.pair"] == ROOT / "eval" / "bench" / "pair.py"  # files named as installed
+    assert not {m for m in MODULES if m.split(".")[0] in ("eval", "pruning")}
+    assert "specvlm_pruning.budget" in GRAPH["specvlm.config"]  # imports of the installed names resolve
     assert "specvlm.decoding.loop" in GRAPH["specvlm.engine"]  # the resolver follows absolute imports
 
 

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("specvlm", "pruning", "eval")
+PACKAGES = ("specvlm", "pruning", "eval")  # the folders
+SETUPTOOLS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+#: folder -> installed name: eval/ and pruning/ install as specvlm_eval and specvlm_pruning
+INSTALLED = {folder: name for name, folder in SETUPTOOLS["package-dir"].items()}
 #: import name -> distribution name, for the names that differ (the rest are the same)
 DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "lmms_eval": "lmms-eval", "flash_attn": "flash-attn"}
 #: imports that belong to an extra, by module (a module importing them is loaded only with that extra)
@@ -25,7 +28,7 @@ EXTRA_IMPORTS = {"lmms-eval": "lmms", "tqdm": "lmms", "flash-attn": "flash", "py
 #: declared dependencies never imported by name, and why they are needed all the same
 NOT_IMPORTED = {
     "torchvision": "transformers' video and fast image processors import it",
-    "accelerate": "transformers' device_map='auto' and `accelerate launch -m eval` use it",
+    "accelerate": "transformers' device_map='auto' and `accelerate launch -m specvlm_eval` use it",
     "filelock": "lmms-eval 0.7.3 imports filelock._api, which filelock 4 removed (a pin, in [lmms])",
 }
 
@@ -60,7 +63,7 @@ def _imports() -> dict[str, set[str]]:
                     continue
                 for name in names:
                     top = name.split(".")[0]
-                    if top in sys.stdlib_module_names or top in PACKAGES or top == "__future__":
+                    if top in sys.stdlib_module_names or top in INSTALLED.values() or top in ("specvlm", "__future__"):
                         continue
                     found.setdefault(DISTRIBUTIONS.get(top, top).lower(), set()).add(str(path.relative_to(REPO)))
     return found
@@ -77,6 +80,26 @@ def test_runtime_imports_equal_declared_dependencies():
     for dist in declared[""] | declared["lmms"] | declared["flash"] | declared["eval"]:
         assert dist in imported or dist in NOT_IMPORTED, f"{dist} is declared but nothing imports it"
     assert "safetensors" in declared[""] and "safetensors" in imported  # specvlm/loading.py, at run time
+
+
+def _installed(path: Path) -> str:
+    """``eval/bench/pair.py`` -> ``specvlm_eval/bench/pair.py``: where a source file lies in the wheel."""
+    parts = path.relative_to(REPO).parts
+    return "/".join((INSTALLED.get(parts[0], parts[0]), *parts[1:]))
+
+
+def test_no_installed_name_a_user_folder_can_shadow():
+    """The wheel installs no top-level ``eval`` or ``pruning`` (tests/project/test_installed_names.py runs the
+    commands beside such folders), and every folder holding Python files is a listed package, since setuptools
+    cannot find a renamed folder by itself."""
+    assert INSTALLED == {"eval": "specvlm_eval", "pruning": "specvlm_pruning"}
+    listed = set(SETUPTOOLS["packages"])
+    assert not {p for p in listed if p.split(".")[0] in ("eval", "pruning")}
+    folders = {_installed(f.parent).replace("/", ".") for package in PACKAGES for f in (REPO / package).rglob("*.py")}
+    assert folders <= listed, f"missing from [tool.setuptools] packages in pyproject.toml: {sorted(folders - listed)}"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["specvlm-eval"] == "specvlm_eval.cli:main"
+    assert project["entry-points"]["lmms_eval.models"]["specvlm"] == "specvlm_eval.lmms:manifest"
 
 
 def test_the_wheel_ships_configs_and_checkpoints(tmp_path):
@@ -100,7 +123,10 @@ def test_the_wheel_ships_configs_and_checkpoints(tmp_path):
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     configs = {p.name for p in (REPO / "configs").glob("*.yaml")}
     assert {"tiny.yaml", "synthetic.yaml"} <= configs
-    assert {f"eval/configs/{c}" for c in configs} <= names
+    assert {f"specvlm_eval/configs/{c}" for c in configs} <= names
+    sources = {_installed(f) for package in PACKAGES for f in (REPO / package).rglob("*.py") if "__pycache__" not in f.parts}
+    assert sources <= names, sorted(sources - names)
+    assert not {n for n in names if n.split("/")[0] in ("eval", "pruning")}
     for role in ("target", "draft"):
         assert f"specvlm/zoo/specvlm-tiny-{role}/model.safetensors" in names
     requires = {_name(line.split(":", 1)[1].strip()) for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line}

@@ -10,8 +10,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-import pruning
-from pruning import (
+import specvlm_pruning as pruning
+from specvlm_pruning import (
     PruningResult,
     available,
     budget,
@@ -20,7 +20,7 @@ from pruning import (
     register,
     select,
 )
-from pruning import registry as registry_module
+from specvlm_pruning import registry as registry_module
 
 ALL_STRATEGIES = ["attention", "none", "random", "uniform", "verifier_guided", "window"]
 SCORE_STRATEGIES = ["attention", "verifier_guided"]
