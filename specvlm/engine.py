@@ -537,9 +537,9 @@ class SpecVLM:
         return drafter
 
     def _overlap_worker(self, seq) -> DraftWorker:
-        """The engine's draft worker, started again when it died or when the draft's compiled steps changed
-        since it started (a forked worker holds the draft as it was)."""
-        key = (seq.compiled, frozenset(self._draft_warmed))
+        """The engine's draft worker, started again when it died or when the draft's compiled graphs changed since
+        it started (a forked worker holds the draft as it was; each answer says whether it drafts compiled)."""
+        key = frozenset(self._draft_warmed)  # eager and compiled answers share a worker; new compiled graphs do not
         worker = self._draft_worker
         if worker is None or not worker.alive or self._draft_worker_key != key:
             if worker is not None:

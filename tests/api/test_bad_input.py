@@ -24,6 +24,7 @@ from specvlm import SpecVLM, VideoDecodeError
 from specvlm import engine as engine_module
 from specvlm import loading as loading_module
 from specvlm.cli import main as cli_main
+from cli_helpers import _argparse_error, _error_line, _generate_argv  # noqa: F401
 from specvlm.config import COMPILE_MODES, METHODS, POSITION_MODES
 from specvlm.decoding.drafters import model as decoding
 from specvlm.models import family_of
@@ -122,28 +123,6 @@ def no_prefill(monkeypatch):
     monkeypatch.setattr(engine_module, "prefill_target", refuse)
 
 
-def _generate_argv(target, video, *extra):
-    return ["generate", "--target", str(target), "--video", str(video), "--prompt", PROMPT, "--max-new-tokens", "2", *extra]
-
-
-def _error_line(err: str) -> str:
-    """The CLI's one-line error (stderr may also hold progress bars)."""
-    lines = [line for line in err.splitlines() if line.startswith("specvlm: error: ")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
-
-
-def _argparse_error(argv, capsys) -> str:
-    """argparse's error line for a malformed flag value (exit code 2)."""
-    with pytest.raises(SystemExit) as info:
-        cli_main(argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if ": error: " in line]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _cli(target, video, *extra):
