@@ -97,20 +97,6 @@ def _assert_lists_supported(message: str) -> None:
         assert family in message, message
 
 
-@pytest.fixture(scope="module")
-def pair(checkpoints):
-    return checkpoints["llava_onevision"]
-
-
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Fail the test if any model weights (or a processor) start to load."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was reported")
-
-    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", refuse)
-    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", refuse)
 
 
 @pytest.fixture
