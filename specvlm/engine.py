@@ -548,6 +548,11 @@ class SpecVLM:
             self._draft_worker, self._draft_worker_key = DraftWorker(self.draft_adapter, runner=runner), key
         return self._draft_worker
 
+    @property
+    def draft_worker(self) -> DraftWorker | None:
+        """The worker that drafts this engine's overlapped answers (``overlap``); None until one has run."""
+        return self._draft_worker
+
     def close(self) -> None:
         """End the engine's draft worker (``overlap``), if it started one; a later overlapped answer starts another."""
         if self._draft_worker is not None:

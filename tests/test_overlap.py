@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from specvlm import SpecVLM
+from specvlm import engine as engine_module
 from specvlm.decoding.drafters import ModelDrafter
 from specvlm.decoding.drafters import overlap as overlap_module
 from specvlm.decoding.drafters.overlap import OverlapChoice, OverlapDrafter
@@ -114,16 +115,16 @@ def test_the_engine_overlaps_with_overlap_on_in_one_worker_and_restores_its_thre
     result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree="chain")
     assert result.token_ids == expected and result.stats.overlap
     assert torch.get_num_threads() == threads
-    worker = engine._draft_worker
+    worker = engine.draft_worker
     assert worker.alive and len(multiprocessing.active_children()) == children + 1
     # the next answers reuse the worker; the lazy start and the guard wrap the overlapped drafter as any drafter
     guarded = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree="chain", lazy_draft_after=4, never_slower=True)
     assert guarded.token_ids == expected and guarded.stats.overlap
-    assert engine._draft_worker is worker and len(multiprocessing.active_children()) == children + 1
+    assert engine.draft_worker is worker and len(multiprocessing.active_children()) == children + 1
     engine.close()  # ends the worker; a later overlapped answer starts another
     assert not worker.alive and len(multiprocessing.active_children()) == children
     assert engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, tree="chain").token_ids == expected
-    assert engine._draft_worker is not worker
+    assert engine.draft_worker is not worker
     engine.close()
 
 
@@ -183,7 +184,7 @@ def test_overlap_on_refuses_what_cannot_overlap_before_any_prefill(checkpoints, 
     pair = checkpoints["llava_onevision"]
     engine = _engine(pair["target"], pair["draft"], overlap="on")
     inputs = engine.build_inputs(frames, "Describe the video.")
-    monkeypatch.setattr(engine, "_prefill_target", lambda *a, **k: pytest.fail("prefilled before the error"))
+    monkeypatch.setattr(engine_module, "prefill_target", lambda *a, **k: pytest.fail("prefilled before the error"))
     with pytest.raises(ValueError, match=f"overlap='on': .*{match}"):
         engine.generate(inputs=inputs, max_new_tokens=8, **settings)
 
@@ -253,6 +254,6 @@ def test_overlap_auto_tries_both_ways_only_once_the_engine_repeats_a_workload(ch
         ways.append(result.stats.overlap)
     # a one-shot call and the first answers never fork a worker; then one answer each way
     assert ways == [False] * COMPILE_AFTER_ANSWERS + [False, True]
-    assert engine.overlap_choice.decided(next(iter(engine.overlap_choice._state))) is not None
+    assert engine.overlap_choice.decided(engine.overlap_choice.keys()[0]) is not None
     engine.forget()
-    assert not engine.overlap_choice._state
+    assert not engine.overlap_choice.keys()

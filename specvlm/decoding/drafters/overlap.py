@@ -476,5 +476,9 @@ class OverlapChoice:
         entry = self._state.get(key)
         return None if entry is None else entry["chosen"]
 
+    def keys(self) -> list:
+        """The workload keys with trials or a decision, least recently used first."""
+        return list(self._state)
+
     def clear(self) -> None:
         self._state.clear()
