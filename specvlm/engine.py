@@ -37,7 +37,15 @@ from specvlm.decoding.drafters import (
     prefill_draft,
 )
 from specvlm.decoding.drafters.model import warm_compiled
-from specvlm.decoding.drafters.overlap import DraftWorker, OverlapChoice, OverlapDrafter, blocker, default_runner
+from specvlm.decoding.drafters.overlap import (
+    WORKER_THREADS,
+    DraftWorker,
+    OverlapChoice,
+    OverlapDrafter,
+    blocker,
+    default_runner,
+    speculative_shape,
+)
 from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory, candidates
 from specvlm.decoding.logits import NextTokenRule, merge_generation_config
 from specvlm.decoding.loop import Stop, decode
@@ -533,18 +541,34 @@ class SpecVLM:
             seq.compiled = True
         drafter = ModelDrafter(seq, shape, stop_below=stop_below, **settings)
         if prepared.stats.overlap:
-            return OverlapDrafter(drafter, worker=self._overlap_worker(seq))
+            return OverlapDrafter(drafter, worker=self._overlap_worker(seq, shape, prepared))
         return drafter
 
-    def _overlap_worker(self, seq) -> DraftWorker:
+    def _overlap_worker(self, seq, shape, prepared: Prepared) -> DraftWorker:
         """The engine's draft worker, started again when it died or when the draft's compiled graphs changed since
-        it started (a forked worker holds the draft as it was; each answer says whether it drafts compiled)."""
+        it started (a forked worker holds the draft as it was; each answer says whether it drafts compiled).
+
+        A forked worker drafts with :data:`WORKER_THREADS` torch threads, and torch.compile's graphs hold only for
+        the thread count they were built under: before forking, the graphs the worker drafts through (the
+        speculative chain) are built here under the worker's count, so that the worker never compiles."""
+        runner = default_runner(self.draft_adapter.device, self.target_adapter.device)
+        if seq.compiled and runner == "process":
+            spec = speculative_shape(shape)
+            key = ("worker", WORKER_THREADS, spec.paths)
+            if key not in self._draft_warmed:
+                threads = torch.get_num_threads()
+                torch.set_num_threads(WORKER_THREADS)
+                try:
+                    with prepared.timer("compile"):
+                        warm_compiled(seq, spec, self.shared_vocab)
+                finally:
+                    torch.set_num_threads(threads)
+                self._draft_warmed.add(key)
         key = frozenset(self._draft_warmed)  # eager and compiled answers share a worker; new compiled graphs do not
         worker = self._draft_worker
         if worker is None or not worker.alive or self._draft_worker_key != key:
             if worker is not None:
                 worker.close()
-            runner = default_runner(self.draft_adapter.device, self.target_adapter.device)
             self._draft_worker, self._draft_worker_key = DraftWorker(self.draft_adapter, runner=runner), key
         return self._draft_worker
 
@@ -581,7 +605,7 @@ class SpecVLM:
         if self.target_adapter.tp_group is not None:  # each rank would time its own answers: ranks could part ways
             return None
         key = (int(inputs["input_ids"].shape[-1]).bit_length(), plan.method, plan.pruning, config.drop_rate,
-               config.num_draft_tokens, config.draft_stop_below, config.compile)  # fmt: skip
+               config.num_draft_tokens, config.draft_stop_below, config.compile, config.never_slower)  # fmt: skip
         stats.overlap = self.overlap_choice.next(key)
         return None if self.overlap_choice.decided(key) is not None else key
 

@@ -257,3 +257,59 @@ def test_overlap_auto_tries_both_ways_only_once_the_engine_repeats_a_workload(ch
     assert engine.overlap_choice.decided(engine.overlap_choice.keys()[0]) is not None
     engine.forget()
     assert not engine.overlap_choice.keys()
+
+
+def test_the_bench_lets_overlap_auto_decide_before_its_timed_rounds(checkpoints, references, monkeypatch):
+    """``specvlm bench``'s default row measures what ``overlap="auto"`` settled on: untimed answers of the rows
+    that leave overlap to the engine run until every workload the engine tried is decided; the rows that set
+    overlap themselves (on, off) are not run for it."""
+    from specvlm.engine import COMPILE_AFTER_ANSWERS
+    from specvlm_eval.bench.pair import settle
+
+    inputs, expected = references["llava_onevision"]
+    pair = checkpoints["llava_onevision"]
+    engine = _engine(pair["target"], pair["draft"], overlap="auto", lazy_draft_after=0, tree="chain")
+    monkeypatch.setattr(engine.overlap_choice, "trials", 1)
+    ran = []
+    real = engine.generate
+
+    def generate(**kwargs):
+        result = real(**kwargs)
+        assert result.token_ids == expected[: kwargs["max_new_tokens"]]
+        ran.append(kwargs.get("overlap"))
+        return result
+
+    monkeypatch.setattr(engine, "generate", generate)
+    names = ["ar", "specvlm-chain", "specvlm-overlap", "specvlm-sequential"]
+    answers = settle(engine, names, inputs, [], MAX_NEW, 0.9)
+    keys = engine.overlap_choice.keys()
+    assert len(keys) == 1 and engine.overlap_choice.decided(keys[0]) is not None
+    assert answers == len(ran) == COMPILE_AFTER_ANSWERS + 2  # the drafted answers before trials, then one each way
+    assert set(ran) == {None}  # only the row that leaves overlap to the engine
+    assert settle(engine, names, inputs, [], MAX_NEW, 0.9) == 0  # decided: nothing more to run
+    off = _engine(pair["target"], pair["draft"], overlap="off", lazy_draft_after=0, tree="chain")
+    assert settle(off, names, inputs, [], MAX_NEW, 0.9) == 0
+
+
+@pytest.mark.slow
+def test_a_forked_worker_inherits_graphs_built_under_its_thread_count(checkpoints, references, monkeypatch):
+    """torch.compile's graphs hold only for the torch thread count they were built under, and a process worker
+    drafts with WORKER_THREADS threads: the engine builds the speculative chain's graphs under that count
+    before it forks the worker (once), and gives the decoding process its threads back."""
+    import specvlm.engine as engine_module
+    from specvlm.decoding.drafters.overlap import WORKER_THREADS
+    from specvlm.decoding.trees import chain
+
+    inputs, expected = references["llava_onevision"]
+    pair = checkpoints["llava_onevision"]
+    engine = _engine(pair["target"], pair["draft"], overlap="on", compile="draft", lazy_draft_after=0, tree="chain")
+    warmed = []
+    real = engine_module.warm_compiled
+    monkeypatch.setattr(engine_module, "warm_compiled", lambda seq, shape, vocab: (warmed.append((torch.get_num_threads(), shape.paths)), real(seq, shape, vocab)))
+    threads = torch.get_num_threads()
+    for _ in range(2):
+        assert engine.generate(inputs=inputs, max_new_tokens=MAX_NEW).token_ids == expected
+    depth = engine.config.num_draft_tokens
+    assert warmed == [(threads, chain(depth).paths), (WORKER_THREADS, chain(depth + 1).paths)]
+    assert torch.get_num_threads() == threads
+    engine.close()

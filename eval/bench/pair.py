@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 
 import torch
+from specvlm.decoding.drafters.overlap import TRIALS
+from specvlm.engine import COMPILE_AFTER_ANSWERS
 from specvlm.timing import Timer
 
 from specvlm_eval.bench.contention import busy
@@ -176,30 +178,59 @@ def fastest(runs: list[RunResult]) -> RunResult:
     return best
 
 
-def _rounds(engine, own, names, timed, inputs, questions, max_new_tokens, drop_rate, repeats) -> list[int] | None:
-    """A warm-up round, then ``repeats`` rounds of every run in ``names`` in turn (appended to ``timed``);
-    returns the caption's ``ar`` ids (the warm-up round's: the reference every later run is held to)."""
-    ar_ids = answer_ids = None
-    for attempt in range(repeats + 1):
-        for name in names:
-            runner = own if name in SELF_DRAFT_RUNS or ANSWER_RUNS.get(name) in SELF_DRAFT_RUNS else engine
-            if name == "hf-assisted":
-                run = run_hf_assisted(engine, inputs, max_new_tokens, ar_ids)
-            elif name in ANSWER_RUNS:
-                run, ids = run_answers(runner, questions, name, drop_rate, answer_ids)
-                if name == "answers:ar" and answer_ids is None:
-                    answer_ids = ids
-                    run.identical_to_ar = True
-            else:
-                run, ids = run_engine(runner, inputs, name, max_new_tokens, drop_rate, ar_ids)
-                if name == "ar":  # the warm-up round's ids are the reference every later run is held to
-                    if ar_ids is None:
-                        ar_ids = ids
-                    run.identical_to_ar = ids == ar_ids
-            if attempt:
-                timed[name].append(run)
-    return ar_ids
+def _round(engine, own, names, inputs, questions, max_new_tokens, drop_rate, refs: dict) -> dict[str, RunResult]:
+    """Every run in ``names`` once, in turn. ``refs`` holds the tokens every later run is held to: the caption's
+    ``ar`` ids (``"caption"``) and the short answers' (``"answers"``), set by the first round that runs them."""
+    runs = {}
+    for name in names:
+        runner = own if name in SELF_DRAFT_RUNS or ANSWER_RUNS.get(name) in SELF_DRAFT_RUNS else engine
+        if name == "hf-assisted":
+            run = run_hf_assisted(engine, inputs, max_new_tokens, refs.get("caption"))
+        elif name in ANSWER_RUNS:
+            run, ids = run_answers(runner, questions, name, drop_rate, refs.get("answers"))
+            if name == "answers:ar":
+                refs.setdefault("answers", ids)
+                run.identical_to_ar = ids == refs["answers"]
+        else:
+            run, ids = run_engine(runner, inputs, name, max_new_tokens, drop_rate, refs.get("caption"))
+            if name == "ar":
+                refs.setdefault("caption", ids)
+                run.identical_to_ar = ids == refs["caption"]
+        runs[name] = run
+    return runs
 
+
+def _auto_rows(names) -> list[str]:
+    """The runs of ``names`` whose overlap the engine decides (``overlap="auto"``): every run on the bench's
+    engine that leaves ``overlap`` to the engine and drafts a chain with the draft model."""
+    rows = []
+    for name in names:
+        settings = RUNS.get(ANSWER_RUNS.get(name, name))
+        if settings is None or name in SELF_DRAFT_RUNS or ANSWER_RUNS.get(name) in SELF_DRAFT_RUNS:
+            continue
+        if "overlap" not in settings and settings["method"] in ("sd", "specvlm") and settings.get("tree") == "chain":
+            rows.append(name)
+    return rows
+
+
+def settle(engine, names, inputs, questions, max_new_tokens, drop_rate, passes: int = COMPILE_AFTER_ANSWERS + 2 * TRIALS) -> int:
+    """Untimed answers of the runs whose overlap the engine decides (:func:`_auto_rows`), a pass of each in turn,
+    until ``overlap="auto"`` has decided every workload it tried (at most ``passes`` passes: the engine tries
+    overlap once it has drafted :data:`COMPILE_AFTER_ANSWERS` answers, then :data:`TRIALS` answers each way).
+    The timed rounds then measure what the engine settled on, as a repeated workload runs. Returns the answers
+    it ran."""
+    rows, answers = (_auto_rows(names) if engine.config.overlap == "auto" else []), 0
+    for _ in range(passes if rows else 0):
+        keys = engine.overlap_choice.keys()
+        if keys and all(engine.overlap_choice.decided(k) is not None for k in keys):
+            break
+        for name in rows:
+            if name in ANSWER_RUNS:
+                answers += run_answers(engine, questions, name, drop_rate)[0].answers
+            else:
+                run_engine(engine, inputs, name, max_new_tokens, drop_rate)
+                answers += 1
+    return answers
 
 
 def bench_pair(
@@ -215,8 +246,8 @@ def bench_pair(
     workloads: tuple[str, ...] = WORKLOADS,
     contention: int = 0,
 ) -> BenchReport:
-    """Every method on one held-out video: a warm-up round, then ``repeats`` rounds of every method in
-    turn; each method's fastest run counts, and it is identical only when every run was. ``profile``:
+    """Every method on one held-out video: a warm-up round, untimed answers until ``overlap="auto"`` has
+    decided (:func:`settle`), then ``repeats`` rounds of every method in turn; each method's fastest run counts, and it is identical only when every run was. ``profile``:
     also break the plain step, the chain verification and the draft step down by operator group
     (:func:`step_profile`) and report the weights each model reads per decode step. ``workloads``: which
     of :data:`WORKLOADS` run (the caption's ``ar`` runs with any of the first two). ``contention``: that many
@@ -242,8 +273,9 @@ def bench_pair(
                       num_draft_tokens=engine.config.num_draft_tokens, ignore_eos=True, compile=engine.config.compile,
                       contention=contention),
     )  # fmt: skip
-    # Rounds: every method once per round, the first round warming up. Interleaving the methods means a
-    # slow spell of the machine hits them all alike instead of one method's consecutive runs.
+    # Rounds: every method once per round, the first round warming up, then the answers that let overlap="auto"
+    # settle (:func:`settle`). Interleaving the methods means a slow spell of the machine hits them all alike
+    # instead of one method's consecutive runs.
     names = []
     if "caption" in workloads or "self-draft" in workloads:
         names.append("ar")
@@ -258,8 +290,14 @@ def bench_pair(
         report.settings["answers"] = dict(questions=len(questions), max_new_tokens=ANSWER_MAX_NEW_TOKENS, eos=True)
     timed: dict[str, list[RunResult]] = {name: [] for name in names}
     report.settings["generation"] = {**generation_settings(engine, max_new_tokens), "eos_token_id": None}
+    refs: dict = {}  # the warm-up round's ar tokens: the reference every later run is held to
     with busy(contention):
-        ar_ids = _rounds(engine, own, names, timed, inputs, questions, max_new_tokens, drop_rate, repeats)
+        _round(engine, own, names, inputs, questions, max_new_tokens, drop_rate, refs)  # warm-up (and compiles)
+        report.settings["settle_answers"] = settle(engine, names, inputs, questions, max_new_tokens, drop_rate)
+        for _ in range(repeats):
+            for name, run in _round(engine, own, names, inputs, questions, max_new_tokens, drop_rate, refs).items():
+                timed[name].append(run)
+    ar_ids = refs.get("caption")
     for name in names:
         best = fastest(timed[name])
         best.identical_to_ar = all(r.identical_to_ar for r in timed[name])

@@ -39,7 +39,10 @@ def format_report(report: BenchReport) -> str:
     if report.settings.get("contention"):
         lines.insert(2, f"contention: {report.settings['contention']} CPU-bound processes ran beside every timed run")
     lines.append("plain: timed runs the never-slower guard decoded plainly (fell back in the answer, or a remembered verdict)")
-    lines.append("overlap: timed runs whose draft drafted in a worker beside the target (overlap='auto' decides per workload)")
+    lines.append(
+        "overlap: timed runs whose draft drafted in a worker beside the target (overlap='auto' decides per workload; "
+        f"{report.settings.get('settle_answers', 0)} untimed answers let it decide before the timed rounds)"
+    )
     lines.append(
         f"{'method':<19}{'decode s':>10}{'spread':>8}{'tokens':>8}{'tau':>7}{'x ar':>8}{'x hf':>8}{'e2e x ar':>10}"
         f"{'TTFT/ar':>9}{'overhead':>10}{'syncs/step':>12}{'plain':>7}{'overlap':>9}  identical"

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 #: Where the draft's worker runs: a forked process (CPU: two interpreters, no shared GIL) or a thread (a draft
 #: on another device than the target: kernel launches are asynchronous, so one interpreter keeps both busy).
 RUNNERS = ("process", "thread")
+#: Torch threads of a process worker by default (the decoding process keeps the rest while an answer drafts).
+WORKER_THREADS = 1
 
 
 def blocker(*, separate_draft: bool, shape, sampling: bool, reads_prefix: bool) -> str | None:
@@ -88,6 +90,12 @@ def default_runner(draft_device: torch.device, target_device: torch.device) -> s
     if draft_device != target_device:
         return "thread"
     return None
+
+
+def speculative_shape(shape):
+    """The shape every proposal of an overlapped answer drafts in the worker: a chain one longer than ``shape``'s
+    (its first token guesses the target's bonus token)."""
+    return chain(shape.depth + 1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -225,7 +233,7 @@ class DraftWorker:
     threads: torch threads of a process worker (the decoding process keeps the rest while an answer drafts)
     """
 
-    def __init__(self, adapter, *, runner: str = "process", threads: int = 1):
+    def __init__(self, adapter, *, runner: str = "process", threads: int = WORKER_THREADS):
         if runner not in RUNNERS:
             raise ValueError(f"runner={runner!r}; choose one of {', '.join(map(repr, RUNNERS))}")
         if runner == "process" and "fork" not in multiprocessing.get_all_start_methods():
@@ -307,9 +315,9 @@ class OverlapDrafter(Drafter):
         self.hits = 0  # chains verified, each drafted while the target worked (a verification or plain steps)
         self._own = worker is None
         self.worker = worker if worker is not None else DraftWorker(
-            inner.seq.adapter, runner=runner, threads=1 if worker_threads is None else worker_threads
+            inner.seq.adapter, runner=runner, threads=WORKER_THREADS if worker_threads is None else worker_threads
         )
-        self._spec_shape = chain(self.depth + 1)
+        self._spec_shape = speculative_shape(inner.shape)
         self._begun = False
         self._threads: int | None = None  # the decoding process's torch threads before the answer began
         self._chain: list[int] = []  # the chain being verified
