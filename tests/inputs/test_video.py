@@ -23,6 +23,7 @@ from PIL import Image
 
 from specvlm import SpecVLM
 from specvlm import video as V
+from specvlm.video import decord_reader, pyav_reader  # where load_video looks the backends up (monkeypatch targets)
 from specvlm.video import (
     Video,
     VideoDecodeError,
@@ -147,8 +148,8 @@ def test_write_video_validates(tmp_path):
 
 
 def test_pyav_counts_frames_when_container_has_no_count(mp4, monkeypatch):
-    real_probe = V._pyav_probe
-    monkeypatch.setattr(V, "_pyav_probe", lambda av_, path: (0, real_probe(av_, path)[1]))
+    real_probe = pyav_reader._pyav_probe
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda av_, path: (0, real_probe(av_, path)[1]))
     v = load_video(mp4, num_frames=4, backend="pyav")
     assert v.total_frames == T
     assert v.indices == [2, 7, 12, 17]
@@ -156,7 +157,7 @@ def test_pyav_counts_frames_when_container_has_no_count(mp4, monkeypatch):
 
 
 def test_pyav_resamples_when_declared_count_is_too_high(mp4, monkeypatch, caplog):
-    monkeypatch.setattr(V, "_pyav_probe", lambda av_, path: (30, FPS))
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda av_, path: (30, FPS))
     with caplog.at_level(logging.WARNING, logger="specvlm.video"):
         v = load_video(mp4, num_frames=4, backend="pyav")
     assert "declares 30 frames but only 20 decode" in caplog.text
@@ -166,7 +167,7 @@ def test_pyav_resamples_when_declared_count_is_too_high(mp4, monkeypatch, caplog
 
 
 def test_pyav_without_frame_rate_is_an_error(mp4, monkeypatch):
-    monkeypatch.setattr(V, "_pyav_probe", lambda av_, path: (T, None))
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda av_, path: (T, None))
     with pytest.raises(VideoDecodeError, match="no frame rate"):
         load_video(mp4, backend="pyav")
 
@@ -178,7 +179,7 @@ def test_auto_falls_back_to_pyav_when_decord_missing(mp4, monkeypatch):
     def no_decord():
         raise ImportError("No module named 'decord'")
 
-    monkeypatch.setattr(V, "_load_decord", no_decord)
+    monkeypatch.setattr(decord_reader, "_load_decord", no_decord)
     v = load_video(mp4, num_frames=5)
     assert v.backend == "pyav"
     assert v.indices == [2, 6, 10, 14, 18]
@@ -192,7 +193,7 @@ def test_auto_falls_back_to_pyav_when_decord_fails_on_file(mp4, monkeypatch, cap
         raise RuntimeError("[12:00:00] /src/video_reader.cc:83: ERROR opening: simulated")
 
     fake = types.SimpleNamespace(VideoReader=broken_reader, cpu=lambda i: None)
-    monkeypatch.setattr(V, "_load_decord", lambda: fake)
+    monkeypatch.setattr(decord_reader, "_load_decord", lambda: fake)
     with caplog.at_level(logging.INFO, logger="specvlm.video"):
         v = load_video(mp4, num_frames=3)
     assert v.backend == "pyav"
@@ -338,7 +339,7 @@ def test_start_end_bounds_with_the_auto_fallback(mp4, monkeypatch):
     def no_decord():
         raise ImportError("No module named 'decord'")
 
-    monkeypatch.setattr(V, "_load_decord", no_decord)
+    monkeypatch.setattr(decord_reader, "_load_decord", no_decord)
     v = load_video(mp4, num_frames=3, start=0.5, end=1.5)
     assert v.backend == "pyav" and v.indices == [5, 8, 11]
     with pytest.raises(VideoDecodeError, match="lie outside the video"):
