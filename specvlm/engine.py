@@ -4,7 +4,9 @@ The engine loads the stock target (and optional draft) model and the stock proce
 the pair can work together (same family, same tokenizer, same video-token layout; ``specvlm.loading``),
 builds inputs from a video file, a frames array, images or a conversation (``specvlm.inputs``), and runs
 one pipeline for every method: validate -> :meth:`SpecVLM.prepare` (the target's prefill, scoring, pruning,
-the drafter) -> :meth:`SpecVLM.decode` (``specvlm.decoding.loop``) -> the result.
+the drafter) -> :meth:`SpecVLM.decode` (``specvlm.decoding.loop``) -> the result. A call's plan and
+prepared answer are :mod:`specvlm.plan`'s; what the engine learns across answers (the guard's verdicts,
+compiled draft steps, overlapped drafting) is :mod:`specvlm.adaptation`'s.
 
 What this module deliberately does not do: batching (one prompt at a time) or evaluation bookkeeping.
 """
@@ -16,14 +18,14 @@ import dataclasses
 import functools
 import logging
 import os
-from dataclasses import dataclass
 
 import torch
 
 import specvlm_pruning as pruning
+from specvlm.adaptation import Adaptation
 from specvlm.attention import resolve_backend
 from specvlm.audit import Divergence, classify, extend_inputs
-from specvlm.config import DEFAULT_MAX_NEW_TOKENS, METHODS, NAMES, DecodingConfig, check_names, describe
+from specvlm.config import DEFAULT_MAX_NEW_TOKENS, NAMES, DecodingConfig, check_names, describe
 from specvlm.decoding.drafters import (
     Drafter,
     Guard,
@@ -36,20 +38,10 @@ from specvlm.decoding.drafters import (
     check_tree_support,
     prefill_draft,
 )
-from specvlm.decoding.drafters.model import warm_compiled
-from specvlm.decoding.drafters.overlap import (
-    WORKER_THREADS,
-    DraftWorker,
-    OverlapChoice,
-    OverlapDrafter,
-    blocker,
-    default_runner,
-    speculative_shape,
-)
+from specvlm.decoding.drafters.overlap import DraftWorker, OverlapChoice, OverlapDrafter
 from specvlm.decoding.layerskip import AUTO_STOP_BELOW, LayerChoice, LayerMemory, candidates
-from specvlm.decoding.logits import NextTokenRule, merge_generation_config
+from specvlm.decoding.logits import call_rule
 from specvlm.decoding.loop import Stop, decode
-from specvlm.decoding.sampling import Sampling
 from specvlm.decoding.target import DecodingState, TargetPrefill, can_score_later, prefill_target, score_later
 from specvlm.decoding.trees import TreeShape, check_vocab
 from specvlm.loading import (
@@ -58,75 +50,17 @@ from specvlm.loading import (
     check_device_map,
     check_pair,
     check_tensor_parallel,
-    has_compiler,
     load_model,
     load_tokenizer,
 )
 from specvlm.models import adapter_for
 from specvlm.stats import GenerationResult, GenerationStats
 from specvlm.timing import Timer
+from specvlm.plan import Plan, Prepared
 from specvlm.inputs import build_inputs, load_clip
 from specvlm.video import Video
 
 logger = logging.getLogger(__name__)
-
-
-#: ``compile="auto"``: drafted answers an engine decodes eagerly before its draft's steps are compiled: a one-shot
-#: call or a handful of answers never waits for a compile (seconds), a workload that repeats (an evaluation, a
-#: server, the bench) pays it once and every later answer drafts at the cost of its arithmetic.
-COMPILE_AFTER_ANSWERS = 4
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a method does, resolved once per call from its name and the settings.
-
-    ``sd`` is ``specvlm`` whose pruning keeps every video token (the ``none`` strategy); ``lookup`` drafts
-    n-grams of the context (no draft model, no pruning).
-    """
-
-    method: str
-    drafts: bool  # a draft proposes tokens (sd, specvlm); ar decodes with the target alone
-    pruning: str | None  # the strategy choosing the draft's video tokens ("none": all of them); None without a draft
-    capture_scores: bool  # the target's prefill records the verifier's text-to-video attention
-
-    @classmethod
-    def resolve(cls, method: str, config: DecodingConfig) -> "Plan":
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-        if method == "ar":
-            return cls(method, drafts=False, pruning=None, capture_scores=False)
-        if method == "lookup":
-            return cls(method, drafts=True, pruning=None, capture_scores=False)
-        strategy = "none" if method == "sd" else config.pruning
-        return cls(method, drafts=True, pruning=strategy, capture_scores=pruning.needs_scores(strategy))
-
-@dataclass
-class Prepared:
-    """One answer after :meth:`SpecVLM.prepare`: what :meth:`SpecVLM.decode` needs.
-
-    target: the target's prefill (cache, last logits, layout, the verifier's scores when captured)
-    drafter: what proposes draft tokens (``None``: plain decoding); possibly a lazy start not yet started
-    stop / rule / sampling / generator: where decoding stops and how the target chooses its tokens
-    stats / timer: what the answer did and how long each part took
-    workload: the key of the guard's remembered verdicts (``None`` without a guard)
-    """
-
-    inputs: object
-    method: str
-    config: DecodingConfig
-    plan: Plan
-    target: TargetPrefill | None
-    drafter: Drafter | None
-    stop: Stop
-    rule: NextTokenRule
-    sampling: Sampling | None
-    generator: torch.Generator | None
-    stats: GenerationStats
-    timer: Timer
-    workload: tuple | None = None
-    overlap_key: tuple | None = None  # the workload key of ``overlap="auto"``'s trials (None: not tried)
-    decoded: bool = False  # decode() ran: the caches hold the answer, so it cannot run again
 
 
 @contextlib.contextmanager
@@ -161,21 +95,14 @@ class SpecVLM:
         #: the adapters the loop runs (:mod:`specvlm.models`): the stock models behind one family-independent API
         self.target_adapter = adapter_for(target)
         self.draft_adapter = adapter_for(draft) if draft is not None else None
-        #: what the engine remembers across answers, per workload: the self-draft's layer trials
-        #: (``self_draft_memory``) and the never-slower guard's verdicts; :meth:`forget` clears both
-        self.layer_memory = LayerMemory()
-        self.verdicts = Verdicts()
-        #: ``overlap="auto"``: per workload, whether drafting overlapped measured faster than sequentially
-        self.overlap_choice = OverlapChoice()
-        self._draft_worker: DraftWorker | None = None  # drafts overlapped answers (``overlap``), kept across answers
-        self._draft_worker_key = None  # the draft's compiled state when the worker was forked
-        self._drafted_answers = 0  # answers that drafted (compile="auto" compiles once a workload repeats)
-        self._draft_warmed: set = set()  # the draft shapes whose compiled graphs are built (compile_s paid)
         for adapter in (self.target_adapter, self.draft_adapter):
             if adapter is not None:
                 adapter.tokenizer = getattr(processor, "tokenizer", None)
         vocab = self.target_adapter.vocab_size if draft is None else min(self.target_adapter.vocab_size, self.draft_adapter.vocab_size)
         self.shared_vocab = vocab
+        #: what the engine learns across answers (:mod:`specvlm.adaptation`): the guard's verdicts, the
+        #: self-draft's layer trials, compiled draft steps, overlapped drafting and its worker
+        self.adaptation = Adaptation(self.target_adapter, self.draft_adapter, vocab)
         self._check_tree(self.config)
 
     @staticmethod
@@ -399,9 +326,9 @@ class SpecVLM:
                 check_self_draft_support(self.target_adapter)
         stats = GenerationStats(method=method)
         layers = self._layer_choice(plan, config, int(inputs["input_ids"].shape[-1]))  # before any prefill: a bad layer index raises here
-        workload = self._workload(plan, config, inputs)
-        overlap_key = self._overlap(plan, config, layers, sampling, rule, inputs, stats)  # "on" raises here
-        if plan.drafts and self._remembered_plain(layers, workload):
+        workload = self.adaptation.workload(plan, config, inputs)
+        overlap_key = self.adaptation.overlap(plan, config, layers, sampling, rule, inputs, stats)  # "on" raises here
+        if plan.drafts and self.adaptation.remembered_plain(layers, workload):
             # a remembered verdict for plain decoding: this answer decodes as `ar` does, with no draft prefill
             # and no scoring, so that speculation that cannot pay costs nothing
             plan = dataclasses.replace(plan, drafts=False, capture_scores=False)
@@ -430,7 +357,7 @@ class SpecVLM:
                 drafter = LazyStart(start, after) if after else start()
                 # the guard decides on each rank's own step times: sharded, ranks could part ways (and their collectives)
                 if config.never_slower and self.target_adapter.tp_group is None:
-                    drafter = Guard(drafter, plain_rate=self.verdicts.plain_rate(workload))
+                    drafter = Guard(drafter, plain_rate=self.adaptation.verdicts.plain_rate(workload))
                 prepared.drafter = drafter
         return prepared
 
@@ -458,12 +385,6 @@ class SpecVLM:
                 prepared.target, prepared.drafter, prepared.stop, stats, rule=prepared.rule, sampling=prepared.sampling,
                 generator=prepared.generator, on_commit=on_commit,
             )  # fmt: skip
-        guard = prepared.drafter if isinstance(prepared.drafter, Guard) else None
-        if prepared.plan.drafts and prepared.workload is not None and guard is not None:
-            measured = guard.plain.per_second if guard.plain.steps else None
-            self.verdicts.record(prepared.workload, lost=stats.speculation == "fell_back", plain_rate=measured)
-        if prepared.plan.drafts and stats.speculation not in ("skipped", ""):
-            self._drafted_answers += 1
         stats.new_tokens = len(tokens)
         stats.draft_prefill_s, stats.compile_s = timer.get("draft_prefill"), timer.get("compile")
         stats.prefill_s, stats.decode_s = timer.get("prefill"), timer.get("decode")
@@ -474,21 +395,34 @@ class SpecVLM:
             stats.decode_s -= stats.draft_prefill_s + stats.compile_s
         else:
             stats.prefill_s -= stats.compile_s
-        self._record_overlap(prepared)
+        self.adaptation.record(prepared, prepared.drafter if isinstance(prepared.drafter, Guard) else None)
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
         return GenerationResult(token_ids=tokens, text=text, stats=stats)
 
     def forget(self) -> None:
         """Forget every measurement and verdict remembered across answers (the next answers decide afresh)."""
-        self.layer_memory.clear()
-        self.verdicts.clear()
-        self.overlap_choice.clear()
+        self.adaptation.forget()
+
+    @property
+    def layer_memory(self) -> LayerMemory:
+        """The self-draft's layer trials per workload (``self_draft_memory``)."""
+        return self.adaptation.layer_memory
+
+    @property
+    def verdicts(self) -> Verdicts:
+        """The never-slower guard's verdicts per workload."""
+        return self.adaptation.verdicts
+
+    @property
+    def overlap_choice(self) -> OverlapChoice:
+        """``overlap="auto"``: per workload, whether drafting overlapped measured faster than sequentially."""
+        return self.adaptation.overlap_choice
 
     @property
     def draft_compiled(self) -> bool:
         """Whether the separate draft's decode steps now run compiled (``compile``; "auto" compiles them once
-        this engine has drafted :data:`COMPILE_AFTER_ANSWERS` answers)."""
-        return bool(self._draft_warmed)
+        this engine has drafted :data:`~specvlm.adaptation.COMPILE_AFTER_ANSWERS` answers)."""
+        return self.adaptation.draft_compiled
 
     # ---- the pipeline's parts ------------------------------------------------------------------
     def _max_new_tokens(self, max_new_tokens: int | None, generation_config) -> int:
@@ -537,170 +471,32 @@ class SpecVLM:
         stop_below = self._stop_below(config, layers)
         if layers is not None:
             return LayerSkipDrafter(seq, shape, layers, stop_below=stop_below, **settings)
-        if self._compile_draft(config, seq, prepared):
+        if self.adaptation.compile_draft(config, seq, prepared.sampling, prepared.timer):
             seq.compiled = True
         drafter = ModelDrafter(seq, shape, stop_below=stop_below, **settings)
         if prepared.stats.overlap:
-            return OverlapDrafter(drafter, worker=self._overlap_worker(seq, shape, prepared))
+            return OverlapDrafter(drafter, worker=self.adaptation.worker(seq, shape, prepared.timer))
         return drafter
-
-    def _overlap_worker(self, seq, shape, prepared: Prepared) -> DraftWorker:
-        """The engine's draft worker, started again when it died or when the draft's compiled graphs changed since
-        it started (a forked worker holds the draft as it was; each answer says whether it drafts compiled).
-
-        A forked worker drafts with :data:`WORKER_THREADS` torch threads, and torch.compile's graphs hold only for
-        the thread count they were built under: before forking, the graphs the worker drafts through (the
-        speculative chain) are built here under the worker's count, so that the worker never compiles."""
-        runner = default_runner(self.draft_adapter.device, self.target_adapter.device)
-        if seq.compiled and runner == "process":
-            spec = speculative_shape(shape)
-            key = ("worker", WORKER_THREADS, spec.paths)
-            if key not in self._draft_warmed:
-                threads = torch.get_num_threads()
-                torch.set_num_threads(WORKER_THREADS)
-                try:
-                    with prepared.timer("compile"):
-                        warm_compiled(seq, spec, self.shared_vocab)
-                finally:
-                    torch.set_num_threads(threads)
-                self._draft_warmed.add(key)
-        key = frozenset(self._draft_warmed)  # eager and compiled answers share a worker; new compiled graphs do not
-        worker = self._draft_worker
-        if worker is None or not worker.alive or self._draft_worker_key != key:
-            if worker is not None:
-                worker.close()
-            self._draft_worker, self._draft_worker_key = DraftWorker(self.draft_adapter, runner=runner), key
-        return self._draft_worker
 
     @property
     def draft_worker(self) -> DraftWorker | None:
         """The worker that drafts this engine's overlapped answers (``overlap``); None until one has run."""
-        return self._draft_worker
+        return self.adaptation.draft_worker
 
     def close(self) -> None:
         """End the engine's draft worker (``overlap``), if it started one; a later overlapped answer starts another."""
-        if self._draft_worker is not None:
-            self._draft_worker.close()
-            self._draft_worker = None
-
-    def _overlap(self, plan: Plan, config: DecodingConfig, layers, sampling, rule, inputs, stats) -> tuple | None:
-        """Whether this answer drafts overlapped (sets ``stats.overlap``) and the workload key under which
-        ``overlap="auto"`` records its rate (None: not a trial). ``overlap="on"`` raises ValueError here, before
-        any prefill, when the answer cannot overlap."""
-        if not plan.drafts or plan.method == "lookup" or config.overlap == "off":
-            return None
-        why = blocker(
-            separate_draft=self.draft_adapter is not None and layers is None, shape=config.tree_shape(),
-            sampling=sampling is not None, reads_prefix=rule is not None and rule.reads_prefix,
-        )  # fmt: skip
-        if why is None and default_runner(self.draft_adapter.device, self.target_adapter.device) is None:
-            why = f"no worker can overlap a draft on {self.draft_adapter.device} with a target on {self.target_adapter.device}"
-        if config.overlap == "on":
-            if why is not None:
-                raise ValueError(f"overlap='on': {why}; use overlap='auto' or 'off'")
-            stats.overlap = True
-            return None
-        if why is not None or self._drafted_answers < COMPILE_AFTER_ANSWERS:  # a one-shot call never forks a worker
-            return None
-        if self.target_adapter.tp_group is not None:  # each rank would time its own answers: ranks could part ways
-            return None
-        key = (int(inputs["input_ids"].shape[-1]).bit_length(), plan.method, plan.pruning, config.drop_rate,
-               config.num_draft_tokens, config.draft_stop_below, config.compile, config.never_slower)  # fmt: skip
-        stats.overlap = self.overlap_choice.next(key)
-        return None if self.overlap_choice.decided(key) is not None else key
-
-    def _record_overlap(self, prepared: Prepared) -> None:
-        """``overlap="auto"``: a trial answer's decode rate (one that drafted, after its decode time is final)."""
-        stats = prepared.stats
-        if prepared.overlap_key is not None and stats.speculation not in ("skipped", "remembered_plain") and stats.decode_s > 0:
-            self.overlap_choice.record(prepared.overlap_key, stats.overlap, stats.new_tokens / stats.decode_s)
+        self.adaptation.close()
 
     def _compile_target(self, config: DecodingConfig, seq) -> None:
         """``compile="all"``: the target's decode-time forwards run through its compiled step."""
         seq.compiled = config.compile == "all"
 
-    def _compile_draft(self, config: DecodingConfig, seq, prepared: Prepared) -> bool:
-        """Whether a separate draft's decode-time forwards run compiled: always with ``compile="draft"`` /
-        ``"all"``; with ``"auto"`` once this engine has drafted :data:`COMPILE_AFTER_ANSWERS` answers (a
-        workload that repeats), on CPU, where a C++ compiler exists. The first compiled answer compiles its
-        graphs before decoding on a scratch copy of the draft's cache (``stats.compile_s``), so that no
-        decoding step waits for a compile and the guard times only real steps."""
-        if config.compile == "off":
-            return False
-        if config.compile == "auto":
-            if self.draft_adapter is None or self.draft_adapter.device.type != "cpu":
-                return False
-            if self._drafted_answers < COMPILE_AFTER_ANSWERS or not has_compiler(self.draft_adapter.device):
-                return False
-            if prepared.sampling is not None:  # compiled and eager draft probabilities differ in the last bits, and
-                return False  # a sampled answer's draws follow them: its seed gives the same tokens on every call
-        shape = config.tree_shape()
-        key = shape.paths if isinstance(shape, TreeShape) else shape
-        if key not in self._draft_warmed:  # each shape drafts through graphs of its own (masks, widths)
-            with prepared.timer("compile"):
-                warm_compiled(seq, shape, self.shared_vocab)
-            self._draft_warmed.add(key)
-        return True
-
-    def _workload(self, plan: Plan, config: DecodingConfig, inputs):
-        """The key under which the guard's verdicts are remembered: the prompt's length (to a power of two: it
-        sets the steps' attention cost), the method and what a step drafts."""
-        if not plan.drafts or not config.never_slower:
-            return None
-        return (int(inputs["input_ids"].shape[-1]).bit_length(), plan.method, plan.pruning, config.drop_rate,
-                str(config.tree), config.num_draft_tokens, self.draft_adapter is None)  # fmt: skip
-
-    def _remembered_plain(self, layers: LayerChoice | None, workload) -> bool:
-        """Whether this answer decodes plainly on a remembered verdict (the guard's, or the self-draft's
-        layer trials' for plain decoding)."""
-        if layers is not None and layers.decided and layers.chosen is None:
-            return True
-        return workload is not None and self.verdicts.plain(workload)
-
     def _next_token_rule(self, inputs, generation_config, max_new_tokens: int, gen_kwargs: dict):
-        """(the target's next-token rule, the draft's sampling settings or None, EOS ids) for one call,
-        from the generation config merged as stock ``generate()`` merges it."""
+        """(the target's next-token rule, the draft's sampling settings or None, EOS ids) for one call."""
         if "input_ids" not in inputs:
             raise ValueError("inputs has no 'input_ids'; pass the processor's output (engine.build_inputs)")
         prompt_ids = inputs["input_ids"].to(self.target_adapter.device)
-        gen_kwargs = dict(gen_kwargs)
-        logits_processor = gen_kwargs.pop("logits_processor", None)
-        stopping_criteria = gen_kwargs.pop("stopping_criteria", None)
-        if stopping_criteria:  # an empty list is stock's default
-            raise ValueError(
-                "stopping_criteria is not supported: a criterion reads the whole sequence after every token, while a "
-                "speculative step commits several at once; stop with eos_token_id or max_new_tokens instead"
-            )
-        if logits_processor is not None and (
-            not isinstance(logits_processor, (list, tuple)) or not all(callable(p) for p in logits_processor)
-        ):
-            raise ValueError(
-                "logits_processor must be a list of transformers LogitsProcessor objects (callables of input_ids and "
-                f"scores), got {logits_processor!r:.80}"
-            )
-        merged, unused = merge_generation_config(
-            self.target, prompt_ids, generation_config, max_new_tokens=max_new_tokens, **gen_kwargs
-        )
-        if unused:
-            name = next(iter(unused))
-            raise TypeError(
-                f"unknown argument {name!r}: neither a decoding setting ({', '.join(NAMES)}) nor a generation "
-                "setting of transformers' GenerationConfig"
-            )
-        for name in ("stop_strings", "max_time"):
-            if getattr(merged, name, None) is not None:
-                raise ValueError(f"{name}={getattr(merged, name)!r} is not supported by SpecVLM yet")
-        rule = NextTokenRule.build(self.target, merged, prompt_ids, logits_processor)
-        sampling = None
-        if rule.do_sample:
-            sampling = Sampling(
-                temperature=merged.temperature if merged.temperature is not None else 1.0,
-                top_k=merged.top_k or 0,
-                top_p=merged.top_p if merged.top_p is not None else 1.0,
-            )
-        eos = merged._eos_token_tensor
-        eos_token_ids = set() if eos is None else set(eos.view(-1).tolist())
-        return rule, sampling, eos_token_ids
+        return call_rule(self.target, prompt_ids, generation_config, max_new_tokens, gen_kwargs, settings=NAMES)
 
     @staticmethod
     def _stop_below(config: DecodingConfig, layers: LayerChoice | None) -> float:
@@ -724,7 +520,7 @@ class SpecVLM:
             # draft sees and what a step drafts
             workload = (prompt_tokens.bit_length(), plan.pruning, config.drop_rate, str(config.tree),
                         config.num_draft_tokens, config.draft_stop_below)  # fmt: skip
-            memory = self.layer_memory.table(workload)
+            memory = self.adaptation.layer_memory.table(workload)
         try:
             return LayerChoice(self.target_adapter, options, auto=setting == "auto", memory=memory)
         except ValueError as err:

@@ -241,7 +241,7 @@ def test_overlap_choice_keeps_sequential_drafting_when_overlap_is_not_faster():
 
 
 def test_overlap_auto_tries_both_ways_only_once_the_engine_repeats_a_workload(checkpoints, references, monkeypatch):
-    from specvlm.engine import COMPILE_AFTER_ANSWERS
+    from specvlm.adaptation import COMPILE_AFTER_ANSWERS
 
     inputs, expected = references["llava_onevision"]
     pair = checkpoints["llava_onevision"]
@@ -263,7 +263,7 @@ def test_the_bench_lets_overlap_auto_decide_before_its_timed_rounds(checkpoints,
     """``specvlm bench``'s default row measures what ``overlap="auto"`` settled on: untimed answers of the rows
     that leave overlap to the engine run until every workload the engine tried is decided; the rows that set
     overlap themselves (on, off) are not run for it."""
-    from specvlm.engine import COMPILE_AFTER_ANSWERS
+    from specvlm.adaptation import COMPILE_AFTER_ANSWERS
     from specvlm_eval.bench.pair import settle
 
     inputs, expected = references["llava_onevision"]
@@ -296,7 +296,7 @@ def test_a_forked_worker_inherits_graphs_built_under_its_thread_count(checkpoint
     """torch.compile's graphs hold only for the torch thread count they were built under, and a process worker
     drafts with WORKER_THREADS threads: the engine builds the speculative chain's graphs under that count
     before it forks the worker (once), and gives the decoding process its threads back."""
-    import specvlm.engine as engine_module
+    import specvlm.adaptation as engine_module  # where the engine's compile policy looks it up
     from specvlm.decoding.drafters.overlap import WORKER_THREADS
     from specvlm.decoding.trees import chain
 

@@ -32,7 +32,7 @@ import logging
 
 import torch
 from specvlm.decoding.drafters.overlap import TRIALS
-from specvlm.engine import COMPILE_AFTER_ANSWERS
+from specvlm.adaptation import COMPILE_AFTER_ANSWERS
 from specvlm.timing import Timer
 
 from specvlm_eval.bench.contention import busy

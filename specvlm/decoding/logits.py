@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from specvlm.decoding.sampling import Sampling
+
 #: Generation settings speculation cannot honour: what each would need, for the error message.
 UNSUPPORTED = {
     "num_beams": (1, "beam search keeps several hypotheses; speculative decoding follows one"),
@@ -138,3 +140,46 @@ class NextTokenRule:
     def probs(self, logits: torch.Tensor, prefixes: list[list[int]]) -> torch.Tensor:
         """The target's sampling distribution p (n, V) at each row (``do_sample``)."""
         return self.scores(logits, prefixes).softmax(dim=-1)
+
+
+def call_rule(model, prompt_ids: torch.Tensor, generation_config, max_new_tokens: int, gen_kwargs: dict, settings=()):
+    """(the target's next-token rule, the draft's sampling settings or None, EOS ids) for one call of ``model``
+    on ``prompt_ids`` (1, L), from the generation config merged as stock ``generate()`` merges it with the call's
+    ``gen_kwargs`` (``logits_processor`` included). ``settings``: the caller's own keyword names, named in the
+    error for an argument that is neither one of them nor a generation setting."""
+    gen_kwargs = dict(gen_kwargs)
+    logits_processor = gen_kwargs.pop("logits_processor", None)
+    stopping_criteria = gen_kwargs.pop("stopping_criteria", None)
+    if stopping_criteria:  # an empty list is stock's default
+        raise ValueError(
+            "stopping_criteria is not supported: a criterion reads the whole sequence after every token, while a "
+            "speculative step commits several at once; stop with eos_token_id or max_new_tokens instead"
+        )
+    if logits_processor is not None and (
+        not isinstance(logits_processor, (list, tuple)) or not all(callable(p) for p in logits_processor)
+    ):
+        raise ValueError(
+            "logits_processor must be a list of transformers LogitsProcessor objects (callables of input_ids and "
+            f"scores), got {logits_processor!r:.80}"
+        )
+    merged, unused = merge_generation_config(model, prompt_ids, generation_config, max_new_tokens=max_new_tokens, **gen_kwargs)
+    if unused:
+        name = next(iter(unused))
+        raise TypeError(
+            f"unknown argument {name!r}: neither a decoding setting ({', '.join(settings)}) nor a generation "
+            "setting of transformers' GenerationConfig"
+        )
+    for name in ("stop_strings", "max_time"):
+        if getattr(merged, name, None) is not None:
+            raise ValueError(f"{name}={getattr(merged, name)!r} is not supported by SpecVLM yet")
+    rule = NextTokenRule.build(model, merged, prompt_ids, logits_processor)
+    sampling = None
+    if rule.do_sample:
+        sampling = Sampling(
+            temperature=merged.temperature if merged.temperature is not None else 1.0,
+            top_k=merged.top_k or 0,
+            top_p=merged.top_p if merged.top_p is not None else 1.0,
+        )
+    eos = merged._eos_token_tensor
+    eos_token_ids = set() if eos is None else set(eos.view(-1).tolist())
+    return rule, sampling, eos_token_ids

@@ -10,7 +10,7 @@ from specvlm_eval.config import METHOD_SETTINGS, EvalConfig
 from specvlm import DecodingConfig, SpecVLM
 from specvlm import config as settings
 from specvlm.cli import BENCH_SETTINGS, _parser, chosen_settings
-from specvlm.engine import Plan
+from specvlm.plan import Plan
 
 
 def test_every_setting_has_help_methods_and_a_valid_default():

@@ -272,7 +272,7 @@ def test_compile_auto_compiles_a_separate_drafts_steps_once_a_workload_repeats(c
     """The first answers draft eagerly (a one-shot call never waits for a compile); from the answer after
     COMPILE_AFTER_ANSWERS drafted ones the draft's steps are compiled, its graphs built once before decoding.
     (The compile itself is replaced here: tests/decoding/test_lossless.py holds compiled steps to the stock output.)"""
-    from specvlm import engine as engine_module
+    from specvlm import adaptation as engine_module  # where the engine's compile policy looks them up
 
     warmed = []
     monkeypatch.setattr(engine_module, "warm_compiled", lambda seq, shape, vocab: warmed.append(seq.prefix))
