@@ -66,12 +66,13 @@ class Adaptation:
         self._worker_key = None  # ``_warmed`` when the worker was forked
 
     # ---- the never-slower guard ----------------------------------------------------------------
-    def workload(self, plan, config: DecodingConfig, inputs) -> tuple | None:
-        """The key under which the guard's verdicts are remembered (None: no guard, or nothing drafts)."""
+    def workload(self, plan, config: DecodingConfig, inputs, overlapped: bool = False) -> tuple | None:
+        """The key under which the guard's verdicts are remembered (None: no guard, or nothing drafts);
+        ``overlapped``: the answer drafts overlapped (a way with verdicts of its own)."""
         if not plan.drafts or not config.never_slower:
             return None
         return (int(inputs["input_ids"].shape[-1]).bit_length(), plan.method, plan.pruning, config.drop_rate,
-                str(config.tree), config.num_draft_tokens, self.draft is None)  # fmt: skip
+                str(config.tree), config.num_draft_tokens, self.draft is None, overlapped)  # fmt: skip
 
     def remembered_plain(self, layers: LayerChoice | None, workload) -> bool:
         """Whether this answer decodes plainly on a remembered verdict (the guard's, or the self-draft's
@@ -180,8 +181,9 @@ class Adaptation:
             self.verdicts.record(prepared.workload, lost=stats.speculation == "fell_back", plain_rate=measured)
         if prepared.plan.drafts and stats.speculation not in ("skipped", ""):
             self.drafted_answers += 1
-        if prepared.overlap_key is not None and stats.speculation not in ("skipped", "remembered_plain") and stats.decode_s > 0:
-            self.overlap_choice.record(prepared.overlap_key, stats.overlap, stats.new_tokens / stats.decode_s)
+        if prepared.overlap_trial is not None and stats.speculation != "skipped" and stats.decode_s > 0:
+            key, overlapped = prepared.overlap_trial  # a remembered plain verdict's answer: what that way gives now
+            self.overlap_choice.record(key, overlapped, stats.new_tokens / stats.decode_s)
 
     def forget(self) -> None:
         """Forget every measurement and verdict (the next answers decide afresh); compiled graphs stay built."""

@@ -326,14 +326,18 @@ class SpecVLM:
                 check_self_draft_support(self.target_adapter)
         stats = GenerationStats(method=method)
         layers = self._layer_choice(plan, config, int(inputs["input_ids"].shape[-1]))  # before any prefill: a bad layer index raises here
-        workload = self.adaptation.workload(plan, config, inputs)
         overlap_key = self.adaptation.overlap(plan, config, layers, sampling, rule, inputs, stats)  # "on" raises here
+        # drafting overlapped and sequentially are two ways with verdicts of their own (a busy machine can
+        # defeat one and not the other)
+        workload = self.adaptation.workload(plan, config, inputs, overlapped=stats.overlap)
+        overlap_trial = None if overlap_key is None else (overlap_key, stats.overlap)
         if plan.drafts and self.adaptation.remembered_plain(layers, workload):
             # a remembered verdict for plain decoding: this answer decodes as `ar` does, with no draft prefill
-            # and no scoring, so that speculation that cannot pay costs nothing
+            # and no scoring, so that speculation that cannot pay costs nothing (an overlap="auto" trial's way
+            # then measures plain decoding's rate: what that way gives this workload now)
             plan = dataclasses.replace(plan, drafts=False, capture_scores=False)
             stats.speculation = "remembered_plain"
-            stats.overlap, overlap_key = False, None
+            stats.overlap = False
         timer = Timer(self.target_adapter.device)
         generator = None
         if sampling is not None:
@@ -341,7 +345,7 @@ class SpecVLM:
         prepared = Prepared(
             inputs=inputs, method=method, config=config, plan=plan, target=None, drafter=None,
             stop=Stop(max_new_tokens, frozenset(eos_token_ids)), rule=rule, sampling=sampling, generator=generator,
-            stats=stats, timer=timer, workload=workload, overlap_key=overlap_key,
+            stats=stats, timer=timer, workload=workload, overlap_trial=overlap_trial,
         )  # fmt: skip
         after = self._lazy_after(plan, config, prepared.stop)
         # a lazily started draft's pruning is scored when it starts, so a short answer's prefill is the plain one

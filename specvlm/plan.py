@@ -70,5 +70,5 @@ class Prepared:
     stats: GenerationStats
     timer: Timer
     workload: tuple | None = None
-    overlap_key: tuple | None = None  # the workload key of ``overlap="auto"``'s trials (None: not tried)
+    overlap_trial: tuple | None = None  # ``overlap="auto"``'s trial: (its workload key, overlapped?); None: no trial
     decoded: bool = False  # decode() ran: the caches hold the answer, so it cannot run again

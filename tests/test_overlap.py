@@ -313,3 +313,31 @@ def test_a_forked_worker_inherits_graphs_built_under_its_thread_count(checkpoint
     assert warmed == [(threads, chain(depth).paths), (WORKER_THREADS, chain(depth + 1).paths)]
     assert torch.get_num_threads() == threads
     engine.close()
+
+
+def test_overlapped_and_sequential_drafting_have_verdicts_of_their_own(checkpoints, references, monkeypatch):
+    """The never-slower guard remembers a verdict per way: a workload whose sequential drafting lost still tries
+    overlapped drafting, and ``overlap="auto"`` counts the plain answer that verdict gave as the sequential way's
+    rate (what that way gives the workload now), so its trials end."""
+    from specvlm.adaptation import COMPILE_AFTER_ANSWERS
+    from specvlm.plan import Plan
+
+    inputs, expected = references["llava_onevision"]
+    pair = checkpoints["llava_onevision"]
+    engine = _engine(pair["target"], pair["draft"], overlap="auto", never_slower=True, lazy_draft_after=0, tree="chain")
+    monkeypatch.setattr(engine.overlap_choice, "trials", 1)
+    for _ in range(COMPILE_AFTER_ANSWERS):  # unguarded: these answers draft whatever the tiny models' speed
+        assert engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, never_slower=False).token_ids == expected
+    plan = Plan.resolve("specvlm", engine.config)
+    sequential = engine.adaptation.workload(plan, engine.config, inputs, overlapped=False)
+    assert sequential != engine.adaptation.workload(plan, engine.config, inputs, overlapped=True)
+    engine.verdicts.record(sequential, lost=True)
+    ways = []
+    for _ in range(2):
+        result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW)
+        assert result.token_ids == expected
+        ways.append((result.stats.speculation, result.stats.overlap))
+    assert ways[0] == ("remembered_plain", False)  # the sequential trial: plain on the verdict
+    assert ways[1][1] is True and ways[1][0] != "remembered_plain"  # the overlapped trial drafts
+    assert engine.overlap_choice.decided(engine.overlap_choice.keys()[0]) is not None
+    engine.close()
