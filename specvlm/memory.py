@@ -58,39 +58,28 @@ _SIGLIP = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 
 _QWEN25_VISION = {"depth": 32, "hidden_size": 1280, "num_heads": 16, "in_channels": 3, "patch_size": 14,
                   "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
 
+
+def _text(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int) -> dict:
+    """A published ``text_config``'s shape values (untied embeddings, as every checkpoint below has)."""
+    return {"hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+            "tie_word_embeddings": False}  # fmt: skip
+
+
+_LLAVA_OV = {"model_type": "llava_onevision", "vision_feature_layer": -1, "multimodal_projector_bias": True,
+             "vision_config": _SIGLIP}  # fmt: skip
+
 #: The shape values of the published ``config.json`` of the checkpoints the packaged experiment files name
 #: (only the keys the arithmetic reads), so that their estimate needs no download.
 KNOWN_CONFIGS = {
-    # llava-hf/llava-onevision-qwen2-72b-ov-hf: the published config.json's values
-    "llava-hf/llava-onevision-qwen2-72b-ov-hf": {
-        "model_type": "llava_onevision", "vision_feature_layer": -1, "multimodal_projector_bias": True,
-        "text_config": {"hidden_size": 8192, "intermediate_size": 29568, "num_hidden_layers": 80,
-                        "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 152128,
-                        "tie_word_embeddings": False},
-        "vision_config": _SIGLIP,
-    },
-    # llava-hf/llava-onevision-qwen2-7b-ov-hf: the published config.json's values
-    "llava-hf/llava-onevision-qwen2-7b-ov-hf": {
-        "model_type": "llava_onevision", "vision_feature_layer": -1, "multimodal_projector_bias": True,
-        "text_config": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152128,
-                        "tie_word_embeddings": False},
-        "vision_config": _SIGLIP,
-    },
-    # Qwen/Qwen2.5-VL-32B-Instruct: the published config.json's values
+    "llava-hf/llava-onevision-qwen2-72b-ov-hf": {**_LLAVA_OV, "text_config": _text(8192, 29568, 80, 64, 8, 152128)},
+    "llava-hf/llava-onevision-qwen2-7b-ov-hf": {**_LLAVA_OV, "text_config": _text(3584, 18944, 28, 28, 4, 152128)},
     "Qwen/Qwen2.5-VL-32B-Instruct": {
-        "model_type": "qwen2_5_vl",
-        "text_config": {"hidden_size": 5120, "intermediate_size": 27648, "num_hidden_layers": 64,
-                        "num_attention_heads": 40, "num_key_value_heads": 8, "vocab_size": 152064,
-                        "tie_word_embeddings": False},
+        "model_type": "qwen2_5_vl", "text_config": _text(5120, 27648, 64, 40, 8, 152064),
         "vision_config": {**_QWEN25_VISION, "intermediate_size": 3456, "out_hidden_size": 5120},
     },
-    # Qwen/Qwen2.5-VL-7B-Instruct: the published config.json's values
     "Qwen/Qwen2.5-VL-7B-Instruct": {
-        "model_type": "qwen2_5_vl",
-        "text_config": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-                        "tie_word_embeddings": False},
+        "model_type": "qwen2_5_vl", "text_config": _text(3584, 18944, 28, 28, 4, 152064),
         "vision_config": {**_QWEN25_VISION, "intermediate_size": 3420, "out_hidden_size": 3584},
     },
 }  # fmt: skip

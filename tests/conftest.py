@@ -108,6 +108,26 @@ def stock_reference():
 
 
 @pytest.fixture(scope="session")
+def eager_scores():
+    """``eager_scores(target, inputs, layout, layers=None)`` -> (scores, output, model): a separately loaded stock
+    model with eager attention runs ``inputs`` returning its attention maps, and ``scores`` (N,) is the attention
+    of the text after the last visual token to each of ``layout``'s visual tokens, averaged over the layers (those
+    whose index ``layers`` holds, when given), the heads and the text queries: what the verifier's captured
+    scores must equal."""
+
+    @torch.no_grad()
+    def get(target, inputs, layout, layers=None):
+        model = AutoModelForImageTextToText.from_pretrained(target, attn_implementation="eager").eval()
+        out = model(**inputs, output_attentions=True)
+        maps = [a for i, a in enumerate(out.attentions) if layers is None or i in layers]
+        split = layout.last_position + 1
+        rows = torch.stack([a[0, :, split:, :] for a in maps])  # (layers, heads, text queries, L)
+        return rows[..., layout.positions].mean(dim=(0, 1, 2)), out, model
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def frames() -> np.ndarray:
     """(8, 64, 64, 3) uint8 synthetic frames."""
     return synthetic_frames(num_frames=8, height=64, width=64)

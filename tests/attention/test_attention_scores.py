@@ -13,19 +13,14 @@ FAMILIES = ("llava_onevision", "qwen2_5_vl")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_captured_scores_equal_eager_attention(checkpoints, frames, family):
+def test_captured_scores_equal_eager_attention(checkpoints, frames, family, eager_scores):
     engine = SpecVLM.from_pretrained(checkpoints[family]["target"])
     inputs = engine.build_inputs(frames, "Which colour is the square?")
     adapter = engine.target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
 
-    eager = AutoModelForImageTextToText.from_pretrained(checkpoints[family]["target"], attn_implementation="eager").eval()
-    with torch.no_grad():
-        out = eager(**inputs, output_attentions=True)
-    split = layout.last_position + 1
-    rows = torch.stack([a[0, :, split:, :] for a in out.attentions])  # (layers, heads, text queries, L)
-    expected = rows[..., layout.positions].mean(dim=(0, 1, 2))  # (N,)
+    expected, out, _ = eager_scores(checkpoints[family]["target"], inputs, layout)
 
     assert prefill.scores.shape == (layout.num_tokens,)
     torch.testing.assert_close(prefill.scores, expected, rtol=1e-4, atol=1e-6)

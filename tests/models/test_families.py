@@ -13,16 +13,15 @@ import re
 
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoProcessor
 
-from specvlm import SpecVLM
 from specvlm.attention import AttentionContext
 from specvlm.decoding.drafters import prefill_draft
 from specvlm.decoding.target import prefill_target
 from specvlm.models import adapter_for, family_of
 from specvlm.models import cache as kv
 from specvlm.zoo.tiny import TinySpec
-from tiny_pairs import CORE_FAMILIES, Lazy, eos_free_engine
+from tiny_pairs import CORE_FAMILIES, Lazy, check_chain, eos_free_engine
 
 MAX_NEW = 20
 FAMILIES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "internvl", "llava_onevision1_5", "glm4v", "glm4v_moe", "glm46v")
@@ -217,11 +216,8 @@ def test_qwen3_vl_target_prefill_applies_deepstack(engines, references):
 def test_qwen3_vl_moe_target_with_dense_draft(family_checkpoints, references):
     """A Qwen3-VL-MoE target pairs with a dense Qwen3-VL draft (one family, one layout, e.g. 30B-A3B with 2B)."""
     inputs, expected = references["qwen3_vl_moe"]
-    engine = SpecVLM.from_pretrained(family_checkpoints["qwen3_vl_moe"]["target"], draft=family_checkpoints["qwen3_vl"]["draft"])
-    engine.target.generation_config.eos_token_id = None
-    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.9)
-    assert result.token_ids == expected
-    assert result.stats.kept_video_tokens == result.stats.video_tokens // 10
+    engine = eos_free_engine(family_checkpoints["qwen3_vl_moe"]["target"], draft=family_checkpoints["qwen3_vl"]["draft"])
+    check_chain(engine, inputs, expected, "specvlm", 0.9)
 
 
 @pytest.mark.parametrize("family", CORE_FAMILIES + FAMILIES)
@@ -240,19 +236,28 @@ def test_adapter_follows_its_model_when_the_model_moves(family):
     assert adapter.embed_tokens(ids).dtype == torch.float64
 
 
-def test_qwen3_vl_timestamps_come_from_the_video_file(engines, video_file):
-    """A decoded mp4 passes its real fps and sampled frame indices to the processor (``VideoMetadata``):
-    each tubelet's ``<t seconds>`` is the mean time of its two source frames (not the 24 fps fallback),
-    and the output equals the stock model's greedy output on those inputs."""
-    engine = engines["qwen3_vl", "self"]
+def _qwen3_vl_stamps(idx: list[int], fps: float) -> tuple[list[str], str]:
+    """Qwen3-VL: each tubelet's ``<t seconds>``, the mean time of its two source frames."""
+    return [f"<{(idx[k] + idx[k + 1]) / 2 / fps:.1f} seconds>" for k in range(0, len(idx), 2)], r"<[\d.]+ seconds>"
+
+
+def _glm4v_stamps(idx: list[int], fps: float) -> tuple[list[str], str]:
+    """GLM-4.1V: each temporal patch followed by the whole seconds of its first frame."""
+    return [f"<|end_of_image|>{int(idx[k] / fps)}" for k in range(0, len(idx), 2)], r"<\|end_of_image\|>\d+"
+
+
+@pytest.mark.parametrize("family, stamps_of", [("qwen3_vl", _qwen3_vl_stamps), ("glm4v", _glm4v_stamps)])
+def test_timestamps_come_from_the_video_file(engines, video_file, family, stamps_of):
+    """A decoded mp4 passes its real fps and sampled frame indices to the processor (``VideoMetadata``): the
+    prompt's timestamps are those of the sampled frames (not the 24 fps fallback), in order, and the output
+    equals the stock model's greedy output on those inputs."""
+    engine = engines[family, "self"]
     clip = engine.load(video_file, num_frames=8)
     inputs = engine.build_inputs(video_file, "What moves?", num_frames=8)
     text = engine.processor.tokenizer.decode(inputs["input_ids"][0])
-    idx = [int(i) for i in clip.indices]
-    stamps = [f"<{(idx[k] + idx[k + 1]) / 2 / clip.fps:.1f} seconds>" for k in range(0, len(idx), 2)]
-    assert clip.fps != 24 and text.count(" seconds>") == len(stamps)
-    positions = [text.index(stamp) for stamp in stamps]
-    assert positions == sorted(positions)
+    stamps, pattern = stamps_of([int(i) for i in clip.indices], clip.fps)
+    assert clip.fps != 24 and len(stamps) == 4
+    assert re.findall(pattern, text) == stamps
     expected = engine.target.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=None)
     result = engine.generate(inputs=inputs, max_new_tokens=12, method="specvlm", drop_rate=0.9)
     assert result.token_ids == expected[0, inputs["input_ids"].shape[1] :].tolist()
@@ -294,20 +299,14 @@ def test_internvl_layout_is_one_run_per_frame(engines, references):
 
 
 @torch.no_grad()
-def test_internvl_captured_scores_equal_eager_attention(family_checkpoints, engines, references):
+def test_internvl_captured_scores_equal_eager_attention(family_checkpoints, engines, references, eager_scores):
     """On InternVL's multi-run layout the verifier's scores captured through the hook equal eager attention of
     the text after the last frame to every ``<IMG_CONTEXT>`` key, and the prefill's logits the eager model's."""
     inputs, _ = references["internvl"]
     adapter = engines["internvl", "separate"].target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
-    eager = AutoModelForImageTextToText.from_pretrained(
-        family_checkpoints["internvl"]["target"], attn_implementation="eager"
-    ).eval()
-    out = eager(**inputs, output_attentions=True)
-    split = layout.last_position + 1
-    rows = torch.stack([a[0, :, split:, :] for a in out.attentions])  # (layers, heads, text queries, L)
-    expected = rows[..., layout.positions].mean(dim=(0, 1, 2))  # (N,)
+    expected, out, _ = eager_scores(family_checkpoints["internvl"]["target"], inputs, layout)
     assert prefill.scores.shape == (layout.num_tokens,)
     torch.testing.assert_close(prefill.scores, expected, rtol=1e-4, atol=1e-6)
     assert expected.std() > 0
@@ -379,18 +378,3 @@ def test_glm4v_video_tokens_are_marked_only_by_mm_token_type_ids(engines, refere
     assert int(torch.isin(keep, layout.positions).sum()) == layout.num_tokens // 10
 
 
-def test_glm4v_timestamps_come_from_the_video_file(engines, video_file):
-    """A decoded mp4 passes its real fps and sampled frame indices to the processor (``VideoMetadata``): each
-    temporal patch is followed by the whole seconds of its first frame, and the output equals the stock
-    model's greedy output on those inputs."""
-    engine = engines["glm4v", "self"]
-    clip = engine.load(video_file, num_frames=8)
-    inputs = engine.build_inputs(video_file, "What moves?", num_frames=8)
-    text = engine.processor.tokenizer.decode(inputs["input_ids"][0])
-    idx = [int(i) for i in clip.indices]
-    stamps = [f"<|end_of_image|>{int(idx[k] / clip.fps)}" for k in range(0, len(idx), 2)]
-    assert clip.fps != 24 and text.count("<|end_of_image|>") == len(stamps)
-    assert re.findall(r"<\|end_of_image\|>\d+", text) == stamps
-    expected = engine.target.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=None)
-    result = engine.generate(inputs=inputs, max_new_tokens=12, method="specvlm", drop_rate=0.9)
-    assert result.token_ids == expected[0, inputs["input_ids"].shape[1] :].tolist()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModelForImageTextToText
 from transformers.cache_utils import DummyLayer, DynamicSlidingWindowLayer
 
 from specvlm import SpecVLM
@@ -141,7 +141,7 @@ def test_prefills_equal_the_stock_forward(gemma_checkpoints, gemma_engines, gemm
 
 
 @torch.no_grad()
-def test_captured_scores_equal_eager_attention_of_the_full_attention_layers(gemma_checkpoints, gemma_engines, gemma_reference):
+def test_captured_scores_equal_eager_attention_of_the_full_attention_layers(gemma_checkpoints, gemma_engines, gemma_reference, eager_scores):
     """The verifier's scores come from the full-attention layers (a sliding layer's text queries see only the last
     window of the prompt): they equal the eager model's attention of the text queries to the video keys averaged
     over those layers and their heads."""
@@ -149,13 +149,10 @@ def test_captured_scores_equal_eager_attention_of_the_full_attention_layers(gemm
     adapter = gemma_engines["none"].target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
-    eager = AutoModelForImageTextToText.from_pretrained(gemma_checkpoints["target"], attn_implementation="eager").eval()
-    out = eager(**inputs, output_attentions=True)
-    types = eager.config.get_text_config().layer_types
-    assert len(out.attentions) == len(types)
-    split = layout.last_position + 1
-    rows = torch.stack([a[0, :, split:, :] for a, t in zip(out.attentions, types) if t == FULL])
-    expected = rows[..., layout.positions].mean(dim=(0, 1, 2))  # (N,)
+    types = AutoConfig.from_pretrained(gemma_checkpoints["target"]).get_text_config().layer_types
+    full = {i for i, t in enumerate(types) if t == FULL}
+    expected, out, _ = eager_scores(gemma_checkpoints["target"], inputs, layout, layers=full)
+    assert len(out.attentions) == len(types) > len(full)  # every layer's map; the sliding ones are left out
     torch.testing.assert_close(prefill.scores, expected, rtol=1e-4, atol=1e-6)
     assert expected.std() > 0
     torch.testing.assert_close(prefill.logits, out.logits[0, -1], rtol=1e-4, atol=1e-4)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText
 
-from specvlm import SpecVLM
 from specvlm.attention import causal_context
 from specvlm.decoding.target import prefill_target
 from specvlm.models import cache as kv
@@ -195,7 +193,7 @@ def test_rollback_past_the_recorded_states_raises(hybrid_engines, hybrid_referen
         kv.keep(seq.cache, length, [1])
 
 
-def test_captured_scores_equal_eager_attention_of_the_full_attention_layers(hybrid_checkpoints, hybrid_engines, frames):
+def test_captured_scores_equal_eager_attention_of_the_full_attention_layers(hybrid_checkpoints, hybrid_engines, frames, eager_scores):
     """The verifier's scores come from the full-attention layers only (the linear layers have no attention
     matrix): they equal the eager model's attention of the text queries to the video keys averaged over
     those layers and their heads."""
@@ -204,15 +202,9 @@ def test_captured_scores_equal_eager_attention_of_the_full_attention_layers(hybr
     adapter = engine.target_adapter
     prefill = prefill_target(adapter, inputs, capture_scores=True)
     layout = prefill.layout
-    path = hybrid_checkpoints["qwen3_5"]["target"]
-    eager = AutoModelForImageTextToText.from_pretrained(path, attn_implementation="eager").eval()
+    expected, out, eager = eager_scores(hybrid_checkpoints["qwen3_5"]["target"], inputs, layout)
     full = [i for i, t in enumerate(eager.config.get_text_config().layer_types) if t == FULL]
-    with torch.no_grad():
-        out = eager(**inputs, output_attentions=True)
-    assert len(out.attentions) == len(full)  # one attention map per full-attention layer
-    split = layout.last_position + 1
-    rows = torch.stack([a[0, :, split:, :] for a in out.attentions])  # (full layers, heads, text queries, L)
-    expected = rows[..., layout.positions].mean(dim=(0, 1, 2))  # (N,)
+    assert len(out.attentions) == len(full)  # one attention map per full-attention layer (all of them averaged)
     torch.testing.assert_close(prefill.scores, expected, rtol=1e-4, atol=1e-6)
     assert expected.std() > 0
     torch.testing.assert_close(prefill.logits, out.logits[0, -1], rtol=1e-4, atol=1e-4)
@@ -236,11 +228,8 @@ def test_self_drafting_is_refused_but_plain_decoding_works(hybrid_engines, hybri
 def test_moe_target_with_dense_draft(hybrid_checkpoints, hybrid_references):
     """A Qwen3.5-MoE target pairs with a dense Qwen3.5 draft (one family, one layout, e.g. 35B-A3B with 2B)."""
     inputs, expected = hybrid_references["qwen3_5_moe"]
-    engine = SpecVLM.from_pretrained(hybrid_checkpoints["qwen3_5_moe"]["target"], draft=hybrid_checkpoints["qwen3_5"]["draft"])
-    engine.target.generation_config.eos_token_id = None
-    result = engine.generate(inputs=inputs, max_new_tokens=MAX_NEW, method="specvlm", drop_rate=0.9)
-    assert result.token_ids == expected
-    assert result.stats.kept_video_tokens == result.stats.video_tokens // 10
+    engine = eos_free_engine(hybrid_checkpoints["qwen3_5_moe"]["target"], draft=hybrid_checkpoints["qwen3_5"]["draft"])
+    check_chain(engine, inputs, expected, "specvlm", 0.9)
 
 
 def test_tiny_references_name_the_hybrid_families():

@@ -96,24 +96,16 @@ def _validate_row(row: Any, root: Path) -> dict[str, Any]:
     if not (root / video).is_file():
         raise ValueError(f"video file {str(root / video)!r} does not exist")
     check_text(row["caption"], "caption")
-    if not row["questions"]:
-        raise ValueError("no questions")
-    for q in row["questions"]:
-        if not isinstance(q, dict):
-            raise ValueError("a question is not a JSON object")
-        try:
-            Question.from_dict(q)
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed question {q!r}: {exc!r}") from exc
-    if not row["objects"]:
-        raise ValueError("no objects")
-    for o in row["objects"]:
-        if not isinstance(o, dict):
-            raise ValueError("an object is not a JSON object")
-        try:
-            ObjectTrack.from_dict(o)
-        except TypeError as exc:
-            raise ValueError(f"malformed object {o!r}: {exc}") from exc
+    for key, kind, cls in (("questions", "question", Question), ("objects", "object", ObjectTrack)):
+        if not row[key]:
+            raise ValueError(f"no {key}")
+        for item in row[key]:
+            if not isinstance(item, dict):
+                raise ValueError(f"a {kind} is not a JSON object")
+            try:
+                cls.from_dict(item)
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"malformed {kind} {item!r}: {exc!r}") from exc
     return row
 
 

@@ -145,15 +145,9 @@ def build_tokenizer(family: str):
 
 def text_sizes(spec: TinySpec, tokenizer) -> dict:
     """A tiny text decoder's sizes (the vocabulary is the tokenizer's)."""
-    return dict(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=spec.max_positions,
-    )
+    return {"vocab_size": len(tokenizer), "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
+            "num_hidden_layers": spec.num_layers, "num_attention_heads": spec.num_heads,
+            "num_key_value_heads": spec.num_kv_heads, "max_position_embeddings": spec.max_positions}  # fmt: skip
 
 
 def text_settings(spec: TinySpec, tokenizer) -> dict:
