@@ -41,10 +41,11 @@ import base64
 import binascii
 import io
 import os
-import stat
 
 import numpy as np
 import torch
+
+from specvlm.files import check_input_file
 
 #: PIL modes holding 16-bit grey levels.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -138,23 +139,6 @@ def array_to_rgb(array: np.ndarray, name: str = "an image array") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _check_file(path: str) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ImageLoadError(path, "file does not exist") from None
-    except OSError as err:
-        raise ImageLoadError(path, f"cannot stat file: {err.strerror or err}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ImageLoadError(path, "is a directory, not an image file")
-    if not stat.S_ISREG(st.st_mode):  # a FIFO could block forever
-        raise ImageLoadError(path, "is not a regular file")
-    if st.st_size == 0:
-        raise ImageLoadError(path, "file is empty (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise ImageLoadError(path, "file is not readable (permission denied)")
-
-
 def _open(source, name: str) -> np.ndarray:
     """Open an image file (a path or bytes) and convert its picture faithfully."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -200,7 +184,7 @@ def load_image(image) -> np.ndarray:
             raise ValueError(f"image {path!r} is a URL; SpecVLM reads local files only: download it first")
         if "\x00" in path:
             raise ImageLoadError(path, "the path holds a NUL character")
-        _check_file(path)
+        check_input_file(path, ImageLoadError, "is a directory, not an image file")
         return _open(path, path)
     if isinstance(image, Image.Image):
         return pil_to_rgb(image)

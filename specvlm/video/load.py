@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 
+from specvlm.files import check_input_file
 from specvlm.video import decord_reader
 from specvlm.video.clip import Video
-from specvlm.video.errors import VideoDecodeError, _BackendFailure, _short
+from specvlm.video.errors import VideoDecodeError, _BackendFailure
 from specvlm.video.frame_folder import _decode_folder
 from specvlm.video.pyav_reader import _decode_pyav, _pyav_reason
 from specvlm.video.sampling import DEFAULT_NUM_FRAMES, _check_bounds, _check_positive, _check_sampling_args
@@ -26,24 +26,6 @@ logger = logging.getLogger(__name__)
 
 #: Accepted values of ``load_video(backend=...)``.
 BACKENDS = ("auto", "decord", "pyav")
-
-
-def _check_file(path: str) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise VideoDecodeError(path, "file does not exist") from None
-    except OSError as exc:
-        raise VideoDecodeError(path, f"cannot stat file: {_short(exc)}") from exc
-    if stat.S_ISDIR(st.st_mode):
-        reason = "is a directory, not a video file (give frame_fps to read a folder of frame images)"
-        raise VideoDecodeError(path, reason)
-    if not stat.S_ISREG(st.st_mode):  # FIFOs etc. could block a decoder forever
-        raise VideoDecodeError(path, "is not a regular file")
-    if st.st_size == 0:
-        raise VideoDecodeError(path, "file is empty (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise VideoDecodeError(path, "file is not readable (permission denied)")
 
 
 def load_video(
@@ -96,7 +78,9 @@ def load_video(
     path_str = os.fsdecode(os.fspath(path))
     if frame_fps is not None and os.path.isdir(path_str):
         return _decode_folder(path_str, frame_fps, sampling, bounds)
-    _check_file(path_str)
+    check_input_file(
+        path_str, VideoDecodeError, "is a directory, not a video file (give frame_fps to read a folder of frame images)"
+    )
 
     if backend == "pyav":
         try:
