@@ -505,9 +505,26 @@ def drafting_cases(env: Env) -> list[Case]:
         env.engine.close()
         return api_accepts(lambda: got, lambda r: None if r.token_ids == ar and r.stats.overlap else f"overlap gave {r.token_ids}, ar {ar}")
 
+    def overlap_after_close_and_a_dead_worker():
+        """close() twice, an answer after it, and an answer after its worker was killed: each overlapped answer
+        equals ar's (a dead worker is replaced, not reported as an error)."""
+        kw = dict(**{**base, "max_new_tokens": 16}, overlap="on", tree="chain", lazy_draft_after=0, ignore_eos=True)
+        ar = env.engine.generate(**{**base, "max_new_tokens": 16}, method="ar", ignore_eos=True).token_ids
+        env.engine.close()
+        env.engine.close()
+        first = env.engine.generate(**kw).token_ids
+        worker = env.engine.draft_worker
+        if worker is not None and worker.runner == "process":
+            worker._worker.kill()
+            worker._worker.join()
+        second = env.engine.generate(**kw).token_ids
+        env.engine.close()
+        return api_accepts(lambda: (first, second), lambda r: None if r == (ar, ar) else f"overlap gave {r}, ar {ar}")
+
     cases += [
         Case("drafting: method lookup equals ar", lookup_is_plain_decodings_answer),
         Case("overlap: on equals ar", overlap_is_plain_decodings_answer),
+        Case("overlap: after close() and after its worker died", overlap_after_close_and_a_dead_worker),
         Case("generation: a per-call config's max_new_tokens", config_length_counts),
     ]
     return cases
