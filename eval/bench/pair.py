@@ -247,8 +247,8 @@ def bench_pair(
     contention: int = 0,
 ) -> BenchReport:
     """Every method on one held-out video: a warm-up round, untimed answers until ``overlap="auto"`` has
-    decided (:func:`settle`), then ``repeats`` rounds of every method in turn; each method's fastest run counts, and it is identical only when every run was. ``profile``:
-    also break the plain step, the chain verification and the draft step down by operator group
+    decided (:func:`settle`), then ``repeats`` rounds of every method in turn; each method's fastest run
+    counts, and it is identical only when every run was. ``profile``: also break the plain step, the chain verification and the draft step down by operator group
     (:func:`step_profile`) and report the weights each model reads per decode step. ``workloads``: which
     of :data:`WORKLOADS` run (the caption's ``ar`` runs with any of the first two). ``contention``: that many
     CPU-bound processes run beside every round (:func:`busy`), so that the ratios are those of a busy machine;
