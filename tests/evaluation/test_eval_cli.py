@@ -211,11 +211,11 @@ def test_ctrl_c_keeps_every_finished_row(tmp_path, checkpoints, monkeypatch, cap
     args = [str(cfg), "--output", str(out), "--no-progress", "--no-plots"]
     real, done = runner._run_one, []
 
-    def interrupt_the_fourth(*a, **k):
-        if len(done) == 3:
-            raise KeyboardInterrupt
-        done.append(real(*a, **k))
-        return done[-1]
+    def interrupt_the_fourth(*a, **k):  # three runs complete, the fourth is interrupted
+        if len(done) < 3:
+            done.append(real(*a, **k))
+            return done[-1]
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "_run_one", interrupt_the_fourth)
     assert main(args) == 130

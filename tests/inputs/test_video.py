@@ -13,7 +13,7 @@ import logging
 import pickle
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 
 import av
 import numpy as np
@@ -498,15 +498,10 @@ def test_metadata_real_transformers_type(mp4):
 def test_metadata_fields(mp4, monkeypatch):
     """Field mapping, checked against a stand-in so it runs even where transformers is broken."""
 
-    @dataclass
-    class FakeVideoMetadata:
-        total_num_frames: int
-        fps: float | None = None
-        width: int | None = None
-        height: int | None = None
-        duration: float | None = None
-        video_backend: str | None = None
-        frames_indices: list | None = None
+    optional = ("fps", "width", "height", "duration", "video_backend", "frames_indices")
+    FakeVideoMetadata = make_dataclass(
+        "FakeVideoMetadata", [("total_num_frames", int)] + [(name, object, field(default=None)) for name in optional]
+    )
 
     fake_module = types.ModuleType("transformers.video_utils")
     fake_module.VideoMetadata = FakeVideoMetadata
