@@ -229,6 +229,22 @@ def test_overlap_choice_alternates_then_keeps_the_way_that_measured_faster():
     assert choice.decided("other") is None
 
 
+def test_overlap_choice_judges_each_way_by_its_fastest_answer():
+    # noise on a shared machine only slows answers: overlap's two slowed answers must not outvote its fastest,
+    # though its median (80) is below sequential's (100)
+    choice = OverlapChoice(trials=3)
+    for off, on in ((100.0, 60.0), (100.0, 150.0), (100.0, 80.0)):
+        choice.record("w", False, off)
+        choice.record("w", True, on)
+    assert choice.decided("w") is True
+    # and the other way round: one lucky-looking sequential answer is its fastest, so it wins
+    other = OverlapChoice(trials=3)
+    for off, on in ((90.0, 120.0), (200.0, 120.0), (90.0, 120.0)):
+        other.record("w", False, off)
+        other.record("w", True, on)
+    assert other.decided("w") is False
+
+
 def test_overlap_choice_keeps_sequential_drafting_when_overlap_is_not_faster():
     choice = OverlapChoice(trials=1)
     choice.record("w", False, 100.0)

@@ -112,8 +112,10 @@ def forward_cost(seq, structure: TreeStructure | None, repeats: int) -> float:
     plus the nodes of ``structure`` under its tree mask (``None``: the root alone, a plain decode step); the cache is
     rolled back after each forward."""
     run = _step(seq, structure)
+    trusted = seq.adapter.trusted_compiled
     with torch.no_grad():
-        run()  # warm-up
+        run()  # warm-up (a compiled step's first call of this kind builds its graph, guarded)
+        seq.adapter.trust_compiled(trusted)  # then timed as the answers ran it
         return _median_ms(run, repeats, seq.adapter.device)
 
 

@@ -18,6 +18,7 @@ verification.
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,15 @@ from transformers import DynamicCache
 
 from specvlm.models import cache as kv
 from specvlm.attention import AttentionContext
+
+logger = logging.getLogger(__name__)
+
+
+def _default_stance() -> bool:
+    """Whether torch.compile runs under its default stance (a caller's own stance, such as "force_eager",
+    is left in charge of a trusted step)."""
+    stance = getattr(getattr(torch._dynamo, "eval_frame", None), "_stance", None)
+    return getattr(stance, "stance", None) == "default" and not getattr(stance, "skip_guard_eval_unsafe", False)
 
 
 #: Graphs torch.compile may keep for the decode step (raised to this when a step is compiled; the default,
@@ -362,8 +372,35 @@ class ModelAdapter:
         if not compiled:
             return self.forward(self.embed_tokens(token_ids), pos, cache, ctx, logits_to_keep)
         kv.ensure_capacity(cache, token_ids.shape[-1])  # allocation stays outside the compiled graph
-        logits = self.compiled_step()(token_ids, pos, cache, ctx)
+        step = self.compiled_step()
+        logits = None
+        if self.trusted_compiled and _default_stance():
+            try:
+                with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                    logits = step(token_ids, pos, cache, ctx)
+            except RuntimeError as error:  # a call unlike every graph: torch refuses before anything runs
+                if "skip_guard_eval_unsafe" not in str(error):
+                    raise
+                logger.info("%s: a compiled step needs a graph of its own; its steps are guarded again", self.family)
+                self.trusted_compiled = False
+        if logits is None:
+            logits = step(token_ids, pos, cache, ctx)
         return logits[:, -logits_to_keep:] if logits_to_keep else logits
+
+    def trust_compiled(self, trusted: bool = True) -> None:
+        """Whether this adapter's compiled steps skip most of torch.compile's guard evaluation
+        (``skip_guard_eval_unsafe``), for a draft whose every kind of decode step was compiled beforehand
+        (:func:`~specvlm.decoding.drafters.model.warm_compiled` trusts them once it has built them).
+
+        Each compiled call normally checks some 600 guards (tensor shapes, module attributes, the cache's
+        fields) before it runs its graph, about a third of a small draft's step on CPU. Trusted, a call
+        checks only the guards that tell its graphs apart (every tensor's shape and type, and whatever
+        guard once failed and so compiled another graph), so that a call unlike any seen in the warm-up
+        may run a graph built for another. A call that no graph's distinguishing guards admit is refused by
+        torch before anything runs; it then runs guarded (compiling its graph) and the adapter's steps stay
+        guarded until the next warm-up. Only a draft's steps are trusted: whatever a draft proposes, the
+        target verifies every token, so a draft's output never decides an answer's tokens."""
+        self.trusted_compiled = trusted
 
     def _step(self, token_ids: torch.Tensor, pos: torch.Tensor, cache: DynamicCache, ctx: AttentionContext) -> torch.Tensor:
         return self.forward(self.embed_tokens(token_ids), pos, cache, ctx)
@@ -383,6 +420,9 @@ class ModelAdapter:
 
     def language_model(self):
         return self.model.model.language_model
+
+    #: whether compiled steps skip most guard evaluation (:meth:`trust_compiled`)
+    trusted_compiled = False
 
     #: the processor's tokenizer, set by the engine (families that read the prompt's text to tell runs apart use it)
     tokenizer = None
@@ -412,6 +452,7 @@ class ModelAdapter:
         view = copy.copy(self)
         view._layer_view = view_model
         view._compiled = None
+        view.trusted_compiled = False
         return view
 
     # ---- family hooks -------------------------------------------------------------------------

@@ -4,10 +4,14 @@ lookup's output against the stock model, in every family: test_lossless.py.)"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 
 from specvlm import SpecVLM
+from specvlm.loading import has_compiler
 from specvlm.decoding.drafters import Drafter, Guard, LazyStart, PromptLookupDrafter, Step, Verdicts
 from specvlm.decoding.drafters.guard import CHECK_STEPS, PLAIN_ANSWERS, PROBE_STEPS
 from specvlm.decoding.trees import DraftTree
@@ -266,6 +270,52 @@ def test_the_guard_changes_no_token(checkpoints, references, family):
     assert guarded.token_ids == unguarded.token_ids == expected
     assert guarded.stats.accepted_lengths[:PROBE_STEPS] == [1] * PROBE_STEPS
     assert guarded.stats.speculation in ("on", "fell_back")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_compiler(torch.device("cpu")), reason="torch.compile needs a C++ compiler on CPU")
+def test_trusted_compiled_draft_steps_run_the_graphs_their_guards_would_pick(checkpoints, references):
+    """Once warm_compiled has built a draft's graphs it trusts them (most guards skipped): every kind of step
+    (one token, a catch-up of several, a tree level under its mask) gives exactly what the fully guarded
+    call gives, and a shape warmed after the trust compiles graphs of its own rather than reusing a chain's."""
+    from specvlm.decoding.drafters.model import warm_compiled
+    from specvlm.decoding.drafting import propose
+    from specvlm.models import cache as kv
+
+    inputs, _ = references["llava_onevision"]
+    engine = _engine(checkpoints, "llava_onevision")
+    seq = engine.prefill_draft(inputs, engine.prefill_target(inputs))
+    adapter, vocab = seq.adapter, engine.shared_vocab
+    chain_shape, tree_shape = engine.config.tree_shape(), engine.config.replace(tree="specvlm-25").tree_shape()
+
+    def drafted(shape, trusted: bool):
+        adapter.trust_compiled(trusted)
+        scratch, out, tokens = dataclasses.replace(seq, cache=copy.deepcopy(seq.cache), compiled=True), [3], []
+        for step in (1, 2, 3):  # as decoding does: 1, 2, 3 tokens committed since the last proposal
+            out = out + [4 + step] * step
+            proposal = propose(scratch, out, shape, vocab=vocab, max_depth=shape.depth)
+            tokens.append(proposal.tree.tokens)
+            kv.keep(scratch.cache, proposal.base, [])
+        return tokens, adapter.trusted_compiled
+
+    assert not adapter.trusted_compiled
+    warm_compiled(seq, chain_shape, vocab)
+    assert adapter.trusted_compiled
+    # trusted first: were a graph missing, the guarded call would compile it, and the trusted one then find it
+    (trusted, kept), (guarded, _) = drafted(chain_shape, True), drafted(chain_shape, False)
+    assert kept and all(torch.equal(a, b) for a, b in zip(trusted, guarded))
+    warm_compiled(seq, tree_shape, vocab)  # after the chain's graphs were trusted: its own graphs, guarded
+    assert adapter.trusted_compiled
+    (trusted, kept), (guarded, _) = drafted(tree_shape, True), drafted(tree_shape, False)
+    assert kept and all(torch.equal(a, b) for a, b in zip(trusted, guarded))
+    # a kind of step no warm-up built (a causal chunk of new tokens): refused trusted, it runs guarded after
+    adapter.trust_compiled()
+    scratch = dataclasses.replace(seq, cache=copy.deepcopy(seq.cache), compiled=True)
+    unwarmed = scratch.append(torch.tensor([5, 6, 7]))
+    assert not adapter.trusted_compiled
+    scratch = dataclasses.replace(seq, cache=copy.deepcopy(seq.cache), compiled=True)
+    assert torch.equal(unwarmed, scratch.append(torch.tensor([5, 6, 7])))
+    assert not adapter.with_layers([0]).trusted_compiled  # a layer view compiles and guards its own steps
 
 
 def test_compile_auto_compiles_a_separate_drafts_steps_once_a_workload_repeats(checkpoints, references, monkeypatch):

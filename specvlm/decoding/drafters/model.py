@@ -106,13 +106,18 @@ def prefill_draft(
 def warm_compiled(seq: DecodingState, shape: TreeShape | DynamicTree, vocab: int, steps: int = 3) -> None:
     """Build the compiled graphs a draft's decode steps use (``torch.compile`` compiles on first use): draft
     ``steps`` proposals of ``shape`` on a scratch copy of ``seq``'s cache, catching up 1, 2, ... tokens as the
-    real steps do, so that no decoding step of an answer waits for a compile. ``seq`` is left unchanged."""
+    real steps do, so that no decoding step of an answer waits for a compile. ``seq`` is left unchanged.
+
+    The warm-up runs under torch.compile's full guards, so that every kind of step compiles its graph; after
+    it, the draft's compiled steps are trusted (:meth:`~specvlm.models.base.ModelAdapter.trust_compiled`)."""
     scratch = dataclasses.replace(seq, cache=copy.deepcopy(seq.cache), compiled=True)  # the same cache classes
+    seq.adapter.trust_compiled(False)
     out = [0]
     for step in range(1, steps + 1):
         out = out + [0] * step  # ``step`` tokens committed since the last proposal: a catch-up of that many
         proposal = propose(scratch, out, shape, vocab=vocab, max_depth=shape.depth)
         kv.keep(scratch.cache, proposal.base, [])
+    seq.adapter.trust_compiled()
 
 
 class ModelDrafter(Drafter):
