@@ -521,7 +521,23 @@ def drafting_cases(env: Env) -> list[Case]:
         env.engine.close()
         return api_accepts(lambda: (first, second), lambda r: None if r == (ar, ar) else f"overlap gave {r}, ar {ar}")
 
+    def trusted_steps_after_a_reset_and_under_a_stance():
+        """compile="draft" answers (their graphs trusted) after torch._dynamo.reset() dropped every graph, and
+        under a caller's own stance ("force_eager"): each equals ar's (a refused trusted call runs guarded)."""
+        import torch
+
+        kw = dict(**{**base, "max_new_tokens": 16}, compile="draft", tree="chain", lazy_draft_after=0, ignore_eos=True)
+        ar = env.engine.generate(**{**base, "max_new_tokens": 16}, method="ar", ignore_eos=True).token_ids
+        first = env.engine.generate(**kw).token_ids
+        torch._dynamo.reset()  # the warmed graphs are gone; the engine still holds them as built and trusted
+        after_reset = env.engine.generate(**kw).token_ids
+        with torch.compiler.set_stance("force_eager"):
+            eager = env.engine.generate(**kw).token_ids
+        got = (first, after_reset, eager)
+        return api_accepts(lambda: got, lambda r: None if r == (ar, ar, ar) else f"compiled answers {r}, ar {ar}")
+
     cases += [
+        Case("compile: trusted draft steps after a dynamo reset and under force_eager", trusted_steps_after_a_reset_and_under_a_stance),
         Case("drafting: method lookup equals ar", lookup_is_plain_decodings_answer),
         Case("overlap: on equals ar", overlap_is_plain_decodings_answer),
         Case("overlap: after close() and after its worker died", overlap_after_close_and_a_dead_worker),

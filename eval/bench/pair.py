@@ -247,8 +247,8 @@ def bench_pair(
     contention: int = 0,
 ) -> BenchReport:
     """Every method on one held-out video: a warm-up round, untimed answers until ``overlap="auto"`` has
-    decided (:func:`settle`), then ``repeats`` rounds of every method in turn; each method's fastest run
-    counts, and it is identical only when every run was. ``profile``: also break the plain step, the chain verification and the draft step down by operator group
+    decided (:func:`settle`), then ``repeats`` rounds of every method in turn (every other round in reverse
+    order); each method's fastest run counts, and it is identical only when every run was. ``profile``: also break the plain step, the chain verification and the draft step down by operator group
     (:func:`step_profile`) and report the weights each model reads per decode step. ``workloads``: which
     of :data:`WORKLOADS` run (the caption's ``ar`` runs with any of the first two). ``contention``: that many
     CPU-bound processes run beside every round (:func:`busy`), so that the ratios are those of a busy machine;
@@ -294,8 +294,11 @@ def bench_pair(
     with busy(contention):
         _round(engine, own, names, inputs, questions, max_new_tokens, drop_rate, refs)  # warm-up (and compiles)
         report.settings["settle_answers"] = settle(engine, names, inputs, questions, max_new_tokens, drop_rate)
-        for _ in range(repeats):
-            for name, run in _round(engine, own, names, inputs, questions, max_new_tokens, drop_rate, refs).items():
+        for i in range(repeats):
+            # every other round in reverse order: no run always follows the same one, so that what its place
+            # costs or gives (a warm cache, the load the run before leaves) falls on every run alike
+            order = names if i % 2 == 0 else names[::-1]
+            for name, run in _round(engine, own, order, inputs, questions, max_new_tokens, drop_rate, refs).items():
                 timed[name].append(run)
     ar_ids = refs.get("caption")
     for name in names:

@@ -55,14 +55,14 @@ def format_report(report: BenchReport) -> str:
     for name, r in report.runs.items():
         if name in ANSWER_RUNS:
             continue
-        over_ar = speed.get("ar", {}).get(name, 1.0 if name == "ar" else float("nan"))
-        over_hf = speed.get("hf-assisted", {}).get(name, 1.0 if name == "hf-assisted" else float("nan"))
+        over_ar = speed.get("ar", {}).get(name, 1.0 if name == "ar" else None)
+        over_hf = speed.get("hf-assisted", {}).get(name, 1.0 if name == "hf-assisted" else None)  # None: no such row
         tau = f"{r.tau:.2f}" if r.tau is not None else "-"
         overhead = f"{100 * r.overhead:.1f}%" if r.overhead is not None else "-"
         syncs = f"{r.host_syncs_per_step:.2f}" if r.host_syncs_per_step is not None else "-"
         spread = f"+{100 * r.spread:.0f}%" if r.spread is not None else "-"
         lines.append(
-            f"{name:<19}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{over_ar:>8.2f}{over_hf:>8.2f}"
+            f"{name:<19}{r.decode_s:>10.3f}{spread:>8}{r.new_tokens:>8}{tau:>7}{ratio(over_ar):>8}{ratio(over_hf):>8}"
             f"{ratio(report.over_ar(name, 'e2e')):>10}{ratio(report.over_ar(name, 'ttft')):>9}{overhead:>10}{syncs:>12}"
             f"{f'{r.plain_runs}/{r.timed_runs}':>7}{f'{r.overlap_runs}/{r.timed_runs}':>9}  {_verdict(r)}"
         )

@@ -131,9 +131,10 @@ def test_bench_pair_profile_breaks_steps_down_by_operator(engine):
 
 
 def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
-    """A warm-up round, then every method once per round (a slow spell of the machine hits all methods
-    alike); the fastest timed run of each counts, and one non-identical run marks the method, which is
-    then run once more and its divergence classified against the target's own scores."""
+    """A warm-up round, then every method once per round, every other round in reverse order (a slow spell
+    of the machine hits all methods alike, and no method always follows the same one); the fastest timed
+    run of each counts, and one non-identical run marks the method, which is then run once more and its
+    divergence classified against the target's own scores."""
     calls = []
     real_engine, real_hf = bench.run_engine, bench.run_hf_assisted
 
@@ -153,7 +154,7 @@ def test_bench_pair_interleaves_the_methods_round_by_round(engine, monkeypatch):
     monkeypatch.setattr("specvlm_eval.bench.pair.run_hf_assisted", run_hf)
     report = bench.bench_pair(engine, max_new_tokens=6, min_video_tokens=100, repeats=2, workloads=("caption",))
     methods = [n for n in bench.RUNS if n not in bench.SELF_DRAFT_RUNS] + ["hf-assisted"]
-    assert calls == methods * 3 + ["sd"]  # the rerun that is classified
+    assert calls == methods * 2 + methods[::-1] + ["sd"]  # the rerun that is classified
     assert not report.runs["sd"].identical_to_ar
     assert all(report.runs[m].identical_to_ar and report.runs[m].divergence is None for m in methods if m != "sd")
     divergence = report.runs["sd"].divergence
@@ -183,6 +184,8 @@ def test_bench_pair_runs_the_self_draft_and_short_answers_with_end_to_end_ratios
     assert "answers:specvlm" not in report.speedups()["ar"]  # the answers are compared with their own ar
     text = bench.format_report(report)
     assert "short answers" in text and "e2e x ar" in text and "TTFT/ar" in text
+    own_row = next(line for line in text.splitlines() if line.startswith("self-draft "))
+    assert "nan" not in text and own_row.split()[6] == "-"  # no hf-assisted row: its column says so
     with pytest.raises(ValueError, match="workloads="):
         bench.bench_pair(engine, workloads=("captions",))
 
