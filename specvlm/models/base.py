@@ -382,7 +382,7 @@ class ModelAdapter:
                 if "skip_guard_eval_unsafe" not in str(error):
                     raise
                 logger.info("%s: a compiled step needs a graph of its own; its steps are guarded again", self.family)
-                self.trusted_compiled = False
+                self.trust_compiled(False)
         if logits is None:
             logits = step(token_ids, pos, cache, ctx)
         return logits[:, -logits_to_keep:] if logits_to_keep else logits
